@@ -1,0 +1,67 @@
+"""One home for endpoints, credentials and paths.
+
+Every value comes from the environment, with local-only defaults that point at the embedded stack
+started by ``qp stack up``. Nothing secret lives in the repository: the default S3 keys below are
+the throwaway keys of the loopback-only SeaweedFS that the stack starts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def runtime_dir() -> Path:
+    """Project-local runtime directory (logs, PID files, data, cached jars); ``QP_HOME`` overrides."""
+    return Path(_env("QP_HOME", str(PROJECT_ROOT / ".qp"))).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Endpoints of the platform's services (defaults: the local stack on 127.0.0.1)."""
+
+    kafka_bootstrap_servers: str
+    schema_registry_url: str
+    kafka_connect_url: str
+    s3_endpoint_url: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_region: str
+    bucket: str
+    pushgateway_url: str
+    prometheus_url: str
+    iceberg_catalog_name: str
+    iceberg_catalog_uri: str
+    iceberg_warehouse: str
+    spark_master: str
+    runtime_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        rt = runtime_dir()
+        bucket = _env("QP_BUCKET", "local-vqe-results")
+        return cls(
+            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+            schema_registry_url=_env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
+            kafka_connect_url=_env("KAFKA_CONNECT_URL", "http://127.0.0.1:8083"),
+            s3_endpoint_url=_env("S3_ENDPOINT_URL", "http://127.0.0.1:8333"),
+            aws_access_key_id=_env("AWS_ACCESS_KEY_ID", "qp-local"),
+            aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY", "qp-local-secret"),
+            aws_region=_env("AWS_REGION", "us-east-1"),
+            bucket=bucket,
+            pushgateway_url=_env("PUSHGATEWAY_URL", "127.0.0.1:9091"),
+            prometheus_url=_env("PROMETHEUS_URL", "http://127.0.0.1:9090"),
+            iceberg_catalog_name=_env("ICEBERG_CATALOG_NAME", "qp"),
+            iceberg_catalog_uri=_env("ICEBERG_CATALOG_URI", f"sqlite:///{rt / 'iceberg' / 'catalog.db'}"),
+            iceberg_warehouse=_env("ICEBERG_WAREHOUSE", f"s3://{bucket}/warehouse"),
+            spark_master=_env("SPARK_MASTER", "local[*]"),
+            runtime_dir=rt,
+        )
