@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Sets up everything the platform needs on a fresh Debian machine, idempotently:
+# Debian packages, the Python virtualenv (pinned by constraints.txt), and every JVM dependency
+# (Kafka, Connect + sink plugin, Apicurio registry, Spark jars), cached under .qp/ and ~/.m2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+# 1. Debian packages (PushGateway, Prometheus; Java and Maven are expected from the base image but
+#    installed here when missing).
+need_apt=()
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# 2. Python environment (uv for speed; its download cache makes repeat runs quick).
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+if ! command -v uv >/dev/null 2>&1; then
+  log "installing uv"
+  "$PY" -m pip install -q --disable-pip-version-check uv
+fi
+UV=$(command -v uv || echo "$PY -m uv")
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  $UV venv -q .venv --python "$PY"
+fi
+EXTRAS=${QP_EXTRAS:-cpu,dev}
+log "installing qp-assets[$EXTRAS] (pinned by constraints.txt)"
+$UV pip install -q --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
+
+# 3. JVM dependencies and Debian-packaged services for the local stack (cached; second run downloads nothing).
+log "resolving JVM dependencies (cached under .qp/lib and ~/.m2)"
+.venv/bin/qp stack fetch
+log "setup complete: activate with 'source $ROOT/.venv/bin/activate'"
