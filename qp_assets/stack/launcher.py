@@ -1,0 +1,260 @@
+"""Start, stop and inspect the local stack (plain processes, PID files, logs under the runtime dir).
+
+Contracts:
+- ``ensure_up(services)`` is idempotent: a healthy service of ours is left alone, a dead one is restarted,
+  a missing one is started; dependencies first, in SERVICE_ORDER. Returns the Settings clients should use.
+- A port held by a process that is not ours raises StackError naming port and service (no waiting).
+- A service exiting during start raises StackError naming it and its log file.
+- ``down()`` stops in reverse order: SIGTERM to the process group, SIGKILL after the service's grace.
+- Concurrent callers (several pytest sessions, CLI) serialize on ``<runtime>/stack.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.stack import process
+from qp_assets.stack.errors import StackError, UnknownServiceError
+from qp_assets.stack.services import SERVICE_ORDER, SERVICES, Service, StackContext
+
+log = logging.getLogger(__name__)
+
+
+def validate_services(names: Iterable[str] | None) -> list[str]:
+    """Requested names in start order; raises UnknownServiceError naming the bad one."""
+    if names is None:
+        return list(SERVICE_ORDER)
+    wanted = [n.strip() for n in names if n and n.strip()]
+    for name in wanted:
+        if name not in SERVICES:
+            raise UnknownServiceError(f"unknown service {name!r}; known services: {', '.join(SERVICE_ORDER)}")
+    return [n for n in SERVICE_ORDER if n in wanted]
+
+
+def with_dependencies(names: list[str]) -> list[str]:
+    """``names`` plus their transitive dependencies, in start order."""
+    needed: set[str] = set()
+    stack = list(names)
+    while stack:
+        name = stack.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        stack.extend(SERVICES[name].depends_on)
+    return [n for n in SERVICE_ORDER if n in needed]
+
+
+@contextmanager
+def stack_lock(ctx: StackContext) -> Iterator[None]:
+    ctx.root.mkdir(parents=True, exist_ok=True)
+    with open(ctx.root / "stack.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    endpoint: str
+    pid: int | None
+    state: str  # healthy | unhealthy | stopped | external-healthy | external-down
+    rss_bytes: int
+    log_file: Path
+
+
+def _foreign_port(ctx: StackContext, svc: Service) -> int | None:
+    """First of the service's ports on which something (not ours) already listens."""
+    for port in svc.ports(ctx):
+        if process.port_open("127.0.0.1", port):
+            return port
+    return None
+
+
+def _fetch(ctx: StackContext, svc: Service) -> None:
+    if not svc.fetched(ctx):
+        log.info("fetching %s (first time: downloads from Maven Central / apt)", svc.name)
+    svc.fetch(ctx)
+
+
+def _wait_ready(ctx: StackContext, svc: Service, proc, started: float) -> None:
+    deadline = started + svc.start_timeout
+    logfile = ctx.log_file(svc.name)
+    while True:
+        rc = proc.poll() if proc is not None else None
+        if rc is not None:
+            raise StackError(f"{svc.name} exited with code {rc} during start; see {logfile}")
+        if svc.probe(ctx):
+            return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"{svc.name} not ready after {svc.start_timeout:.0f}s (port {svc.endpoint(ctx).port}); see {logfile}"
+            )
+        time.sleep(0.5)
+
+
+def _start(ctx: StackContext, svc: Service) -> None:
+    port = _foreign_port(ctx, svc)
+    if port is not None:
+        raise StackError(
+            f"port {port} needed by {svc.name} is already in use by another process (not started by qp stack)"
+        )
+    if svc.before_start is not None:
+        svc.before_start(ctx)
+    cmd = svc.command(ctx)
+    env = dict(os.environ)
+    env.update(svc.env(ctx))
+    logfile = ctx.log_file(svc.name)
+    workdir = ctx.data / svc.name
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    try:
+        proc = process.spawn(cmd, logfile, env, workdir)
+    except OSError as exc:
+        raise StackError(f"{svc.name} could not be launched ({exc}); see {logfile}") from exc
+    process.write_pidfile(ctx.pid_file(svc.name), proc.pid)
+    try:
+        _wait_ready(ctx, svc, proc, started)
+    except StackError:
+        process.stop_group(proc.pid, 5)
+        ctx.pid_file(svc.name).unlink(missing_ok=True)
+        raise
+    log.info("%s ready on port %d in %.1fs", svc.name, svc.endpoint(ctx).port, time.monotonic() - started)
+
+
+def _ensure_one(ctx: StackContext, svc: Service) -> str:
+    """Bring one service to healthy; returns what was done: external|running|started|restarted."""
+    endpoint = svc.endpoint(ctx)
+    if not endpoint.local:
+        if not svc.probe(ctx):
+            raise StackError(
+                f"external {svc.name} at {endpoint.host}:{endpoint.port} does not answer its probe"
+            )
+        return "external"
+    pid = process.live_pid(ctx.pid_file(svc.name))
+    if pid is not None:
+        if svc.probe(ctx):
+            if svc.after_ready is not None:
+                svc.after_ready(ctx)
+            return "running"
+        # ours and alive but not answering: maybe still starting; give it its start window, then restart
+        try:
+            _wait_ready(ctx, svc, None, time.monotonic())
+            if svc.after_ready is not None:
+                svc.after_ready(ctx)
+            return "running"
+        except StackError:
+            log.warning("%s (pid %d) alive but not ready; restarting", svc.name, pid)
+            process.stop_group(pid, svc.stop_grace)
+        action = "restarted"
+    else:
+        action = "started" if not ctx.pid_file(svc.name).exists() else "restarted"
+    ctx.pid_file(svc.name).unlink(missing_ok=True)
+    _fetch(ctx, svc)
+    _start(ctx, svc)
+    if svc.after_ready is not None:
+        svc.after_ready(ctx)
+    return action
+
+
+def ensure_up(services: list[str] | None = None, settings: Settings | None = None) -> Settings:
+    """Make the requested services (default: all) and their dependencies healthy; return Settings.
+
+    Idempotent and safe to call from several processes at once. Raises StackError (one line naming
+    the failing service and its log) or UnknownServiceError.
+    """
+    settings = settings or Settings.from_env()
+    ctx = StackContext(settings)
+    names = with_dependencies(validate_services(services))
+    with stack_lock(ctx):
+        for name in names:
+            action = _ensure_one(ctx, SERVICES[name])
+            log.debug("%s: %s", name, action)
+    return settings
+
+
+def fetch(services: list[str] | None = None, settings: Settings | None = None) -> None:
+    """Download/resolve everything the services need (jars, registry distribution, Debian packages)."""
+    ctx = StackContext(settings or Settings.from_env())
+    for name in with_dependencies(validate_services(services)):
+        _fetch(ctx, SERVICES[name])
+
+
+def down(services: list[str] | None = None, settings: Settings | None = None) -> list[str]:
+    """Stop our services (default: all) in reverse start order; returns the names that were stopped."""
+    ctx = StackContext(settings or Settings.from_env())
+    names = validate_services(services)
+    stopped = []
+    with stack_lock(ctx):
+        for name in reversed(names):
+            svc = SERVICES[name]
+            pidfile = ctx.pid_file(name)
+            pid = process.live_pid(pidfile)
+            if pid is not None:
+                forced = process.stop_group(pid, svc.stop_grace)
+                log.info("%s stopped%s", name, " (SIGKILL after grace)" if forced else "")
+                stopped.append(name)
+            pidfile.unlink(missing_ok=True)
+    return stopped
+
+
+def status(services: list[str] | None = None, settings: Settings | None = None) -> list[ServiceStatus]:
+    """Current state of each service (no side effects)."""
+    ctx = StackContext(settings or Settings.from_env())
+    result = []
+    for name in validate_services(services):
+        svc = SERVICES[name]
+        endpoint = svc.endpoint(ctx)
+        if not endpoint.local:
+            state = "external-healthy" if svc.probe(ctx) else "external-down"
+            pid = None
+        else:
+            pid = process.live_pid(ctx.pid_file(name))
+            if pid is None:
+                state = "stopped"
+            else:
+                state = "healthy" if svc.probe(ctx) else "unhealthy"
+        result.append(
+            ServiceStatus(
+                name=name,
+                endpoint=f"{endpoint.host}:{endpoint.port}",
+                pid=pid,
+                state=state,
+                rss_bytes=process.group_rss_bytes(pid) if pid else 0,
+                log_file=ctx.log_file(name),
+            )
+        )
+    return result
+
+
+def our_process_groups(settings: Settings | None = None) -> dict[str, int]:
+    """name -> live PID (= process group id) of every service we started."""
+    ctx = StackContext(settings or Settings.from_env())
+    groups = {}
+    for name in SERVICE_ORDER:
+        pid = process.live_pid(ctx.pid_file(name))
+        if pid is not None:
+            groups[name] = pid
+    return groups
+
+
+__all__ = [
+    "PROJECT_ROOT",
+    "ServiceStatus",
+    "down",
+    "ensure_up",
+    "fetch",
+    "our_process_groups",
+    "status",
+    "validate_services",
+]

@@ -1,0 +1,119 @@
+"""Process bookkeeping for the stack: PID files, liveness, port checks, group stop.
+
+A PID file holds ``<pid> <create_time>`` so a recycled PID is never mistaken for our service. Each
+service runs in its own session (``start_new_session=True``), so its PID is also its process-group id
+and stopping signals the whole group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
+
+
+def read_pidfile(pidfile: Path) -> tuple[int, float] | None:
+    """Return ``(pid, create_time)`` from a PID file, or None if missing/garbled."""
+    try:
+        parts = pidfile.read_text().split()
+        return int(parts[0]), float(parts[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def live_pid(pidfile: Path) -> int | None:
+    """PID recorded in ``pidfile`` if that exact process (same create time) is still running."""
+    record = read_pidfile(pidfile)
+    if record is None:
+        return None
+    pid, created = record
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - created) > 1.0 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def write_pidfile(pidfile: Path, pid: int) -> None:
+    created = psutil.Process(pid).create_time()
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{pid} {created}\n")
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True if something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def spawn(cmd: Sequence[str], log_file: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    """Start ``cmd`` in a new session, stdout+stderr appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as log:
+        log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
+        log.flush()
+        return subprocess.Popen(
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """All live processes whose process group is ``pgid``."""
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return members
+
+
+def stop_group(pid: int, grace_seconds: float) -> bool:
+    """SIGTERM the process group led by ``pid``, SIGKILL after ``grace_seconds``; True if it was forced."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        if not group_members(pid):
+            return False
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    end = time.monotonic() + 5
+    while group_members(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    return True
+
+
+def group_rss_bytes(pid: int) -> int:
+    """Resident memory (bytes) of the process group led by ``pid``."""
+    total = 0
+    for proc in group_members(pid):
+        try:
+            total += proc.memory_info().rss
+        except psutil.Error:
+            continue
+    return total

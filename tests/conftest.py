@@ -1,0 +1,23 @@
+"""Shared pytest fixtures.
+
+``stack`` (session scope): brings the local service stack up (idempotent; starts only what is not
+running) and returns the Settings clients should use. Tests that need it are marked
+``@pytest.mark.services``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qp_assets.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """The running local stack's Settings (fails the test with the stack's one-line error if it cannot start)."""
+    from qp_assets.stack import StackError, ensure_up
+
+    try:
+        return ensure_up()
+    except StackError as exc:
+        pytest.fail(f"local stack not available: {exc}", pytrace=False)
