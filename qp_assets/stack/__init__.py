@@ -8,7 +8,7 @@ Public API: ``ensure_up(services=None) -> Settings`` (idempotent), ``down``, ``s
 from __future__ import annotations
 
 from qp_assets.stack.errors import StackError, UnknownServiceError
-from qp_assets.stack.launcher import down, ensure_up, fetch, our_process_groups, status
+from qp_assets.stack.launcher import down, ensure_up, fetch, our_process_groups, restart, status
 from qp_assets.stack.services import SERVICE_ORDER
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "ensure_up",
     "fetch",
     "our_process_groups",
+    "restart",
     "status",
 ]

@@ -70,6 +70,16 @@ def _down(args: argparse.Namespace) -> int:
     return _run(go)
 
 
+def _restart(args: argparse.Namespace) -> int:
+    from qp_assets.stack.launcher import restart
+
+    def go() -> int:
+        restart(_service_list(args.only))
+        return _print_status(_service_list(args.only))
+
+    return _run(go)
+
+
 def _status(args: argparse.Namespace) -> int:
     return _run(_print_status, _service_list(args.only))
 
@@ -122,6 +132,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     down = sub.add_parser("down", help="stop our services in reverse order")
     down.add_argument("--only", help=only_help)
     down.set_defaults(handler=_down)
+
+    rs = sub.add_parser("restart", help="stop then start (e.g. --only connect after rebuilding a plugin)")
+    rs.add_argument("--only", help=only_help)
+    rs.set_defaults(handler=_restart)
 
     st = sub.add_parser("status", help="service, endpoint, pid, memory, health (exit 1 unless all healthy)")
     st.add_argument("--only", help=only_help)

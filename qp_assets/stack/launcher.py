@@ -103,12 +103,16 @@ def _wait_ready(ctx: StackContext, svc: Service, proc, started: float) -> None:
         time.sleep(0.5)
 
 
-def _start(ctx: StackContext, svc: Service) -> None:
+def _check_ports(ctx: StackContext, svc: Service) -> None:
     port = _foreign_port(ctx, svc)
     if port is not None:
         raise StackError(
             f"port {port} needed by {svc.name} is already in use by another process (not started by qp stack)"
         )
+
+
+def _start(ctx: StackContext, svc: Service) -> None:
+    _check_ports(ctx, svc)
     if svc.before_start is not None:
         svc.before_start(ctx)
     cmd = svc.command(ctx)
@@ -132,6 +136,19 @@ def _start(ctx: StackContext, svc: Service) -> None:
     log.info("%s ready on port %d in %.1fs", svc.name, svc.endpoint(ctx).port, time.monotonic() - started)
 
 
+def _after_ready(ctx: StackContext, svc: Service) -> None:
+    if svc.after_ready is None:
+        return
+    try:
+        svc.after_ready(ctx)
+    except StackError:
+        raise
+    except Exception as exc:
+        raise StackError(
+            f"{svc.name} post-start setup failed: {type(exc).__name__}: {exc}; see {ctx.log_file(svc.name)}"
+        ) from exc
+
+
 def _ensure_one(ctx: StackContext, svc: Service) -> str:
     """Bring one service to healthy; returns what was done: external|running|started|restarted."""
     endpoint = svc.endpoint(ctx)
@@ -144,14 +161,12 @@ def _ensure_one(ctx: StackContext, svc: Service) -> str:
     pid = process.live_pid(ctx.pid_file(svc.name))
     if pid is not None:
         if svc.probe(ctx):
-            if svc.after_ready is not None:
-                svc.after_ready(ctx)
+            _after_ready(ctx, svc)
             return "running"
         # ours and alive but not answering: maybe still starting; give it its start window, then restart
         try:
             _wait_ready(ctx, svc, None, time.monotonic())
-            if svc.after_ready is not None:
-                svc.after_ready(ctx)
+            _after_ready(ctx, svc)
             return "running"
         except StackError:
             log.warning("%s (pid %d) alive but not ready; restarting", svc.name, pid)
@@ -160,10 +175,10 @@ def _ensure_one(ctx: StackContext, svc: Service) -> str:
     else:
         action = "started" if not ctx.pid_file(svc.name).exists() else "restarted"
     ctx.pid_file(svc.name).unlink(missing_ok=True)
+    _check_ports(ctx, svc)
     _fetch(ctx, svc)
     _start(ctx, svc)
-    if svc.after_ready is not None:
-        svc.after_ready(ctx)
+    _after_ready(ctx, svc)
     return action
 
 
@@ -206,6 +221,13 @@ def down(services: list[str] | None = None, settings: Settings | None = None) ->
                 stopped.append(name)
             pidfile.unlink(missing_ok=True)
     return stopped
+
+
+def restart(services: list[str] | None = None, settings: Settings | None = None) -> Settings:
+    """Stop then start the given services (e.g. ``["connect"]`` to load a rebuilt plugin); returns Settings."""
+    settings = settings or Settings.from_env()
+    down(services, settings)
+    return ensure_up(services, settings)
 
 
 def status(services: list[str] | None = None, settings: Settings | None = None) -> list[ServiceStatus]:
@@ -255,6 +277,7 @@ __all__ = [
     "ensure_up",
     "fetch",
     "our_process_groups",
+    "restart",
     "status",
     "validate_services",
 ]

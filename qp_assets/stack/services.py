@@ -25,6 +25,16 @@ from qp_assets.stack.maven import is_resolved, resolve_pom
 
 INFRA = PROJECT_ROOT / "infra"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# weed mini listeners besides S3 (gRPC ports are these + 10000).
+SEAWEED_DEFAULT_PORTS = {
+    "master.port": 9333,
+    "volume.port": 9340,
+    "filer.port": 8888,
+    "webdav.port": 7333,
+    "admin.port": 23646,
+    "s3.port.iceberg": 8181,
+    "s3.port.lance": 9101,
+}
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,16 @@ class StackContext:
     @property
     def s3(self) -> Endpoint:
         return _endpoint(self.settings.s3_endpoint_url, 8333)
+
+    @property
+    def seaweed_internal_ports(self) -> dict[str, int]:
+        """weed mini's other listeners (flag -> port), shifted by ``QP_SEAWEEDFS_PORT_OFFSET`` (default 0)."""
+        raw = os.environ.get("QP_SEAWEEDFS_PORT_OFFSET", "") or "0"
+        try:
+            offset = int(raw)
+        except ValueError:
+            raise StackError(f"QP_SEAWEEDFS_PORT_OFFSET={raw!r} is not an integer") from None
+        return {flag: port + offset for flag, port in SEAWEED_DEFAULT_PORTS.items()}
 
     @property
     def pushgateway(self) -> Endpoint:
@@ -223,6 +243,7 @@ def _seaweed_command(ctx: StackContext) -> list[str]:
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
         f"-s3.port={ctx.s3.port}",
+        *(f"-{flag}={port}" for flag, port in ctx.seaweed_internal_ports.items()),
         "-admin.ui=false",
     ]
 
@@ -687,7 +708,7 @@ SERVICES: dict[str, Service] = {
         Service(
             name="seaweedfs",
             endpoint=lambda c: c.s3,
-            ports=lambda c: [c.s3.port, 9333, 8888],
+            ports=lambda c: [c.s3.port, *c.seaweed_internal_ports.values()],
             fetch=_noop,
             fetched=_always,
             command=_seaweed_command,
