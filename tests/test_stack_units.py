@@ -1,0 +1,184 @@
+"""Unit tests of the stack launcher's own logic (isolated runtime dir, throwaway processes, free ports).
+
+None of these touch the shared stack: each test points QP_HOME at a temporary directory and uses
+ports nobody else listens on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qp_assets.stack import StackError, UnknownServiceError, down, ensure_up, launcher, process
+from qp_assets.stack.services import SERVICES, Endpoint, Service, StackContext, _http_ok, java_executable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("QP_HOME", str(tmp_path / "qp"))
+    return tmp_path / "qp"
+
+
+def _fake_service(name: str, cmd: list[str], port: int, start_timeout: float = 10) -> Service:
+    return Service(
+        name=name,
+        endpoint=lambda c: Endpoint("127.0.0.1", port),
+        ports=lambda c: [port],
+        fetch=lambda c: None,
+        fetched=lambda c: True,
+        command=lambda c: cmd,
+        probe=lambda c: _http_ok(f"http://127.0.0.1:{port}/"),
+        start_timeout=start_timeout,
+        stop_grace=5,
+    )
+
+
+@pytest.fixture
+def fake_service(monkeypatch: pytest.MonkeyPatch, isolated_home: Path):
+    """Register a throwaway service named 'fake' (only it is known to the launcher)."""
+
+    def install(cmd: list[str], port: int, start_timeout: float = 10) -> Service:
+        svc = _fake_service("fake", cmd, port, start_timeout)
+        monkeypatch.setitem(SERVICES, "fake", svc)
+        monkeypatch.setattr(launcher, "SERVICE_ORDER", ["fake"])
+        return svc
+
+    return install
+
+
+def test_unknown_service_name_is_rejected() -> None:
+    with pytest.raises(UnknownServiceError, match="unknown service 'kafak'"):
+        ensure_up(["kafak"])
+
+
+def test_cli_unknown_service_exits_2_with_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qp_assets.cli", "stack", "up", "--only", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert "unknown service 'nosuch'" in proc.stderr
+
+
+def test_cli_port_in_use_names_port_and_service(isolated_home: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = dict(os.environ, QP_HOME=str(isolated_home), PUSHGATEWAY_URL=f"127.0.0.1:{port}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "qp_assets.cli", "stack", "up", "--only", "pushgateway"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=ROOT,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"port {port} needed by pushgateway is already in use" in proc.stderr
+
+
+def test_service_dying_during_start_names_it_and_its_log(fake_service, isolated_home: Path) -> None:
+    fake_service(["sh", "-c", "echo boom; exit 3"], _free_port())
+    with pytest.raises(StackError) as info:
+        ensure_up(["fake"])
+    message = str(info.value)
+    assert "fake exited with code 3 during start" in message
+    log = isolated_home / "logs" / "fake.log"
+    assert str(log) in message
+    assert "boom" in log.read_text()
+
+
+def test_up_is_idempotent_restarts_dead_and_down_kills_group(fake_service, isolated_home: Path) -> None:
+    port = _free_port()
+    # the shell spawns a child http server: stopping must take the whole process group
+    fake_service(["sh", "-c", f"{sys.executable} -m http.server {port} --bind 127.0.0.1"], port)
+    ensure_up(["fake"])
+    pidfile = isolated_home / "pids" / "fake.pid"
+    first = process.live_pid(pidfile)
+    assert first is not None and len(process.group_members(first)) == 2
+    ensure_up(["fake"])
+    assert process.live_pid(pidfile) == first  # running service left alone
+
+    os.killpg(first, 9)  # simulate a crash
+    process.stop_group(first, 1)
+    ensure_up(["fake"])
+    second = process.live_pid(pidfile)
+    assert second is not None and second != first  # dead service restarted
+
+    assert down(["fake"]) == ["fake"]
+    assert process.group_members(second) == []
+    assert not pidfile.exists()
+    assert not process.port_open("127.0.0.1", port)
+
+
+def test_java_version_requirement_error_names_service() -> None:
+    with pytest.raises(StackError, match=r"java >= 99 not found \(needed by registry\)"):
+        java_executable(99, "registry")
+
+
+def test_ports_follow_client_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qp_assets.settings import Settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    monkeypatch.setenv("QP_KAFKA_CONTROLLER_PORT", "19093")
+    monkeypatch.setenv("SCHEMA_REGISTRY_URL", "http://registry.example.com:8081/apis/ccompat/v7")
+    monkeypatch.setenv("QP_SEAWEEDFS_PORT_OFFSET", "100")
+    ctx = StackContext(Settings.from_env())
+    assert SERVICES["kafka"].ports(ctx) == [19092, 19093]
+    assert not SERVICES["registry"].endpoint(ctx).local  # external: never started, only probed
+    assert 9433 in SERVICES["seaweedfs"].ports(ctx)
+    monkeypatch.setenv("QP_KAFKA_CONTROLLER_PORT", "not-a-port")
+    with pytest.raises(StackError, match="QP_KAFKA_CONTROLLER_PORT='not-a-port'"):
+        SERVICES["kafka"].ports(ctx)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_resolve_pom_caches_and_reports_failed_download(tmp_path: Path, monkeypatch) -> None:
+    from qp_assets.stack import maven
+
+    pom = tmp_path / "pom.xml"
+    pom.write_text(
+        (ROOT / "infra" / "kafka" / "pom.xml")
+        .read_text()
+        .replace("qp-kafka-broker", "qp-test-cache")
+        .split("<dependencies>")[0]
+        + "<dependencies><dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>"
+        "<version>2.0.17</version></dependency></dependencies></project>\n"
+    )
+    dest = tmp_path / "lib"
+    assert maven.resolve_pom(pom, dest) == dest.resolve()
+    assert [p.name for p in dest.glob("*.jar")] == ["slf4j-api-2.0.17.jar"]
+
+    def no_maven(*args, **kwargs):
+        raise AssertionError("maven must not run for a cached pom")
+
+    monkeypatch.setattr(maven.subprocess, "call", no_maven)
+    maven.resolve_pom(pom, dest)  # cached: no Maven run
+    monkeypatch.undo()
+
+    bad = tmp_path / "bad" / "pom.xml"
+    bad.parent.mkdir()
+    bad.write_text(pom.read_text().replace("2.0.17", "0.0.0-does-not-exist"))
+    with pytest.raises(StackError, match=r"maven failed resolving .*bad/pom.xml .*; see .*maven.log"):
+        maven.resolve_pom(bad, tmp_path / "badlib")
+    assert not (tmp_path / "badlib").exists()
