@@ -1,0 +1,367 @@
+"""Build the feature tables for one day (or a range of days) from the landed raw files.
+
+``build_day(day)`` is the entry point the Dagster assets call:
+
+1. list the landed files of ``day`` across all topics (plus the next ``late_days`` day folders, for runs
+   that finished before midnight but landed after it) and read them with the v3 reader schema;
+2. set aside non-Avro files and records violating the contract (missing run_id / event_time, negative
+   iteration): they are counted and reported, the good records still land;
+3. keep runs whose ``event_time`` falls on ``day`` (one row per run_id), run the nine pure transforms;
+4. overwrite exactly ``event_date = day`` in each table (so re-running a day never duplicates rows and
+   never touches other days); if any table write fails, the tables already written are rolled back to
+   their previous snapshot (no partial day);
+5. append one ``processing_metadata`` row: Dagster run id, source files, rows per table, snapshot ids,
+   bad files / records.
+
+A day with no landed files writes nothing and says so. ``build_days`` does the same for many days in one
+Spark job per table (a backfill).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from qp_assets.features import raw as raw_io
+from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql
+from qp_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_PATH_DAY = r"year=(\d{4})/month=(\d{2})/day=(\d{2})/"
+
+
+@dataclass
+class DayBuildResult:
+    """Outcome of building one day. Row counts are rows of that day in each table after the build."""
+
+    day: date
+    empty: bool
+    message: str
+    source_files: list[str] = field(default_factory=list)
+    bad_files: list[str] = field(default_factory=list)
+    bad_records: int = 0
+    bad_record_reasons: dict[str, int] = field(default_factory=dict)
+    duplicate_runs_dropped: int = 0
+    runs: int = 0
+    row_counts: dict[str, int] = field(default_factory=dict)
+    snapshot_ids: dict[str, int] = field(default_factory=dict)
+    processing_id: str | None = None
+    duration_s: float = 0.0
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Plain JSON-able dict (for Dagster MaterializeResult metadata and the CLI)."""
+        out = asdict(self)
+        out["day"] = self.day.isoformat()
+        return out
+
+
+def table_identifier(catalog: str, namespace: str, table: str) -> str:
+    return f"{catalog}.{namespace}.{table}"
+
+
+def ensure_tables(
+    spark: SparkSession, catalog: str, namespace: str = NAMESPACE, tables: Iterable[str] | None = None
+) -> None:
+    """Create the namespace and the (selected) tables if missing (idempotent)."""
+    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
+    for name in tables or TABLES:
+        spark.sql(create_table_sql(catalog, namespace, TABLES[name]))
+
+
+def iceberg_table(spark: SparkSession, identifier: str):
+    """The Iceberg Java ``Table`` behind ``catalog.namespace.table`` (py4j object; metadata reads, no job)."""
+    jvm = spark.sparkContext._jvm
+    return jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, identifier)
+
+
+def current_snapshot_id(spark: SparkSession, identifier: str) -> int | None:
+    """The table's current snapshot id (None for a table never written)."""
+    snap = iceberg_table(spark, identifier).currentSnapshot()
+    return int(snap.snapshotId()) if snap is not None else None
+
+
+def _rows_per_day(
+    spark: SparkSession, identifier: str, days: list[date]
+) -> tuple[int | None, dict[date, int]]:
+    """(current snapshot id, rows per day) of a table right after a write (from metadata only)."""
+    table = iceberg_table(spark, identifier)
+    snap = table.currentSnapshot()
+    if snap is None:
+        return None, {d: 0 for d in days}
+    if len(days) == 1:
+        # An overwrite of exactly one day: the rows the snapshot added are that day's rows.
+        return int(snap.snapshotId()), {days[0]: int(snap.summary().getOrDefault("added-records", "0"))}
+    rows = spark.sql(
+        f"SELECT partition.event_date AS d, record_count AS n FROM {identifier}.partitions"
+    ).collect()
+    counts = {r["d"]: int(r["n"]) for r in rows}
+    return int(snap.snapshotId()), {d: counts.get(d, 0) for d in days}
+
+
+def _day_of_path(uri: str) -> date | None:
+    import re
+
+    m = re.search(_PATH_DAY, uri)
+    return date(int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+def _rollback(
+    spark: SparkSession, catalog: str, namespace: str, before: dict[str, int | None], days: list[date]
+) -> None:
+    for name, snap in before.items():
+        ident = table_identifier(catalog, namespace, name)
+        try:
+            if snap is None:
+                day_list = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
+                spark.sql(f"DELETE FROM {ident} WHERE event_date IN ({day_list})")
+            else:
+                spark.sql(f"CALL {catalog}.system.rollback_to_snapshot('{namespace}.{name}', {snap})")
+            log.warning("rolled back %s to snapshot %s", ident, snap)
+        except Exception:  # keep rolling back the others; the original error is re-raised by the caller
+            log.exception("rollback of %s failed", ident)
+
+
+def build_day(
+    day: date,
+    spark: SparkSession | None = None,
+    settings: Settings | None = None,
+    tables: Sequence[str] | None = None,
+    run_id: str | None = None,
+    *,
+    raw_root: str | None = None,
+    namespace: str = NAMESPACE,
+    late_days: int = 1,
+) -> DayBuildResult:
+    """Build all (or the selected) feature tables for ``day``; see the module doc.
+
+    ``run_id`` is the Dagster run id recorded in processing_metadata. ``raw_root`` defaults to
+    ``s3a://<bucket>/raw/topics``; ``namespace`` to ``quantum_features`` (both overridable for tests).
+    """
+    return build_days(
+        [day], spark, settings, tables, run_id, raw_root=raw_root, namespace=namespace, late_days=late_days
+    )[0]
+
+
+def build_days(
+    days: Iterable[date],
+    spark: SparkSession | None = None,
+    settings: Settings | None = None,
+    tables: Sequence[str] | None = None,
+    run_id: str | None = None,
+    *,
+    raw_root: str | None = None,
+    namespace: str = NAMESPACE,
+    late_days: int = 1,
+) -> list[DayBuildResult]:
+    """Build several days in one pass (one overwrite per table covering exactly those days).
+
+    Returns one DayBuildResult per requested day, in date order.
+    """
+    started = time.monotonic()
+    settings = settings or Settings.from_env()
+    if spark is None:
+        from qp_assets.features.spark import get_spark_session
+
+        spark = get_spark_session(settings)
+    selected = list(tables) if tables else list(TABLES)
+    unknown = [t for t in selected if t not in TABLES]
+    if unknown:
+        raise ValueError(f"tables: unknown table(s) {unknown}; known: {list(TABLES)}")
+    catalog = settings.iceberg_catalog_name
+    raw_root = raw_root or raw_io.default_raw_root(settings)
+    target_days = sorted(set(days))
+    if not target_days:
+        return []
+
+    # 1. files: each day's own folder plus the following late_days folders.
+    own_files: dict[date, list[str]] = {d: raw_io.list_day_files(raw_root, d, settings) for d in target_days}
+    all_files = set()
+    for d in target_days:
+        all_files.update(own_files[d])
+        for k in range(1, late_days + 1):
+            extra = d + timedelta(days=k)
+            if extra not in own_files:
+                own_files.setdefault(extra, [])
+                all_files.update(raw_io.list_day_files(raw_root, extra, settings))
+    results = {d: DayBuildResult(day=d, empty=True, message="") for d in target_days}
+    for d in target_days:
+        if not own_files[d]:
+            results[d].message = f"no landed files under {raw_root}/*/{raw_io.day_suffix(d)}: nothing written"
+
+    read = raw_io.read_raw(spark, sorted(all_files), settings)
+    for uri in read.bad_files:
+        d = _day_of_path(uri)
+        if d in results:
+            results[d].bad_files.append(uri)
+    if read.df is None:
+        for d in target_days:
+            if own_files[d]:
+                results[
+                    d
+                ].message = f"no readable Avro among {len(own_files[d])} landed file(s): nothing written"
+        good = None
+    else:
+        checked = read.df.withColumn("_violation", raw_io.violation_reason()).withColumn(
+            "_file_day",
+            F.to_date(F.concat_ws("-", *[F.regexp_extract("source_file", _PATH_DAY, i) for i in (1, 2, 3)])),
+        )
+        checked = checked.persist()
+        day_lits = [F.lit(d) for d in target_days]
+        bad_counts = (
+            checked.where(F.col("_violation").isNotNull() & F.col("_file_day").isin(*day_lits))
+            .groupBy("_file_day", "_violation")
+            .count()
+            .collect()
+        )
+        for row in bad_counts:
+            res = results[row["_file_day"]]
+            res.bad_records += int(row["count"])
+            res.bad_record_reasons[row["_violation"]] = res.bad_record_reasons.get(
+                row["_violation"], 0
+            ) + int(row["count"])
+        in_days = checked.where(F.col("_violation").isNull()).withColumn(
+            "event_date", F.to_date("event_time")
+        )
+        in_days = in_days.where(F.col("event_date").isin(*day_lits))
+        latest_first = Window.partitionBy("run_id").orderBy(
+            F.col("event_time").desc(), F.col("source_file").desc()
+        )
+        ranked = in_days.withColumn("_rank", F.row_number().over(latest_first))
+        good = (
+            ranked.where(F.col("_rank") == 1).drop("_rank", "_violation", "_file_day", "event_date").persist()
+        )
+        per_day = (
+            ranked.groupBy(F.to_date("event_time").alias("d"))
+            .agg(
+                F.sum(F.when(F.col("_rank") == 1, 1).otherwise(0)).alias("runs"),
+                F.sum(F.when(F.col("_rank") > 1, 1).otherwise(0)).alias("dups"),
+                F.collect_set("source_file").alias("files"),
+            )
+            .collect()
+        )
+        for row in per_day:
+            res = results[row["d"]]
+            res.runs = int(row["runs"])
+            res.duplicate_runs_dropped = int(row["dups"])
+            res.source_files = sorted(set(row["files"]))
+        checked.unpersist()
+    for d in target_days:
+        res = results[d]
+        res.source_files = sorted(set(res.source_files) | set(own_files[d]))
+        if res.runs == 0 and own_files[d] and not res.message:
+            res.message = f"{len(own_files[d])} landed file(s) but no valid run of {d}: no data table written"
+
+    write_days = [d for d in target_days if results[d].runs > 0]
+    data_tables = [t for t in selected if t in DATA_TABLES]
+    ensure_tables(spark, catalog, namespace, selected)
+    if write_days and data_tables and good is not None:
+        _write_data_tables(spark, good, catalog, namespace, data_tables, write_days, results)
+    if good is not None:
+        good.unpersist()
+
+    meta_days = [
+        d for d in target_days if results[d].runs > 0 or results[d].bad_files or results[d].bad_records
+    ]
+    for d in write_days:
+        results[d].empty = False
+        results[d].message = f"built {results[d].runs} run(s) of {d} into {len(data_tables)} table(s)"
+    if "processing_metadata" in selected and meta_days:
+        _append_processing_metadata(
+            spark, settings, catalog, namespace, raw_root, run_id, meta_days, results, started
+        )
+    for d in target_days:
+        results[d].duration_s = round(time.monotonic() - started, 3)
+        log.info(
+            "%s: %s (bad files %d, bad records %d)",
+            d,
+            results[d].message,
+            len(results[d].bad_files),
+            results[d].bad_records,
+        )
+    return [results[d] for d in target_days]
+
+
+def _write_data_tables(
+    spark: SparkSession,
+    good: DataFrame,
+    catalog: str,
+    namespace: str,
+    data_tables: list[str],
+    write_days: list[date],
+    results: dict[date, DayBuildResult],
+) -> None:
+    from tqdm import tqdm
+
+    day_lits = [F.lit(d) for d in write_days]
+    before: dict[str, int | None] = {}
+    try:
+        for name in tqdm(data_tables, desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"):
+            ident = table_identifier(catalog, namespace, name)
+            before[name] = current_snapshot_id(spark, ident)
+            table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
+            table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
+    except Exception:
+        log.error("writing %s failed: rolling back %s", name, list(before))
+        _rollback(spark, catalog, namespace, before, write_days)
+        raise
+    for name in data_tables:
+        snap, counts = _rows_per_day(spark, table_identifier(catalog, namespace, name), write_days)
+        for d in write_days:
+            results[d].row_counts[name] = counts.get(d, 0)
+            if snap is not None:
+                results[d].snapshot_ids[name] = snap
+
+
+def _append_processing_metadata(
+    spark: SparkSession,
+    settings: Settings,
+    catalog: str,
+    namespace: str,
+    raw_root: str,
+    run_id: str | None,
+    meta_days: list[date],
+    results: dict[date, DayBuildResult],
+    started: float,
+) -> None:
+    from qp_assets.features.transforms import processing_metadata
+
+    now = datetime.now(UTC)
+    rows = []
+    for d in meta_days:
+        res = results[d]
+        res.processing_id = str(uuid.uuid4())
+        rows.append(
+            {
+                "processing_id": res.processing_id,
+                "event_date": d,
+                "dagster_run_id": run_id,
+                "processed_at": now,
+                "spark_master": spark.sparkContext.master,
+                "raw_root": raw_root,
+                "source_files": res.source_files,
+                "source_file_count": len(res.source_files),
+                "runs": res.runs,
+                "row_counts": dict(res.row_counts),
+                "snapshot_ids": dict(res.snapshot_ids),
+                "bad_files": res.bad_files,
+                "bad_records": res.bad_records,
+                "bad_record_reasons": dict(res.bad_record_reasons),
+                "duration_s": round(time.monotonic() - started, 3),
+            }
+        )
+    ident = table_identifier(catalog, namespace, "processing_metadata")
+    processing_metadata(spark, rows).writeTo(ident).append()
+    snap = current_snapshot_id(spark, ident)
+    for d in meta_days:
+        results[d].row_counts["processing_metadata"] = 1
+        if snap is not None:
+            results[d].snapshot_ids["processing_metadata"] = snap

@@ -1,0 +1,181 @@
+"""Finding and reading the landed raw Avro files of a day.
+
+Layout (the Kafka Connect sink's): ``<raw_root>/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<file>``.
+``raw_root`` is ``s3a://<bucket>/<prefix>raw/topics`` (listed with boto3 against the configured S3
+endpoint) or ``file:///...`` (listed on the local disk). Files are read with spark-avro using the v3
+contract as reader schema so older writer schemas (v1/v2) land in the same shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from qp_assets.features.golden import SCHEMA_PATH
+from qp_assets.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AVRO_MAGIC = b"Obj\x01"
+
+
+def default_raw_root(settings: Settings) -> str:
+    """``s3a://<bucket>/raw/topics``: where Kafka Connect lands the results."""
+    return f"s3a://{settings.bucket}/raw/topics"
+
+
+def day_suffix(day: date) -> str:
+    return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
+
+
+def s3_client(settings: Settings):
+    """A boto3 S3 client for ``settings.s3_endpoint_url`` (path-style)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+    )
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith((".", "_")) and not name.endswith((".tmp", ".crc"))
+
+
+def list_day_files(raw_root: str, day: date, settings: Settings | None = None) -> list[str]:
+    """URIs of every landed file of ``day`` across all topics (sorted; hidden/temp files skipped)."""
+    parts = urlsplit(raw_root)
+    suffix = day_suffix(day)
+    if parts.scheme == "file" or parts.scheme == "":
+        root = Path(unquote(parts.path))
+        if not root.is_dir():
+            return []
+        found = []
+        for topic_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            day_dir = topic_dir / suffix
+            if day_dir.is_dir():
+                found += [
+                    f"file://{p.resolve()}"
+                    for p in sorted(day_dir.rglob("*"))
+                    if p.is_file() and _visible(p.name)
+                ]
+        return found
+    if parts.scheme not in ("s3a", "s3"):
+        raise ValueError(
+            f"raw_root: unsupported scheme {parts.scheme!r} in {raw_root!r} (use s3a:// or file://)"
+        )
+    client = s3_client(settings or Settings.from_env())
+    bucket = parts.netloc
+    prefix = parts.path.lstrip("/").rstrip("/") + "/"
+    topics: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        topics += [cp["Prefix"] for cp in page.get("CommonPrefixes", [])]
+    found = []
+    for topic_prefix in sorted(topics):
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=topic_prefix + suffix
+        ):
+            for obj in page.get("Contents", []):
+                key = obj["Key"]
+                if _visible(key.rsplit("/", 1)[-1]):
+                    found.append(f"s3a://{bucket}/{key}")
+    return sorted(found)
+
+
+def _read_head(uri: str, settings: Settings | None) -> bytes:
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        with open(unquote(parts.path), "rb") as fh:
+            return fh.read(4)
+    client = s3_client(settings or Settings.from_env())
+    obj = client.get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Range="bytes=0-3")
+    return obj["Body"].read()
+
+
+def split_avro_files(files: list[str], settings: Settings | None = None) -> tuple[list[str], list[str]]:
+    """(files starting with the Avro object container magic ``Obj\\x01``, the others)."""
+    good, bad = [], []
+    for uri in files:
+        try:
+            head = _read_head(uri, settings)
+        except Exception as exc:  # unreadable object counts as bad input, reported by name
+            log.warning("cannot read %s: %s", uri, exc)
+            head = b""
+        (good if head == AVRO_MAGIC else bad).append(uri)
+    return good, bad
+
+
+def v3_reader_schema() -> str:
+    return SCHEMA_PATH.read_text()
+
+
+@dataclass
+class RawRead:
+    """Raw rows of the readable files plus the files that could not be read as Avro."""
+
+    df: DataFrame | None
+    files: list[str]
+    bad_files: list[str] = field(default_factory=list)
+
+
+def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = None) -> RawRead:
+    """Read landed Avro ``files`` with the v3 reader schema; adds ``source_file``.
+
+    Files without the Avro magic, or that spark-avro cannot decode (checked one by one when the
+    combined read fails), are returned in ``bad_files`` instead of failing the whole day.
+    """
+    good, bad = split_avro_files(files, settings)
+    if not good:
+        return RawRead(None, [], bad)
+    schema = v3_reader_schema()
+
+    def load(paths: list[str]) -> DataFrame:
+        return (
+            spark.read.format("avro")
+            .option("avroSchema", schema)
+            .option("ignoreExtension", "true")
+            .load(paths)
+            .withColumn("source_file", F.input_file_name())
+        )
+
+    try:
+        df = load(good)
+        df.select(F.count(F.lit(1))).collect()  # decode everything once: surfaces corrupt files here
+        return RawRead(df, good, bad)
+    except Exception as exc:
+        log.warning("combined Avro read failed (%s); checking files one by one", str(exc).splitlines()[0])
+    readable = []
+    for uri in good:
+        try:
+            load([uri]).select(F.count(F.lit(1))).collect()
+            readable.append(uri)
+        except Exception as exc:
+            log.warning("not a readable v3-compatible Avro file: %s (%s)", uri, str(exc).splitlines()[0])
+            bad.append(uri)
+    return RawRead(load(readable) if readable else None, readable, bad)
+
+
+def violation_reason() -> Column:
+    """Why a raw record violates the contract (null when it is fine): the first failing rule, named."""
+    iters = F.coalesce(F.col("iterations"), F.array())
+    return (
+        F.when(F.col("run_id").isNull() | (F.trim(F.col("run_id")) == ""), F.lit("missing run_id"))
+        .when(F.col("event_time").isNull(), F.lit("missing event_time"))
+        .when(
+            F.exists(iters, lambda it: it["iteration"].isNull() | (it["iteration"] < 0)),
+            F.lit("negative iteration"),
+        )
+        .when(F.exists(iters, lambda it: it["parameters"].isNull()), F.lit("missing iteration parameters"))
+        .otherwise(F.lit(None))
+    )

@@ -1,0 +1,232 @@
+"""Spark session factory for the feature tables.
+
+``get_spark_session()`` returns a SparkSession configured for the local stack:
+
+* master ``local[*]`` by default, or a ``spark://`` master (``Settings.spark_master`` / ``master=``);
+* the JVM jars of ``infra/spark/pom.xml`` (spark-avro, Iceberg Spark runtime + AWS bundle, hadoop-aws,
+  SQLite / PostgreSQL JDBC) resolved once into ``<runtime_dir>/lib/spark`` and passed as absolute
+  ``spark.jars`` paths (never ``spark.jars.packages``);
+* an Iceberg JDBC catalog named ``Settings.iceberg_catalog_name`` on ``Settings.iceberg_catalog_uri``
+  (SQLite by default, PostgreSQL by configuration), warehouse ``Settings.iceberg_warehouse``; an
+  ``s3://`` warehouse uses Iceberg's S3FileIO against ``Settings.s3_endpoint_url`` (path-style);
+* s3a configured against the same endpoint for reading the raw landed Avro files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from qp_assets.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+SPARK_POM = PROJECT_ROOT / "infra" / "spark" / "pom.xml"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+# Jar file name prefixes that must be present after resolution (guards against a half-filled cache).
+REQUIRED_JARS = (
+    "spark-avro_2.13-",
+    "iceberg-spark-runtime-4.0_2.13-",
+    "iceberg-aws-bundle-",
+    "hadoop-aws-",
+    "s3-transfer-manager-",
+    "sqlite-jdbc-",
+    "postgresql-",
+)
+
+
+def spark_jar_dir(settings: Settings | None = None) -> Path:
+    """Folder holding the resolved Spark extra jars (``<runtime_dir>/lib/spark``)."""
+    settings = settings or Settings.from_env()
+    return settings.runtime_dir / "lib" / "spark"
+
+
+def _pom_digest(pom: Path) -> str:
+    return hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+
+
+def resolve_spark_jars(settings: Settings | None = None, pom: Path = SPARK_POM) -> list[Path]:
+    """Resolve the pinned pom into ``<runtime_dir>/lib/spark`` (cached by pom digest); return jar paths.
+
+    Uses ``qp_assets.stack.maven.resolve_pom`` when the stack package provides it, else runs
+    ``mvn dependency:copy-dependencies`` (maven-dependency-plugin 3.8.1) directly.
+    """
+    dest = spark_jar_dir(settings)
+    marker = dest / ".pom-sha256"
+    digest = _pom_digest(pom)
+
+    def jars() -> list[Path]:
+        return sorted(p.resolve() for p in dest.glob("*.jar"))
+
+    def complete(found: list[Path]) -> bool:
+        names = [p.name for p in found]
+        return all(any(n.startswith(prefix) for n in names) for prefix in REQUIRED_JARS)
+
+    try:
+        from qp_assets.stack.maven import resolve_pom
+    except ImportError:  # stack package not present: plain Maven below
+        resolve_pom = None
+    if resolve_pom is not None:
+        resolve_pom(pom, dest)  # cached by pom hash; atomic rename of a staging folder
+        found = jars()
+        if complete(found):
+            return found
+        log.warning("resolve_pom left %s incomplete; resolving with mvn directly", dest)
+    elif marker.exists() and marker.read_text().strip() == digest and complete(jars()):
+        return jars()
+
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise RuntimeError("mvn not found on PATH: needed once to resolve infra/spark/pom.xml")
+    dest.mkdir(parents=True, exist_ok=True)
+    log.info("resolving Spark jars from %s into %s (first run downloads from Maven Central)", pom, dest)
+    subprocess.run(
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-DoutputDirectory={dest}",
+        ],
+        check=True,
+    )
+    found = jars()
+    if not complete(found):
+        missing = [p for p in REQUIRED_JARS if not any(j.name.startswith(p) for j in found)]
+        raise RuntimeError(f"Spark jar resolution incomplete in {dest}: missing {missing}")
+    marker.write_text(digest + "\n")
+    return found
+
+
+def jdbc_catalog_uri(uri: str) -> tuple[str, dict[str, str]]:
+    """Translate ``Settings.iceberg_catalog_uri`` (SQLAlchemy form) into a JDBC URI + JDBC properties.
+
+    ``sqlite:////abs/catalog.db`` -> ``jdbc:sqlite:/abs/catalog.db``;
+    ``postgresql[+driver]://user:pw@host:port/db`` -> ``jdbc:postgresql://host:port/db`` with
+    ``jdbc.user`` / ``jdbc.password``; a ``jdbc:`` URI is passed through unchanged.
+    """
+    if uri.startswith("jdbc:"):
+        return uri, {}
+    if uri.startswith("sqlite:///"):
+        return f"jdbc:sqlite:{Path(uri[len('sqlite:///') :]).resolve()}", {}
+    parts = urlsplit(uri)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme in ("postgresql", "postgres"):
+        props: dict[str, str] = {}
+        if parts.username:
+            props["jdbc.user"] = unquote(parts.username)
+        if parts.password:
+            props["jdbc.password"] = unquote(parts.password)
+        host = parts.hostname or "127.0.0.1"
+        port = f":{parts.port}" if parts.port else ""
+        query = f"?{parts.query}" if parts.query else ""
+        return f"jdbc:postgresql://{host}{port}{parts.path}{query}", props
+    raise ValueError(f"iceberg_catalog_uri: unsupported scheme in {uri!r} (use sqlite:/// or postgresql://)")
+
+
+def catalog_conf(settings: Settings) -> dict[str, str]:
+    """Spark conf entries for the Iceberg JDBC catalog named ``settings.iceberg_catalog_name``."""
+    name = settings.iceberg_catalog_name
+    jdbc_uri, jdbc_props = jdbc_catalog_uri(settings.iceberg_catalog_uri)
+    if jdbc_uri.startswith("jdbc:sqlite:"):
+        Path(jdbc_uri[len("jdbc:sqlite:") :]).parent.mkdir(parents=True, exist_ok=True)
+    prefix = f"spark.sql.catalog.{name}"
+    conf = {
+        prefix: "org.apache.iceberg.spark.SparkCatalog",
+        f"{prefix}.type": "jdbc",
+        f"{prefix}.uri": jdbc_uri,
+        f"{prefix}.warehouse": settings.iceberg_warehouse,
+        # Other processes (PyIceberg, other Spark drivers) commit too: always read fresh metadata.
+        f"{prefix}.cache-enabled": "false",
+    }
+    conf.update({f"{prefix}.{k}": v for k, v in jdbc_props.items()})
+    if settings.iceberg_warehouse.startswith(("s3://", "s3a://")):
+        conf.update(
+            {
+                f"{prefix}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+                f"{prefix}.s3.endpoint": settings.s3_endpoint_url,
+                f"{prefix}.s3.path-style-access": "true",
+                f"{prefix}.s3.access-key-id": settings.aws_access_key_id,
+                f"{prefix}.s3.secret-access-key": settings.aws_secret_access_key,
+                f"{prefix}.client.region": settings.aws_region,
+            }
+        )
+    return conf
+
+
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    """Hadoop s3a settings (``spark.hadoop.*``) for reading raw landed files from the S3 endpoint."""
+    endpoint = settings.s3_endpoint_url
+    return {
+        "spark.hadoop.fs.s3a.endpoint": endpoint,
+        "spark.hadoop.fs.s3a.endpoint.region": settings.aws_region,
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+        "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower(),
+        "spark.hadoop.fs.s3a.access.key": settings.aws_access_key_id,
+        "spark.hadoop.fs.s3a.secret.key": settings.aws_secret_access_key,
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.attempts.maximum": "3",
+        "spark.hadoop.fs.s3a.retry.limit": "3",
+    }
+
+
+def session_conf(settings: Settings, master: str, jars: list[Path]) -> dict[str, str]:
+    """Every Spark conf entry ``get_spark_session`` sets (exposed for inspection and tests)."""
+    conf = {
+        "spark.jars": ",".join(str(j) for j in jars),
+        "spark.driver.memory": "1g",
+        "spark.executor.memory": "1g",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.shuffle.partitions": "4",
+        "spark.default.parallelism": "4",
+        "spark.sql.adaptive.enabled": "true",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        # Keys are declared NOT NULL; the build drops records with null keys before writing.
+        "spark.sql.iceberg.check-nullability": "false",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.driver.extraJavaOptions": "-Daws.requestChecksumCalculation=when_required "
+        "-Daws.responseChecksumValidation=when_required",
+        "spark.executor.extraJavaOptions": "-Daws.requestChecksumCalculation=when_required "
+        "-Daws.responseChecksumValidation=when_required",
+        "spark.pyspark.python": sys.executable,
+        "spark.pyspark.driver.python": sys.executable,
+    }
+    if master.startswith("spark://"):
+        conf.update({"spark.cores.max": "1", "spark.driver.host": "127.0.0.1"})
+    conf.update(catalog_conf(settings))
+    conf.update(s3a_conf(settings))
+    return conf
+
+
+def get_spark_session(
+    settings: Settings | None = None, master: str | None = None, app_name: str = "qp-features"
+):
+    """Return a SparkSession for the feature tables (see module doc); reuses an active one if present.
+
+    ``master`` defaults to ``Settings.spark_master`` (``local[*]``); pass ``spark://host:7077`` for the
+    standalone cluster. Driver memory is 1 GiB; jars are resolved once and cached.
+    """
+    from pyspark.sql import SparkSession
+
+    settings = settings or Settings.from_env()
+    master = master or settings.spark_master or "local[*]"
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    jars = resolve_spark_jars(settings)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    for key, value in session_conf(settings, master, jars).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
