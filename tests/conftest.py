@@ -21,3 +21,11 @@ def stack() -> Settings:
         return ensure_up()
     except StackError as exc:
         pytest.fail(f"local stack not available: {exc}", pytrace=False)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the destructive stack restart tests (tests/test_stack_zz_*.py) after every other test."""
+    destructive = [item for item in items if item.path.name.startswith("test_stack_zz_")]
+    if destructive:
+        others = [item for item in items if not item.path.name.startswith("test_stack_zz_")]
+        items[:] = others + destructive

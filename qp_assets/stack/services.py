@@ -364,6 +364,17 @@ def _jvm_base(ctx: StackContext, service: str, heap: tuple[str, str]) -> list[st
     ]
 
 
+def kafka_random_uuid() -> str:
+    """A Kafka cluster id like ``StorageTool random-uuid``: URL-safe base64 of 16 random bytes, no padding."""
+    import base64
+    import secrets
+
+    while True:
+        text = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
+        if not text.startswith("-"):  # Kafka avoids ids that look like command-line flags
+            return text
+
+
 def _kafka_format_storage(ctx: StackContext) -> None:
     """Format KRaft storage once (cluster id kept in data/kafka/cluster.id; --ignore-formatted)."""
     props = _kafka_properties(ctx)
@@ -373,15 +384,7 @@ def _kafka_format_storage(ctx: StackContext) -> None:
     classpath = f"{ctx.lib / 'kafka'}/*"
     java = java_executable()
     if not cid_file.is_file():
-        out = subprocess.run(
-            [java, "-cp", classpath, "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        if out.returncode != 0 or not out.stdout.strip():
-            raise StackError(f"kafka storage random-uuid failed: {out.stderr.strip()[:200]}")
-        cid_file.write_text(out.stdout.strip().splitlines()[-1] + "\n")
+        cid_file.write_text(kafka_random_uuid() + "\n")
     cluster_id = cid_file.read_text().strip()
     log = ctx.log_file("kafka")
     log.parent.mkdir(parents=True, exist_ok=True)
