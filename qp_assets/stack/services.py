@@ -754,7 +754,7 @@ SERVICES: dict[str, Service] = {
             command=_connect_command,
             probe=_connect_probe,
             after_ready=_connect_after_ready,
-            depends_on=("kafka",),
+            depends_on=("seaweedfs", "kafka", "registry"),  # the S3 sink reads schemas, writes S3
             start_timeout=150,
             stop_grace=20,
         ),
