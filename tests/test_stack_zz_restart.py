@@ -54,7 +54,12 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
     subject = f"{topic}-value"
     key = f"tests/restart/{tag}.txt"
     schema_str = json.dumps(
-        {"type": "record", "name": "RestartProbe", "namespace": "qp.test", "fields": [{"name": "n", "type": "int"}]}
+        {
+            "type": "record",
+            "name": "RestartProbe",
+            "namespace": "qp.test",
+            "fields": [{"name": "n", "type": "int"}],
+        }
     )
 
     # --- write state into every stateful service
@@ -77,7 +82,6 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
         down(settings=stack)
         for name, pgid in groups.items():
             assert process.group_members(pgid) == [], f"{name} (pgid {pgid}) still running after down"
-        assert our_process_groups(stack) == {}
     finally:
         ensure_up(settings=stack)  # always leave the shared stack running for the rest of the session
 

@@ -57,9 +57,22 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+LOG_ROTATE_BYTES = 50 * 2**20
+
+
+def rotate_log(log_file: Path, max_bytes: int = LOG_ROTATE_BYTES) -> None:
+    """Move ``log_file`` to ``<name>.1`` (replacing an older one) when it exceeds ``max_bytes``."""
+    try:
+        if log_file.stat().st_size > max_bytes:
+            log_file.replace(log_file.with_name(log_file.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
 def spawn(cmd: Sequence[str], log_file: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    """Start ``cmd`` in a new session, stdout+stderr appended to ``log_file``."""
+    """Start ``cmd`` in a new session, stdout+stderr appended to ``log_file`` (rotated above 50 MB)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log_file)
     with open(log_file, "ab") as log:
         log.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
         log.flush()

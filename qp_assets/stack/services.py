@@ -9,6 +9,7 @@ not start that service and only probes it. Ports without a client endpoint have 
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -675,6 +676,27 @@ def render_prometheus_config(ctx: StackContext) -> Path:
     return path
 
 
+def _prometheus_reload_if_changed(ctx: StackContext) -> None:
+    """Re-render prometheus.yml; if it changed since Prometheus loaded it, ask Prometheus to reload."""
+    path = ctx.conf / "prometheus" / "prometheus.yml"
+    before = path.read_text() if path.is_file() else None
+    after = render_prometheus_config(ctx).read_text()
+    if before is not None and before != after:
+        base = ctx.settings.prometheus_url.rstrip("/")
+        request = urllib.request.Request(f"{base}/-/reload", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            # Prometheus keeps serving the previous config; warn rather than break every caller
+            logging.getLogger(__name__).warning(
+                "prometheus rejected the reload of %s (%s); still running the previous config; see %s",
+                path,
+                exc,
+                ctx.log_file("prometheus"),
+            )
+
+
 def _prometheus_command(ctx: StackContext) -> list[str]:
     binary = _binary("prometheus")
     if binary is None:
@@ -777,6 +799,7 @@ SERVICES: dict[str, Service] = {
             fetched=lambda c: _binary("prometheus") is not None,
             command=_prometheus_command,
             probe=_prometheus_probe,
+            after_ready=_prometheus_reload_if_changed,
             depends_on=("pushgateway",),
             start_timeout=60,
             stop_grace=15,
