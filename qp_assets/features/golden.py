@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +241,110 @@ def write_landed_file(
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return sink.put(landed_key(topic, partition, offset, when.astimezone(UTC)), avro_bytes(records, schema))
+
+
+# --- the golden input of the feature tests -------------------------------------------------------------
+
+GOLDEN_DAY1 = date(2026, 1, 14)
+GOLDEN_DAY2 = date(2026, 1, 15)
+GOLDEN_TOPIC_B = "vqe_result_v3.sto3g-parity-uccsd-statevector-cpu"
+
+
+@dataclass(frozen=True)
+class GoldenFile:
+    """One landed file of the golden input: where it lands and the records it holds."""
+
+    topic: str
+    partition: int
+    offset: int
+    landed_at: datetime
+    records: tuple[dict[str, Any], ...]
+
+    def write(self, sink: LandingSink) -> str:
+        return write_landed_file(
+            sink,
+            list(self.records),
+            topic=self.topic,
+            partition=self.partition,
+            offset=self.offset,
+            when=self.landed_at,
+        )
+
+
+def _at(day: date, hh: int, mm: int = 0, ss: int = 0) -> datetime:
+    return datetime(day.year, day.month, day.day, hh, mm, ss, tzinfo=UTC)
+
+
+def golden_files() -> list[GoldenFile]:
+    """Two days, two topics, 7 runs with different sizes:
+
+    * day 1, topic A, hour 10: runs 0, 1, 2 (3, 4, 5 iterations; 3 parameters; 9 Pauli terms)
+    * day 1, topic B, hour 23: run 3 (4 iterations, 2 parameters, 5 terms)
+    * day 2, topic B, hour 00: run 7 finished on day 1 at 23:59:59 but landed after midnight
+    * day 2, topic A, hour 08: runs 4, 5 (5 and 6 iterations)
+    So day 1 has runs 0, 1, 2, 3, 7 and day 2 has runs 4, 5. ``golden_late_file()`` adds run 6 to day 1.
+    """
+    d1, d2 = GOLDEN_DAY1, GOLDEN_DAY2
+    return [
+        GoldenFile(
+            DEFAULT_TOPIC,
+            0,
+            0,
+            _at(d1, 10),
+            tuple(make_result(i, _at(d1, 10, i), num_iterations=3 + i) for i in range(3)),
+        ),
+        GoldenFile(
+            GOLDEN_TOPIC_B,
+            0,
+            0,
+            _at(d1, 23),
+            (make_result(3, _at(d1, 23, 30), num_iterations=4, num_parameters=2, num_terms=5),),
+        ),
+        GoldenFile(
+            GOLDEN_TOPIC_B,
+            0,
+            1,
+            _at(d2, 0, 0, 5),
+            (make_result(7, _at(d1, 23, 59, 59), num_iterations=3, num_parameters=2, num_terms=5),),
+        ),
+        GoldenFile(
+            DEFAULT_TOPIC,
+            0,
+            3,
+            _at(d2, 8),
+            tuple(make_result(i, _at(d2, 8, i), num_iterations=i + 1) for i in (4, 5)),
+        ),
+    ]
+
+
+def golden_late_file() -> GoldenFile:
+    """A file landing on day 1 after day 1 was built: run 6 (2 iterations, 3 parameters, 9 terms)."""
+    return GoldenFile(
+        DEFAULT_TOPIC,
+        1,
+        50,
+        _at(GOLDEN_DAY1, 15),
+        (make_result(6, _at(GOLDEN_DAY1, 15, 1), num_iterations=2),),
+    )
+
+
+def expected_rows(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Rows each data table must hold for ``records`` (counted from the records' own arrays)."""
+    recs = list(records)
+    per_run = len(recs)
+    return {
+        "molecules": per_run,
+        "ansatz_info": per_run,
+        "performance_metrics": per_run,
+        "vqe_results": per_run,
+        "initial_parameters": sum(len(r["initial_parameters"]) for r in recs),
+        "optimal_parameters": sum(len(r["optimal_parameters"]) for r in recs),
+        "vqe_iterations": sum(len(r["iterations"]) for r in recs),
+        "iteration_parameters": sum(len(it["parameters"]) for r in recs for it in r["iterations"]),
+        "hamiltonian_terms": sum(len(r["hamiltonian_terms"]) for r in recs),
+    }
+
+
+def records_of_day(files: Iterable[GoldenFile], day: date) -> list[dict[str, Any]]:
+    """Records whose event_time falls on ``day`` (UTC), whatever folder they landed in."""
+    return [r for f in files for r in f.records if r["event_time"].astimezone(UTC).date() == day]

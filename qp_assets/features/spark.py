@@ -38,6 +38,7 @@ REQUIRED_JARS = (
     "s3-transfer-manager-",
     "sqlite-jdbc-",
     "postgresql-",
+    "avro-1.12.1",
 )
 
 
@@ -181,8 +182,12 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
 
 def session_conf(settings: Settings, master: str, jars: list[Path]) -> dict[str, str]:
     """Every Spark conf entry ``get_spark_session`` sets (exposed for inspection and tests)."""
+    # avro-1.12.1 must shadow pyspark's avro-1.12.0 (array<double> read as float, AVRO-4108).
+    avro_fix = [str(j) for j in jars if j.name.startswith("avro-1.12.1")]
     conf = {
-        "spark.jars": ",".join(str(j) for j in jars),
+        "spark.jars": ",".join(str(j) for j in jars if not j.name.startswith("avro-1.12.1")),
+        "spark.driver.extraClassPath": ":".join(avro_fix),
+        "spark.executor.extraClassPath": ":".join(avro_fix),
         "spark.driver.memory": "1g",
         "spark.executor.memory": "1g",
         "spark.sql.session.timeZone": "UTC",

@@ -1,0 +1,120 @@
+"""PyIceberg access to the feature tables (the same JDBC/SQL catalog Spark writes through).
+
+``sql_catalog()`` opens ``SqlCatalog(Settings.iceberg_catalog_name, uri=Settings.iceberg_catalog_uri, ...)``
+with the S3 endpoint of the stack; ``read_rows`` reads a table (optionally one day, optionally as of a
+snapshot id or a point in time); ``snapshot_history`` lists a table's snapshots.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from qp_assets.features.transforms import NAMESPACE, TABLES
+from qp_assets.settings import Settings
+
+
+def sql_catalog(settings: Settings | None = None):
+    """The PyIceberg SqlCatalog shared with Spark (same catalog name, same SQLite/PostgreSQL database)."""
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    settings = settings or Settings.from_env()
+    uri = settings.iceberg_catalog_uri
+    if uri.startswith("jdbc:sqlite:"):
+        uri = "sqlite:///" + uri[len("jdbc:sqlite:") :]
+    return SqlCatalog(
+        settings.iceberg_catalog_name,
+        uri=uri,
+        warehouse=settings.iceberg_warehouse,
+        **{
+            "s3.endpoint": settings.s3_endpoint_url,
+            "s3.access-key-id": settings.aws_access_key_id,
+            "s3.secret-access-key": settings.aws_secret_access_key,
+            "s3.region": settings.aws_region,
+        },
+    )
+
+
+def check_table_name(table: str) -> str:
+    """Return ``table`` if it is one of the ten feature tables, else raise ValueError naming it."""
+    if table not in TABLES:
+        raise ValueError(f"table: unknown feature table {table!r}; known: {', '.join(TABLES)}")
+    return table
+
+
+def parse_as_of(value: str) -> tuple[int | None, int | None]:
+    """``--as-of`` value -> (snapshot_id, None) for an integer id, or (None, epoch ms) for an ISO time.
+
+    ISO timestamps without a zone are UTC. Raises ValueError naming the value otherwise.
+    """
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text), None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"--as-of: {value!r} is neither a snapshot id nor an ISO-8601 timestamp") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return None, int(when.timestamp() * 1000)
+
+
+def load_feature_table(table: str, settings: Settings | None = None, namespace: str = NAMESPACE):
+    return sql_catalog(settings).load_table(f"{namespace}.{check_table_name(table)}")
+
+
+def read_rows(
+    table: str,
+    day: date | None = None,
+    as_of: str | None = None,
+    limit: int | None = None,
+    settings: Settings | None = None,
+    namespace: str = NAMESPACE,
+):
+    """Rows of ``table`` as a pyarrow Table: one ``event_date`` if ``day``, at a snapshot if ``as_of``.
+
+    ``as_of`` is a snapshot id or an ISO timestamp (the snapshot current at that time). Raises
+    ValueError for an unknown table, snapshot id, or a time before the table's first snapshot.
+    """
+    from pyiceberg.expressions import AlwaysTrue, EqualTo
+
+    tbl = load_feature_table(table, settings, namespace)
+    snapshot_id = None
+    if as_of:
+        snapshot_id, at_ms = parse_as_of(as_of)
+        if snapshot_id is not None:
+            if tbl.snapshot_by_id(snapshot_id) is None:
+                raise ValueError(f"--as-of: snapshot {snapshot_id} not found in {namespace}.{table}")
+        else:
+            snap = tbl.snapshot_as_of_timestamp(at_ms)
+            if snap is None:
+                raise ValueError(f"--as-of: {as_of!r} is before the first snapshot of {namespace}.{table}")
+            snapshot_id = snap.snapshot_id
+    row_filter = EqualTo("event_date", day.isoformat()) if day else AlwaysTrue()
+    return tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id, limit=limit).to_arrow()
+
+
+def snapshot_history(
+    table: str, settings: Settings | None = None, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    """Snapshots of ``table`` oldest first: id, parent, committed_at (UTC), operation, summary counts."""
+    tbl = load_feature_table(table, settings, namespace)
+    current = tbl.current_snapshot()
+    out = []
+    for snap in sorted(tbl.snapshots(), key=lambda s: s.timestamp_ms):
+        summary = snap.summary.additional_properties if snap.summary else {}
+        out.append(
+            {
+                "snapshot_id": snap.snapshot_id,
+                "parent_id": snap.parent_snapshot_id,
+                "committed_at": datetime.fromtimestamp(snap.timestamp_ms / 1000, UTC).isoformat(
+                    timespec="milliseconds"
+                ),
+                "operation": snap.summary.operation.value if snap.summary else None,
+                "added_records": int(summary.get("added-records", 0)),
+                "deleted_records": int(summary.get("deleted-records", 0)),
+                "total_records": int(summary.get("total-records", 0)),
+                "current": current is not None and snap.snapshot_id == current.snapshot_id,
+            }
+        )
+    return out

@@ -1,0 +1,159 @@
+"""``qp features``: build, inspect and time-travel the Iceberg feature tables.
+
+- ``qp features show TABLE [--date D] [--as-of SNAPSHOT|TIMESTAMP] [--limit N]``: rows via PyIceberg
+- ``qp features history TABLE``: snapshots of a table (id, time, operation, record counts)
+- ``qp features build DATE [--end DATE] [--run-id ID]``: build one day (or a date range in one Spark job)
+- ``qp features tables``: the ten tables, their keys and lineage
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, timedelta
+
+from qp_assets.features.transforms import NAMESPACE, TABLES
+
+
+def _parse_date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"date: {value!r} is not YYYY-MM-DD") from None
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"--limit: {value!r} is not a positive integer")
+    return n
+
+
+def _print_table(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
+    def fmt(v: object) -> str:
+        text = json.dumps(v, default=str) if isinstance(v, list | dict) else ("" if v is None else str(v))
+        return text if len(text) <= 48 else text[:45] + "..."
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)), file=out)
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)), file=out)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from qp_assets.features.catalog import read_rows
+
+    try:
+        arrow = read_rows(args.table, args.date, args.as_of, args.limit, namespace=args.namespace)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # catalog / storage unreachable, table not created yet
+        print(f"error: cannot read {args.namespace}.{args.table}: {exc}", file=sys.stderr)
+        return 1
+    rows = arrow.to_pylist()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+    else:
+        _print_table(rows, arrow.column_names)
+        print(f"({len(rows)} row(s))")
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    from qp_assets.features.catalog import snapshot_history
+
+    try:
+        snaps = snapshot_history(args.table, namespace=args.namespace)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        print(f"error: cannot read {args.namespace}.{args.table}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(snaps, indent=2))
+    else:
+        _print_table(snaps, list(snaps[0]) if snaps else ["snapshot_id"])
+        print(f"({len(snaps)} snapshot(s))")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    from qp_assets.features.build import build_days
+
+    end = args.end or args.date
+    if end < args.date:
+        print(f"error: --end {end} is before {args.date}", file=sys.stderr)
+        return 2
+    days = [args.date + timedelta(days=k) for k in range((end - args.date).days + 1)]
+    try:
+        results = build_days(days, run_id=args.run_id, raw_root=args.raw_root, namespace=args.namespace)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for res in results:
+        print(json.dumps(res.as_metadata(), default=str) if args.json else f"{res.day}: {res.message}")
+        if not args.json and not res.empty:
+            for table, n in res.row_counts.items():
+                print(f"  {table:22s} {n:>10d} rows  snapshot {res.snapshot_ids.get(table)}")
+        if not args.json and (res.bad_files or res.bad_records):
+            print(
+                f"  bad files: {len(res.bad_files)}  bad records: {res.bad_records} {res.bad_record_reasons}"
+            )
+    return 0
+
+
+def _tables(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "table": s.name,
+            "keys": ", ".join(s.keys),
+            "depends_on": ", ".join(s.depends_on),
+            "description": s.description,
+        }
+        for s in TABLES.values()
+    ]
+    _print_table(rows, ["table", "keys", "depends_on", "description"])
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("features", help="Iceberg feature tables (build, show, history)")
+    sub = parser.add_subparsers(dest="features_command", metavar="ACTION", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", default=NAMESPACE, help=f"Iceberg namespace (default {NAMESPACE})")
+        p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    show = sub.add_parser("show", help="print rows of a feature table (PyIceberg)")
+    show.add_argument("table", choices=list(TABLES), metavar="TABLE", help="one of: " + ", ".join(TABLES))
+    show.add_argument("--date", type=_parse_date, help="only this event day (YYYY-MM-DD)")
+    show.add_argument("--as-of", dest="as_of", help="snapshot id, or ISO timestamp (UTC) to time-travel to")
+    show.add_argument("--limit", type=_positive, default=20, help="max rows (default 20)")
+    common(show)
+    show.set_defaults(handler=_show)
+
+    history = sub.add_parser("history", help="list the snapshots of a feature table")
+    history.add_argument("table", choices=list(TABLES), metavar="TABLE", help="one of: " + ", ".join(TABLES))
+    common(history)
+    history.set_defaults(handler=_history)
+
+    build = sub.add_parser("build", help="build the tables for a day (or a date range, one Spark job)")
+    build.add_argument("date", type=_parse_date, help="first day (YYYY-MM-DD, UTC)")
+    build.add_argument("--end", type=_parse_date, help="last day of a range (inclusive)")
+    build.add_argument("--run-id", default=None, help="run id recorded in processing_metadata")
+    build.add_argument(
+        "--raw-root", default=None, help="raw landing root (default s3a://<bucket>/raw/topics)"
+    )
+    common(build)
+    build.set_defaults(handler=_build)
+
+    tables = sub.add_parser("tables", help="list the ten tables with keys and lineage")
+    tables.set_defaults(handler=_tables)
