@@ -1,7 +1,34 @@
-"""The one Dagster ``Definitions`` of the platform (loaded by workspace.yaml and ``-m qp_assets.definitions``)."""
+"""The one Dagster ``Definitions`` of the platform (loaded by workspace.yaml and ``-m qp_assets.definitions``).
+
+Everything env-driven (partition start, retry policy, sensor intervals, GPU slots) is read when
+:func:`build_definitions` runs, i.e. at code-location load.
+"""
 
 from __future__ import annotations
 
 from dagster import Definitions
 
-defs = Definitions(assets=[], jobs=[], sensors=[], schedules=[], resources={})
+from qp_assets.assets.checks import feature_table_checks
+from qp_assets.assets.features import build_feature_assets
+from qp_assets.assets.jobs import build_daily_schedule, build_feature_job
+from qp_assets.assets.partitions import daily_partitions
+from qp_assets.assets.raw import raw_vqe_results
+from qp_assets.assets.vqe_runner import build_vqe_runner_job
+from qp_assets.resources import default_resources
+from qp_assets.sensors.definitions import build_sensors
+
+
+def build_definitions() -> Definitions:
+    feature_job = build_feature_job(daily_partitions())
+    vqe_runner_job = build_vqe_runner_job()
+    return Definitions(
+        assets=[raw_vqe_results, build_feature_assets()],
+        asset_checks=[feature_table_checks],
+        jobs=[feature_job, vqe_runner_job],
+        schedules=[build_daily_schedule(feature_job)],
+        sensors=build_sensors(vqe_runner_job, feature_job),
+        resources=default_resources(),
+    )
+
+
+defs = build_definitions()

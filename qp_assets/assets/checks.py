@@ -1,0 +1,128 @@
+"""Asset checks of the feature tables (one multi-check op reading Iceberg through PyIceberg).
+
+Checked days are the run's partition window (``dagster/partition`` or the partition range tags); a run
+without partition tags checks the whole tables. The variational tolerance is ``QP_VARIATIONAL_TOL_HA``
+(hartree, default 1e-6).
+"""
+
+import os
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpec, multi_asset_check
+
+from qp_assets.assets import check_logic
+from qp_assets.assets.features import feature_asset_key
+from qp_assets.features.transforms import TABLES
+from qp_assets.resources.core import IcebergCatalogResource
+
+PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def days_from_tags(tags: dict[str, str]) -> list[date] | None:
+    """Days a run covers according to its tags (None = not partitioned)."""
+    if tags.get(PARTITION_TAG):
+        return [date.fromisoformat(tags[PARTITION_TAG])]
+    if tags.get(RANGE_START_TAG) and tags.get(RANGE_END_TAG):
+        first, last = date.fromisoformat(tags[RANGE_START_TAG]), date.fromisoformat(tags[RANGE_END_TAG])
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    return None
+
+
+def _check_specs() -> list[AssetCheckSpec]:
+    specs = [
+        AssetCheckSpec(
+            "no_null_keys", asset=feature_asset_key(name), description=f"key columns {spec.keys} never null"
+        )
+        for name, spec in TABLES.items()
+    ]
+    specs.append(
+        AssetCheckSpec(
+            "variational_bound",
+            asset=feature_asset_key("vqe_results"),
+            description="VQE total energy >= exact reference - tolerance (hartree)",
+        )
+    )
+    specs.append(
+        AssetCheckSpec(
+            "iterations_match_results",
+            asset=feature_asset_key("vqe_iterations"),
+            additional_deps=[feature_asset_key("vqe_results")],
+            description="each run has num_iterations distinct iteration rows whose minimum energy is the result's",
+        )
+    )
+    return specs
+
+
+def _read(iceberg: IcebergCatalogResource, table: str, days: list[date] | None):
+    import pyarrow as pa
+
+    from qp_assets.features.catalog import read_rows
+
+    settings = iceberg.settings()
+    if days is None:
+        return read_rows(table, settings=settings, namespace=iceberg.namespace)
+    parts = [read_rows(table, day=d, settings=settings, namespace=iceberg.namespace) for d in days]
+    return pa.concat_tables(parts)
+
+
+@multi_asset_check(specs=_check_specs(), can_subset=True, name="feature_table_checks")
+def feature_table_checks(
+    context: AssetCheckExecutionContext, iceberg: IcebergCatalogResource
+) -> Iterator[AssetCheckResult]:
+    days = days_from_tags(context.run.tags)
+    label = "all days" if days is None else f"{days[0]}..{days[-1]}"
+    cache: dict[str, object] = {}
+
+    def rows(table: str):
+        if table not in cache:
+            cache[table] = _read(iceberg, table, days)
+        return cache[table]
+
+    selected = context.selected_asset_check_keys
+    for key in selected:
+        table = key.asset_key.path[-1]
+        if key.name == "no_null_keys":
+            tbl = rows(table)
+            nulls = check_logic.null_key_rows(tbl, TABLES[table].keys)
+            dups = check_logic.duplicate_keys(tbl, TABLES[table].keys)
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=nulls == 0 and not dups,
+                metadata={
+                    "days": label,
+                    "rows": tbl.num_rows,
+                    "null_keys": nulls,
+                    "duplicate_keys": len(dups),
+                },
+            )
+        elif key.name == "variational_bound":
+            tol = float(os.environ.get("QP_VARIATIONAL_TOL_HA") or check_logic.DEFAULT_VARIATIONAL_TOL_HA)
+            bad = check_logic.variational_bound_violations(rows("vqe_results"), tol)
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=not bad,
+                metadata={
+                    "days": label,
+                    "runs": rows("vqe_results").num_rows,
+                    "tolerance_ha": tol,
+                    "violations": bad[:20],
+                },
+            )
+        elif key.name == "iterations_match_results":
+            bad = check_logic.iteration_inconsistencies(rows("vqe_results"), rows("vqe_iterations"))
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=not bad,
+                metadata={
+                    "days": label,
+                    "runs": rows("vqe_results").num_rows,
+                    "iteration_rows": rows("vqe_iterations").num_rows,
+                    "inconsistent": bad[:20],
+                },
+            )

@@ -1,0 +1,168 @@
+"""The ten Iceberg feature tables as one subsettable, daily-partitioned ``multi_asset``.
+
+``qp_assets.features.build.build_days`` writes the selected tables of a range of days in one Spark pass,
+so one multi_asset (``can_subset=True``) is the natural shape: a run materializes any subset of the ten
+tables for its partition window, a date-range backfill is one run (``BackfillPolicy.single_run()``), and
+each table overwrites exactly the days of the window. Lineage follows ``TableSpec.depends_on``: the nine
+data tables derive from the landed raw results, ``processing_metadata`` from the nine.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    BackfillPolicy,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableSchema,
+    multi_asset,
+)
+
+from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
+from qp_assets.features.transforms import RAW_SOURCE, TABLES
+from qp_assets.resources.core import IcebergCatalogResource, LandingResource, SparkResource
+
+FEATURE_GROUP = "quantum_features"
+RAW_ASSET_KEY = AssetKey(RAW_SOURCE)
+
+
+def feature_asset_key(table: str) -> AssetKey:
+    """``quantum_features/<table>``."""
+    return AssetKey([FEATURE_GROUP, table])
+
+
+def table_of_key(key: AssetKey) -> str:
+    return key.path[-1]
+
+
+def _column_schema(table: str) -> TableSchema:
+    spec = TABLES[table]
+    return TableSchema(
+        columns=[
+            TableColumn(
+                name=f.name,
+                type=f.dataType.simpleString(),
+                constraints=None,
+                description="key" if f.name in spec.keys else None,
+            )
+            for f in spec.schema.fields
+        ]
+    )
+
+
+def feature_specs() -> list[AssetSpec]:
+    """One AssetSpec per table, with lineage, column schema and the Iceberg identifier."""
+    specs = []
+    for name, spec in TABLES.items():
+        deps = [RAW_ASSET_KEY if d == RAW_SOURCE else feature_asset_key(d) for d in spec.depends_on]
+        specs.append(
+            AssetSpec(
+                key=feature_asset_key(name),
+                deps=deps,
+                group_name=FEATURE_GROUP,
+                description=spec.description,
+                kinds={"iceberg", "spark"},
+                metadata={
+                    "dagster/column_schema": _column_schema(name),
+                    "keys": list(spec.keys),
+                    "partition_column": spec.partition_column,
+                },
+                skippable=True,
+            )
+        )
+    return specs
+
+
+def _preview(iceberg: IcebergCatalogResource, table: str, day: Any, limit: int = 5) -> str | None:
+    """Markdown of the first ``limit`` rows of ``table`` on ``day`` (read back through PyIceberg)."""
+    try:
+        from qp_assets.features.catalog import read_rows
+
+        rows = read_rows(
+            table, day=day, limit=limit, settings=iceberg.settings(), namespace=iceberg.namespace
+        )
+    except Exception as exc:  # a preview must never fail the materialization
+        return f"preview unavailable: {exc}"
+    cols = [c for c in rows.column_names if not c.startswith(("coords", "package_versions", "source_files"))][
+        :8
+    ]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for rec in rows.select(cols).to_pylist():
+        lines.append("| " + " | ".join(str(rec[c])[:40] for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def materialize_feature_tables(
+    context: AssetExecutionContext,
+    spark: SparkResource,
+    iceberg: IcebergCatalogResource,
+    landing: LandingResource,
+) -> Iterator[MaterializeResult]:
+    """Body of the multi_asset (module-level so tests and docs can refer to it)."""
+    from qp_assets.features.build import build_days
+
+    window = context.partition_time_window
+    days = days_in_window(window.start, window.end)
+    selected = [table_of_key(k) for k in context.selected_asset_keys]
+    ordered = [t for t in TABLES if t in selected]
+    settings = iceberg.settings()
+    context.log.info("building %s for %s..%s (%d day(s))", ordered, days[0], days[-1], len(days))
+    session = spark.get_session(settings)
+    results = build_days(
+        days,
+        session,
+        settings,
+        tables=ordered,
+        run_id=context.run_id,
+        raw_root=landing.raw_root(),
+        namespace=iceberg.namespace,
+    )
+    for table in ordered:
+        rows_per_day = {r.day.isoformat(): r.row_counts.get(table, 0) for r in results}
+        snapshots = sorted({r.snapshot_ids[table] for r in results if table in r.snapshot_ids})
+        metadata: dict[str, Any] = {
+            "dagster/row_count": sum(rows_per_day.values()),
+            "rows_per_day": rows_per_day,
+            "iceberg_table": f"{settings.iceberg_catalog_name}.{iceberg.namespace}.{table}",
+            "snapshot_ids": [str(s) for s in snapshots],
+            "days": [d.isoformat() for d in days],
+            "runs": sum(r.runs for r in results),
+            "source_files": sum(len(r.source_files) for r in results),
+            "bad_files": sum(len(r.bad_files) for r in results),
+            "bad_records": sum(r.bad_records for r in results),
+            "messages": "; ".join(r.message for r in results),
+        }
+        if snapshots:
+            metadata["snapshot_id"] = str(snapshots[-1])
+        written = [r.day for r in results if not r.empty]
+        if written:
+            metadata["preview"] = MetadataValue.md(_preview(iceberg, table, written[-1]) or "")
+        yield MaterializeResult(asset_key=feature_asset_key(table), metadata=metadata)
+
+
+def build_feature_assets():
+    """The multi_asset (built on call so env-driven partitions / retry policy are read at load time)."""
+
+    @multi_asset(
+        name="feature_tables",
+        specs=feature_specs(),
+        can_subset=True,
+        partitions_def=daily_partitions(),
+        backfill_policy=BackfillPolicy.single_run(),
+        retry_policy=feature_retry_policy(),
+        pool="spark",
+        op_tags={"qp/resource": "spark"},
+    )
+    def feature_tables(
+        context: AssetExecutionContext,
+        spark: SparkResource,
+        iceberg: IcebergCatalogResource,
+        landing: LandingResource,
+    ) -> Iterator[MaterializeResult]:
+        yield from materialize_feature_tables(context, spark, iceberg, landing)
+
+    return feature_tables

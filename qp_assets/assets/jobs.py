@@ -1,0 +1,43 @@
+"""Jobs and schedules over the assets."""
+
+from datetime import timedelta
+
+from dagster import (
+    AssetSelection,
+    RunRequest,
+    ScheduleEvaluationContext,
+    define_asset_job,
+    in_process_executor,
+    schedule,
+)
+
+from qp_assets.assets.features import FEATURE_GROUP
+
+
+def build_feature_job(partitions_def):
+    """All ten feature tables (and their checks) for a partition or a partition range, in one process
+    (the Spark session is shared by the asset step and reused across retries)."""
+    return define_asset_job(
+        "feature_processing_job",
+        selection=AssetSelection.groups(FEATURE_GROUP),
+        partitions_def=partitions_def,
+        executor_def=in_process_executor,
+        description="Build the Iceberg feature tables of one day (or a range: one Spark job).",
+        tags={"qp/kind": "features"},
+    )
+
+
+def build_daily_schedule(feature_job):
+    """00:30 UTC every day: rebuild yesterday (the daily processing the Airflow DAG used to do)."""
+
+    @schedule(
+        name="daily_feature_schedule",
+        cron_schedule="30 0 * * *",
+        job=feature_job,
+        execution_timezone="UTC",
+    )
+    def daily_feature_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
+        return RunRequest(run_key=f"daily:{day}", partition_key=day)
+
+    return daily_feature_schedule

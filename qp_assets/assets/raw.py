@@ -1,0 +1,42 @@
+"""The landed raw VQE results as an observable source asset (observation = files and bytes per day)."""
+
+import hashlib
+import os
+from datetime import UTC, datetime
+
+from dagster import DataVersion, MetadataValue, ObserveResult, observable_source_asset
+from dagster_aws.s3 import S3Resource
+
+from qp_assets.assets.features import RAW_ASSET_KEY
+from qp_assets.resources.core import LandingResource
+from qp_assets.sensors.landing import landed_per_day, recent_days
+
+
+def observe_lookback_days() -> int:
+    """Days listed per observation besides today (``QP_LANDING_LOOKBACK_DAYS``, default 2)."""
+    value = os.environ.get("QP_LANDING_LOOKBACK_DAYS") or "2"
+    if not value.isdigit():
+        raise ValueError(f"QP_LANDING_LOOKBACK_DAYS: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+@observable_source_asset(
+    key=RAW_ASSET_KEY,
+    group_name="raw",
+    description="Avro files landed by Kafka Connect under s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/",
+    kinds={"s3", "avro"},
+)
+def raw_vqe_results(s3: S3Resource, landing: LandingResource) -> ObserveResult:
+    days = recent_days(datetime.now(UTC).date(), observe_lookback_days())
+    landed = landed_per_day(s3.get_client(), landing.bucket, landing.raw_prefix, days)
+    per_day = {d.isoformat(): {"files": info.files, "bytes": info.bytes} for d, info in landed.items()}
+    signature = "|".join(f"{d}:{info.signature()}" for d, info in sorted(landed.items()))
+    return ObserveResult(
+        data_version=DataVersion(hashlib.sha256(signature.encode()).hexdigest()[:16]),
+        metadata={
+            "files": sum(i.files for i in landed.values()),
+            "bytes": sum(i.bytes for i in landed.values()),
+            "per_day": MetadataValue.json(per_day),
+            "location": f"s3://{landing.bucket}/{landing.raw_prefix}",
+        },
+    )

@@ -1,0 +1,309 @@
+"""``vqe_runner_job``: consume one offset range of ``vqe.requests``, run one VQE op per request, publish.
+
+Graph: ``load_request_batch`` (reads exactly ``[start_offset, end_offset)`` of one partition, fans out one
+DynamicOutput per request) -> ``run_vqe_request`` (pinned to a GPU or the CPU fallback, simulates,
+publishes the Avro result, pushes metrics, attaches the convergence plot and the error vs exact) ->
+``summarize_batch`` (fan-in). The sensor passes the range as run config, e.g.::
+
+    ops:
+      load_request_batch:
+        config: {topic: vqe.requests, partition: 0, start_offset: 0, end_offset: 3}
+
+Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the number of GPUs (1 slot for
+the CPU fallback, ``QP_VQE_CPU_SLOTS`` to raise it); on Kubernetes ``k8s_gpu_executor`` requests
+``nvidia.com/gpu`` for those ops (see docs/orchestration.md).
+"""
+
+import base64
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from dagster import (
+    Config,
+    DynamicOut,
+    DynamicOutput,
+    Failure,
+    In,
+    MetadataValue,
+    OpExecutionContext,
+    Out,
+    Output,
+    job,
+    multiprocess_executor,
+    op,
+)
+from pydantic import Field
+
+from qp_assets.assets.gpu import gpu_ids, pin_device
+from qp_assets.resources.core import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC, KafkaResource, PushGatewayResource
+from qp_assets.settings import Settings
+
+GPU_TAG = "gpu"
+GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
+
+#: Per-op Kubernetes config carried as a tag; k8s_job_executor merges it into each step's pod.
+K8S_GPU_STEP_CONFIG: dict[str, Any] = {
+    "container_config": {
+        "resources": {
+            "limits": {"nvidia.com/gpu": "1", "memory": "8Gi"},
+            "requests": {"nvidia.com/gpu": "1", "cpu": "2", "memory": "4Gi"},
+        }
+    },
+    "pod_spec_config": {
+        "node_selector": GPU_NODE_SELECTOR,
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
+
+def gpu_slots() -> int:
+    """Concurrent VQE ops allowed on this host: the GPU count, or ``QP_VQE_CPU_SLOTS`` (default 1) on CPU."""
+    n = len(gpu_ids())
+    if n:
+        return n
+    value = os.environ.get("QP_VQE_CPU_SLOTS") or "1"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"QP_VQE_CPU_SLOTS: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+class RequestBatchConfig(Config):
+    """One offset range of the request topic (half-open: ``end_offset`` is not included)."""
+
+    topic: str = Field(default=REQUESTS_TOPIC)
+    partition: int = Field(default=0, ge=0)
+    start_offset: int = Field(ge=0)
+    end_offset: int = Field(ge=0)
+
+
+def _mapping_key(index: int, request: dict[str, Any]) -> str:
+    rid = str(request.get("request_id") or "")
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"r{index}_{rid}")[:60]
+
+
+def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
+    """(Molecule, VQEConfig, request_id) of a request dict.
+
+    Accepts ``{"molecule": {...}, "config": {...}}`` or the flat request form whose VQE fields sit beside
+    ``molecule``; raises the VQE package's InputError naming the bad field.
+    """
+    from qp_assets.vqe.config import VQEConfig
+    from qp_assets.vqe.molecule import Molecule
+
+    if not isinstance(request.get("molecule"), dict):
+        raise ValueError(f"request {request.get('request_id')!r}: field 'molecule' missing or not an object")
+    if isinstance(request.get("config"), dict):
+        cfg = dict(request["config"])
+    else:
+        names = {f.name for f in dataclasses.fields(VQEConfig)}
+        cfg = {k: v for k, v in request.items() if k in names and v is not None}
+    return Molecule.from_dict(request["molecule"]), VQEConfig.from_dict(cfg), request.get("request_id")
+
+
+def send_to_dlq(request: dict[str, Any], error: str, source: dict[str, Any], settings: Settings) -> None:
+    """Publish a rejected request with the reason to ``vqe.requests.dlq`` (JSON value)."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    payload = {"request": request, "error": error, "source": source}
+    producer.produce(REQUESTS_DLQ_TOPIC, json.dumps(payload, default=str).encode())
+    if producer.flush(10) != 0:
+        raise Failure(
+            f"could not deliver rejected request {request.get('request_id')!r} to {REQUESTS_DLQ_TOPIC}"
+        )
+
+
+@op(out=DynamicOut(dict), tags={"kind": "kafka"})
+def load_request_batch(
+    context: OpExecutionContext, config: RequestBatchConfig, kafka: KafkaResource
+) -> Iterator[DynamicOutput]:
+    """Read exactly the configured offset range and emit one output per request."""
+    from qp_assets.streaming.requests import consume_range
+
+    if config.end_offset < config.start_offset:
+        raise Failure(f"end_offset {config.end_offset} < start_offset {config.start_offset}")
+    requests = consume_range(
+        config.topic, config.partition, config.start_offset, config.end_offset, kafka.settings()
+    )
+    context.log.info(
+        "%d request(s) in %s:%d:[%d,%d)",
+        len(requests),
+        config.topic,
+        config.partition,
+        config.start_offset,
+        config.end_offset,
+    )
+    for index, request in enumerate(requests):
+        yield DynamicOutput(request, mapping_key=_mapping_key(index, request))
+
+
+def _plot_markdown(png: bytes) -> str:
+    return f"![convergence](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@op(
+    ins={"request": In(dict)},
+    out=Out(dict),
+    tags={GPU_TAG: "1", "dagster-k8s/config": K8S_GPU_STEP_CONFIG},
+    pool="gpu",
+)
+def run_vqe_request(
+    context: OpExecutionContext, request: dict, kafka: KafkaResource, pushgateway: PushGatewayResource
+) -> Iterator[Output]:
+    """Simulate one request on its pinned device, publish the result, push metrics, attach the plot."""
+    from qp_assets.vqe.runner import run_vqe
+
+    settings = dataclasses.replace(kafka.settings(), pushgateway_url=pushgateway.url)
+    try:
+        molecule, vqe_config, request_id = request_inputs(request)
+    except Exception as exc:  # bad input: dead-letter it, never drop it silently
+        send_to_dlq(request, str(exc), {"run_id": context.run_id, "step": context.op_handle.name}, settings)
+        context.log.error(
+            "rejected request %r: %s (sent to %s)", request.get("request_id"), exc, REQUESTS_DLQ_TOPIC
+        )
+        yield Output(
+            {"request_id": request.get("request_id"), "status": "rejected", "error": str(exc)},
+            metadata={"status": "rejected", "error": str(exc)},
+        )
+        return
+    placement = pin_device(vqe_config.device, settings.runtime_dir / "gpu-locks")
+    try:
+        if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
+            context.log.warning("%s", placement.note)
+        vqe_config = dataclasses.replace(vqe_config, device=placement.device)
+        result = run_vqe(molecule, vqe_config, request_id=request_id, progress=False)
+    finally:
+        placement.release()
+    from qp_assets.streaming.publisher import publish_result
+
+    publish_result(result, settings)
+    metadata: dict[str, Any] = {
+        "request_id": str(request_id),
+        "run_id": result.run_id,
+        "molecule": result.molecule_name,
+        "total_energy_ha": result.total_energy,
+        "exact_energy_ha": result.exact_energy,
+        "error_vs_exact_mha": result.error_vs_exact_mha,
+        "iterations": len(result.iterations),
+        "device_requested": request_inputs_device(request),
+        "device_used": result.device_used,
+        "placement": placement.note,
+        "total_s": result.timings.get("total_s"),
+    }
+    try:
+        from qp_assets.monitoring.metrics import push_vqe_metrics
+
+        push_vqe_metrics(result, settings)
+        metadata["metrics_pushed"] = True
+    except Exception as exc:  # metrics must not lose a published result
+        context.log.warning("pushing metrics failed: %s", exc)
+        metadata["metrics_pushed"] = False
+    try:
+        from qp_assets.monitoring.plots import convergence_plot_png_bytes
+
+        png = convergence_plot_png_bytes(result)
+        plot_dir = settings.runtime_dir / "plots"
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        path = plot_dir / f"{result.run_id}.png"
+        path.write_bytes(png)
+        metadata["convergence_plot"] = MetadataValue.md(_plot_markdown(png))
+        metadata["convergence_plot_path"] = MetadataValue.path(str(path))
+    except Exception as exc:
+        context.log.warning("convergence plot failed: %s", exc)
+    context.log.info(
+        "%s: E=%.8f Ha, error vs exact %s mHa on %s",
+        result.molecule_name,
+        result.total_energy,
+        result.error_vs_exact_mha,
+        result.device_used,
+    )
+    yield Output(
+        {
+            "request_id": request_id,
+            "status": "published",
+            "run_id": result.run_id,
+            "molecule": result.molecule_name,
+            "total_energy": result.total_energy,
+            "error_vs_exact_mha": result.error_vs_exact_mha,
+            "device_used": result.device_used,
+        },
+        metadata=metadata,
+    )
+
+
+def request_inputs_device(request: dict[str, Any]) -> str:
+    cfg = request.get("config") if isinstance(request.get("config"), dict) else request
+    return str(cfg.get("device") or "CPU")
+
+
+@op(ins={"results": In(list)}, out=Out(dict))
+def summarize_batch(context: OpExecutionContext, results: list) -> Output:
+    """Fan-in: counts of published / rejected requests of the batch."""
+    published = [r for r in results if r.get("status") == "published"]
+    rejected = [r for r in results if r.get("status") == "rejected"]
+    summary = {
+        "published": len(published),
+        "rejected": len(rejected),
+        "run_ids": [r["run_id"] for r in published],
+    }
+    table = "\n".join(
+        f"| {r['molecule']} | {r['total_energy']:.8f} | {r['error_vs_exact_mha']} | {r['device_used']} |"
+        for r in published
+    )
+    return Output(
+        summary,
+        metadata={
+            "published": len(published),
+            "rejected": len(rejected),
+            "results": MetadataValue.md(
+                "| molecule | energy (Ha) | error vs exact (mHa) | device |\n|---|---|---|---|\n" + table
+            ),
+        },
+    )
+
+
+def local_gpu_executor():
+    """Multiprocess executor: ``gpu``-tagged ops limited to the GPU count (CPU fallback: ``gpu_slots()``)."""
+    slots = gpu_slots()
+    return multiprocess_executor.configured(
+        {
+            "max_concurrent": slots + 1,
+            "tag_concurrency_limits": [{"key": GPU_TAG, "value": "1", "limit": slots}],
+        },
+        name="local_gpu_executor",
+    )
+
+
+def k8s_gpu_executor(image: str = "qp-vqe-runner:gpu", namespace: str = "quantum-pipeline"):
+    """``k8s_job_executor`` for clusters: every step in its own pod; ``gpu`` ops get ``nvidia.com/gpu``."""
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(
+        {
+            "job_image": image,
+            "job_namespace": namespace,
+            "max_concurrent": 8,
+            "tag_concurrency_limits": [{"key": GPU_TAG, "value": "1", "limit": 4}],
+        },
+        name="k8s_gpu_executor",
+    )
+
+
+def build_vqe_runner_job(executor=None):
+    """The job with the local executor (or the given one, e.g. ``k8s_gpu_executor()``)."""
+
+    @job(
+        name="vqe_runner_job",
+        executor_def=executor or local_gpu_executor(),
+        tags={"qp/kind": "vqe"},
+        description="Run one offset range of VQE requests: simulate, publish, push metrics.",
+    )
+    def vqe_runner_job():
+        results = load_request_batch().map(run_vqe_request)
+        summarize_batch(results.collect())
+
+    return vqe_runner_job

@@ -1,0 +1,190 @@
+"""Resource classes (see package doc). No network access happens at construction time."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import smtplib
+from email.message import EmailMessage
+from typing import Any
+
+from dagster import ConfigurableResource, EnvVar
+from dagster_aws.s3 import S3Resource
+from pydantic import Field
+
+from qp_assets.settings import Settings
+
+REQUESTS_TOPIC = "vqe.requests"
+REQUESTS_DLQ_TOPIC = "vqe.requests.dlq"
+
+
+class KafkaResource(ConfigurableResource):
+    """Kafka brokers plus the request topic the sensor watches."""
+
+    bootstrap_servers: str = Field(description="host:port[,host:port] of the brokers")
+    requests_topic: str = Field(default=REQUESTS_TOPIC, description="topic of VQE requests")
+    timeout_s: float = Field(default=10.0, description="metadata / watermark timeout in seconds")
+
+    def settings(self) -> Settings:
+        return dataclasses.replace(Settings.from_env(), kafka_bootstrap_servers=self.bootstrap_servers)
+
+    def watermarks(self, topic: str | None = None) -> dict[int, tuple[int, int]]:
+        """Partition -> (low, high) watermark offsets of ``topic`` (no records are read)."""
+        from qp_assets.sensors.kafka_offsets import read_watermarks
+
+        return read_watermarks(self.bootstrap_servers, topic or self.requests_topic, self.timeout_s)
+
+
+class SchemaRegistryResource(ConfigurableResource):
+    """Confluent-compatible schema registry (Apicurio's ``/apis/ccompat/v7`` locally)."""
+
+    url: str = Field(description="base URL of the Confluent-compatible API")
+
+    def client(self) -> Any:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        return SchemaRegistryClient({"url": self.url})
+
+
+class SparkResource(ConfigurableResource):
+    """SparkSession factory over ``qp_assets.features.spark.get_spark_session`` (local[*] or spark://)."""
+
+    master: str = Field(description="Spark master URL: local[*] or spark://host:7077")
+
+    def get_session(self, settings: Settings | None = None) -> Any:
+        from qp_assets.features.spark import get_spark_session
+
+        settings = settings or Settings.from_env()
+        return get_spark_session(dataclasses.replace(settings, spark_master=self.master), self.master)
+
+
+class IcebergCatalogResource(ConfigurableResource):
+    """The Iceberg SQL/JDBC catalog shared by Spark and PyIceberg, plus the S3 endpoint of its warehouse."""
+
+    catalog_name: str
+    catalog_uri: str
+    warehouse: str
+    s3_endpoint_url: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_region: str = "us-east-1"
+    namespace: str = Field(default="quantum_features", description="Iceberg namespace of the feature tables")
+
+    def settings(self) -> Settings:
+        return dataclasses.replace(
+            Settings.from_env(),
+            iceberg_catalog_name=self.catalog_name,
+            iceberg_catalog_uri=self.catalog_uri,
+            iceberg_warehouse=self.warehouse,
+            s3_endpoint_url=self.s3_endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_region=self.aws_region,
+        )
+
+    def catalog(self) -> Any:
+        from qp_assets.features.catalog import sql_catalog
+
+        return sql_catalog(self.settings())
+
+
+class LandingResource(ConfigurableResource):
+    """Where Kafka Connect lands raw results: ``s3://<bucket>/<raw_prefix><topic>/year=/month=/day=/hour=/``."""
+
+    bucket: str
+    raw_prefix: str = Field(
+        default="raw/topics/", description="key prefix of the topic folders (ends with /)"
+    )
+
+    def raw_root(self) -> str:
+        """``s3a://<bucket>/<raw_prefix>`` without trailing slash (what ``build_days(raw_root=...)`` takes)."""
+        return f"s3a://{self.bucket}/{self.raw_prefix.rstrip('/')}"
+
+
+class PushGatewayResource(ConfigurableResource):
+    """Prometheus PushGateway (host:port or URL)."""
+
+    url: str
+
+    def settings(self) -> Settings:
+        return dataclasses.replace(Settings.from_env(), pushgateway_url=self.url)
+
+
+class SmtpResource(ConfigurableResource):
+    """Plain SMTP relay for run alerts (STARTTLS and login only when configured)."""
+
+    host: str = "127.0.0.1"
+    port: int = 25
+    sender: str = "qp-dagster@localhost"
+    recipients: str = Field(default="qp-alerts@localhost", description="comma-separated addresses")
+    starttls: bool = False
+    username: str = ""
+    password: str = ""
+    timeout_s: float = 10.0
+
+    def send(self, subject: str, body: str) -> None:
+        """Send one plain-text mail to every recipient; raises on SMTP errors."""
+        msg = EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = ", ".join(self.recipient_list())
+        msg["Subject"] = subject
+        msg.set_content(body)
+        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+            if self.starttls:
+                smtp.starttls()
+            if self.username:
+                smtp.login(self.username, self.password)
+            smtp.send_message(msg)
+
+    def recipient_list(self) -> list[str]:
+        return [r.strip() for r in self.recipients.split(",") if r.strip()]
+
+
+def _env_or(name: str, default: Any) -> Any:
+    """``EnvVar(name)`` when the variable is set, else the local default."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def _env_int_or(name: str, default: int) -> Any:
+    return EnvVar.int(name) if os.environ.get(name) else default
+
+
+def default_resources(settings: Settings | None = None) -> dict[str, Any]:
+    """The resource dict of the Definitions (keys are the names assets, ops and sensors ask for).
+
+    Env vars are those of :class:`Settings` plus ``QP_SMTP_HOST``, ``QP_SMTP_PORT``, ``QP_ALERT_FROM``,
+    ``QP_ALERT_TO``, ``QP_SMTP_USER``, ``QP_SMTP_PASSWORD`` for the alert mails.
+    """
+    s = settings or Settings.from_env()
+    return {
+        "kafka": KafkaResource(
+            bootstrap_servers=_env_or("KAFKA_BOOTSTRAP_SERVERS", s.kafka_bootstrap_servers)
+        ),
+        "schema_registry": SchemaRegistryResource(url=_env_or("SCHEMA_REGISTRY_URL", s.schema_registry_url)),
+        "s3": S3Resource(
+            endpoint_url=_env_or("S3_ENDPOINT_URL", s.s3_endpoint_url),
+            aws_access_key_id=_env_or("AWS_ACCESS_KEY_ID", s.aws_access_key_id),
+            aws_secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key),
+            region_name=_env_or("AWS_REGION", s.aws_region),
+        ),
+        "landing": LandingResource(bucket=_env_or("QP_BUCKET", s.bucket)),
+        "spark": SparkResource(master=_env_or("SPARK_MASTER", s.spark_master)),
+        "iceberg": IcebergCatalogResource(
+            catalog_name=_env_or("ICEBERG_CATALOG_NAME", s.iceberg_catalog_name),
+            catalog_uri=_env_or("ICEBERG_CATALOG_URI", s.iceberg_catalog_uri),
+            warehouse=_env_or("ICEBERG_WAREHOUSE", s.iceberg_warehouse),
+            s3_endpoint_url=_env_or("S3_ENDPOINT_URL", s.s3_endpoint_url),
+            aws_access_key_id=_env_or("AWS_ACCESS_KEY_ID", s.aws_access_key_id),
+            aws_secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key),
+            aws_region=_env_or("AWS_REGION", s.aws_region),
+        ),
+        "pushgateway": PushGatewayResource(url=_env_or("PUSHGATEWAY_URL", s.pushgateway_url)),
+        "smtp": SmtpResource(
+            host=_env_or("QP_SMTP_HOST", "127.0.0.1"),
+            port=_env_int_or("QP_SMTP_PORT", 25),
+            sender=_env_or("QP_ALERT_FROM", "qp-dagster@localhost"),
+            recipients=_env_or("QP_ALERT_TO", "qp-alerts@localhost"),
+            username=_env_or("QP_SMTP_USER", ""),
+            password=_env_or("QP_SMTP_PASSWORD", ""),
+        ),
+    }

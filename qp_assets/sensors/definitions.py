@@ -1,0 +1,177 @@
+"""Dagster sensors: Kafka requests -> vqe_runner_job, landed files -> feature partitions, run e-mails."""
+
+import os
+import time
+from datetime import UTC, datetime
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    RunStatusSensorContext,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
+    sensor,
+)
+from dagster_aws.s3 import S3Resource
+
+from qp_assets.resources.core import KafkaResource, LandingResource, SmtpResource
+from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
+from qp_assets.sensors.landing import changed_days, landed_per_day, recent_days
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit():
+        raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _default_status() -> DefaultSensorStatus:
+    """Sensors start RUNNING under the daemon unless ``QP_SENSORS_RUNNING=0``."""
+    return (
+        DefaultSensorStatus.STOPPED
+        if os.environ.get("QP_SENSORS_RUNNING") == "0"
+        else DefaultSensorStatus.RUNNING
+    )
+
+
+def _mail_status() -> DefaultSensorStatus:
+    """E-mail sensors run by default only when an SMTP host is configured (``QP_SMTP_HOST``)."""
+    if not os.environ.get("QP_SMTP_HOST"):
+        return DefaultSensorStatus.STOPPED
+    return _default_status()
+
+
+def request_sensor_result(
+    cursor: str | None, kafka: KafkaResource, max_per_run: int, start: str
+) -> SensorResult | SkipReason:
+    """One tick of the Kafka request sensor (watermarks only; see kafka_offsets)."""
+    started = time.monotonic()
+    topic = kafka.requests_topic
+    marks = kafka.watermarks(topic)
+    if not marks:
+        return SkipReason(f"topic {topic} has no partitions yet")
+    ranges, next_offsets = plan_ranges(topic, parse_cursor(cursor, topic), marks, max_per_run, start)  # type: ignore[arg-type]
+    new_cursor = dump_cursor(topic, next_offsets)
+    if not ranges:
+        return SensorResult(
+            skip_reason=SkipReason(f"no new requests on {topic} ({time.monotonic() - started:.2f}s)"),
+            cursor=new_cursor,
+        )
+    requests = [
+        RunRequest(
+            run_key=r.run_key,
+            run_config={
+                "ops": {
+                    "load_request_batch": {
+                        "config": {
+                            "topic": r.topic,
+                            "partition": r.partition,
+                            "start_offset": r.start,
+                            "end_offset": r.end,
+                        }
+                    }
+                }
+            },
+            tags={
+                "qp/request_topic": r.topic,
+                "qp/request_partition": str(r.partition),
+                "qp/offset_range": f"{r.start}-{r.end}",
+            },
+        )
+        for r in ranges
+    ]
+    return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def landing_sensor_result(
+    cursor: str | None, s3: S3Resource, landing: LandingResource, lookback_days: int, first_day: str
+) -> SensorResult | SkipReason:
+    """One tick of the landing sensor: partitions of the recent days whose landed files changed."""
+    days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
+    landed = landed_per_day(s3.get_client(), landing.bucket, landing.raw_prefix, days)
+    changed, new_cursor = changed_days(cursor, landed)
+    if not changed:
+        return SensorResult(skip_reason=SkipReason("no new landed files"), cursor=new_cursor)
+    requests = [
+        RunRequest(run_key=f"landing:{d.isoformat()}:{landed[d].signature()}", partition_key=d.isoformat())
+        for d in changed
+    ]
+    return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = None) -> tuple[str, str]:
+    run = context.dagster_run
+    partition = run.tags.get("dagster/partition") or (
+        f"{run.tags.get('dagster/asset_partition_range_start')}..{run.tags.get('dagster/asset_partition_range_end')}"
+        if run.tags.get("dagster/asset_partition_range_start")
+        else "-"
+    )
+    subject = f"[qp] {run.job_name} {status}: partition {partition} (run {run.run_id[:8]})"
+    body = f"job: {run.job_name}\nrun id: {run.run_id}\nstatus: {status}\npartition: {partition}\n"
+    if error:
+        body += f"\nerror:\n{error}\n"
+    return subject, body
+
+
+def build_sensors(vqe_runner_job, feature_job) -> list:
+    """All sensors, bound to the given jobs."""
+    max_per_run = _env_int("QP_REQUESTS_PER_RUN", 10)
+    start = os.environ.get("QP_REQUEST_SENSOR_START") or "earliest"
+    if start not in ("earliest", "latest"):
+        raise ValueError(f"QP_REQUEST_SENSOR_START: expected earliest or latest, got {start!r}")
+
+    @sensor(
+        name="kafka_vqe_request_sensor",
+        job=vqe_runner_job,
+        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 10),
+        default_status=_default_status(),
+        description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
+    )
+    def kafka_vqe_request_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
+        return request_sensor_result(context.cursor, kafka, max_per_run, start)
+
+    from qp_assets.assets.partitions import partitions_start_date
+
+    first_day = partitions_start_date()
+    lookback = _env_int("QP_LANDING_LOOKBACK_DAYS", 2)
+
+    @sensor(
+        name="landing_sensor",
+        job=feature_job,
+        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 30),
+        default_status=_default_status(),
+        description="New files under the recent day prefixes -> feature partitions of those days",
+    )
+    def landing_sensor(context: SensorEvaluationContext, s3: S3Resource, landing: LandingResource):
+        return landing_sensor_result(context.cursor, s3, landing, lookback, first_day)
+
+    @run_failure_sensor(
+        name="feature_run_failure_email",
+        monitored_jobs=[feature_job],
+        default_status=_mail_status(),
+        minimum_interval_seconds=5,
+    )
+    def feature_run_failure_email(context: RunFailureSensorContext, smtp: SmtpResource):
+        error = context.failure_event.message if context.failure_event else None
+        step_errors = [f"{e.step_key}: {e.message}" for e in context.get_step_failure_events()]
+        subject, body = _run_mail(context, "FAILED", "\n".join([error or "", *step_errors]))
+        smtp.send(subject, body)
+
+    @run_status_sensor(
+        name="feature_run_success_email",
+        run_status=DagsterRunStatus.SUCCESS,
+        monitored_jobs=[feature_job],
+        default_status=_mail_status(),
+        minimum_interval_seconds=5,
+    )
+    def feature_run_success_email(context: RunStatusSensorContext, smtp: SmtpResource):
+        subject, body = _run_mail(context, "SUCCEEDED")
+        smtp.send(subject, body)
+
+    return [kafka_vqe_request_sensor, landing_sensor, feature_run_failure_email, feature_run_success_email]

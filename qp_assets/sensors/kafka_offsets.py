@@ -1,0 +1,110 @@
+"""Offset bookkeeping of the Kafka request sensor (pure planning + one watermark read).
+
+The cursor is JSON ``{"topic": <topic>, "next": {"<partition>": <next offset to hand out>}}``. Each tick
+reads only the low/high watermarks, then :func:`plan_ranges` cuts ``[next, high)`` of every partition into
+half-open ranges of at most ``max_per_run`` offsets. A range's run key is ``<topic>:<partition>:<start>-<end>``
+(``end`` exclusive), so re-evaluating from an older cursor yields the same keys and Dagster skips them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+StartPolicy = Literal["earliest", "latest"]
+
+
+@dataclass(frozen=True)
+class OffsetRange:
+    """Half-open offset range ``[start, end)`` of one partition."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.start}-{self.end}"
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+
+def read_watermarks(
+    bootstrap_servers: str, topic: str, timeout_s: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) watermarks of ``topic``; {} if the topic does not exist yet."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "qp-dagster-watermarks",  # never subscribes or commits
+            "enable.auto.commit": False,
+            "socket.timeout.ms": int(timeout_s * 1000),
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return {}
+        return {
+            p: tuple(
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+            )
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def parse_cursor(cursor: str | None, topic: str) -> dict[int, int]:
+    """Partition -> next offset from a cursor string (empty for None or another topic's cursor)."""
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(cursor)
+        if data.get("topic") != topic:
+            return {}
+        return {int(p): int(o) for p, o in data.get("next", {}).items()}
+    except (json.JSONDecodeError, AttributeError, ValueError, TypeError):
+        raise ValueError(f"cursor: not a request-sensor cursor: {cursor[:80]!r}") from None
+
+
+def dump_cursor(topic: str, next_offsets: dict[int, int]) -> str:
+    return json.dumps({"topic": topic, "next": {str(p): o for p, o in sorted(next_offsets.items())}})
+
+
+def plan_ranges(
+    topic: str,
+    next_offsets: dict[int, int],
+    watermarks: dict[int, tuple[int, int]],
+    max_per_run: int = 10,
+    start: StartPolicy = "earliest",
+) -> tuple[list[OffsetRange], dict[int, int]]:
+    """Ranges to run and the next-offset map after them.
+
+    A partition absent from ``next_offsets`` starts at its low watermark (``earliest``) or its high
+    watermark (``latest``: nothing before the sensor's first tick runs). Offsets below the low watermark
+    (deleted by retention) are skipped.
+    """
+    if max_per_run < 1:
+        raise ValueError(f"max_per_run: must be >= 1, got {max_per_run}")
+    if start not in ("earliest", "latest"):
+        raise ValueError(f"start: must be 'earliest' or 'latest', got {start!r}")
+    ranges = []
+    updated = dict(next_offsets)
+    for partition, (low, high) in sorted(watermarks.items()):
+        if partition in next_offsets:
+            pos = max(next_offsets[partition], low)
+        else:
+            pos = low if start == "earliest" else high
+        while pos < high:
+            end = min(pos + max_per_run, high)
+            ranges.append(OffsetRange(topic, partition, pos, end))
+            pos = end
+        updated[partition] = pos
+    return ranges, updated
