@@ -1,0 +1,113 @@
+"""``qp export airflow``: write Airflow 3 DAG files derived from the Dagster Definitions."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import sys
+from pathlib import Path
+
+from qp_assets.export.airflow import DEFAULT_MODULE, AirflowExportOptions, export_airflow
+from qp_assets.export.graph import ExportError
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--start-date: expected YYYY-MM-DD, got {text!r}") from exc
+
+
+def _load_defs(module_name: str):
+    import dagster as dg
+
+    module = importlib.import_module(module_name)
+    defs = getattr(module, "defs", None)
+    if not isinstance(defs, dg.Definitions):
+        found = [name for name, value in vars(module).items() if isinstance(value, dg.Definitions)]
+        if len(found) != 1:
+            raise ExportError(f"module {module_name!r} has no single Definitions object (found {found})")
+        defs = getattr(module, found[0])
+    return defs
+
+
+def _run_airflow(args: argparse.Namespace) -> int:
+    defaults = AirflowExportOptions()
+    options = AirflowExportOptions(
+        start_date=args.start_date,
+        email=tuple(args.email) if args.email else defaults.email,
+        email_from=args.email_from,
+        smtp_conn_id=args.smtp_conn_id,
+        retries=args.retries,
+        retry_delay_minutes=args.retry_delay_minutes,
+        schedule=args.schedule,
+        module=args.module,
+        job=args.job,
+        group=args.group,
+        dagster_bin=args.dagster_bin or defaults.dagster_bin,
+        qp_bin=args.qp_bin or defaults.qp_bin,
+        project_dir=str(Path(args.project_dir).resolve()) if args.project_dir else defaults.project_dir,
+        dagster_home=args.dagster_home or defaults.dagster_home,
+        molecules_file=args.molecules_file or defaults.molecules_file,
+        submit_args=args.submit_args,
+    )
+    try:
+        defs = _load_defs(args.module)
+        paths = export_airflow(defs, Path(args.out), options)
+    except ExportError as exc:
+        print(f"qp export airflow: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        print(f"qp export airflow: error: --module {args.module!r}: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``qp export airflow``."""
+    export = subparsers.add_parser("export", help="export the orchestration to other systems")
+    export_sub = export.add_subparsers(dest="export_target", metavar="TARGET")
+    export.set_defaults(handler=lambda _args: (export.print_help(), 2)[1])
+    p = export_sub.add_parser(
+        "airflow",
+        help="write Airflow 3 DAG files derived from the Dagster asset graph",
+        description="Writes quantum_feature_processing.py (one task per daily feature asset, in dependency "
+        "order) and vqe_batch_generation.py into --out.",
+    )
+    p.add_argument("--out", required=True, help="output directory (created if missing; must be writable)")
+    p.add_argument(
+        "--start-date", type=_date, default=None, help="DAG start date YYYY-MM-DD (default: first partition)"
+    )
+    p.add_argument(
+        "--email",
+        action="append",
+        default=None,
+        help="notification address (repeatable); failure + success mails",
+    )
+    p.add_argument("--email-from", default="airflow@localhost", help="sender address of notifications")
+    p.add_argument("--smtp-conn-id", default="smtp_default", help="Airflow SMTP connection id")
+    p.add_argument("--retries", type=int, default=3, help="task retries (default 3)")
+    p.add_argument(
+        "--retry-delay-minutes", type=float, default=20.0, help="minutes between retries (default 20)"
+    )
+    p.add_argument("--schedule", default="@daily", help="feature DAG schedule (default @daily)")
+    p.add_argument("--module", default=DEFAULT_MODULE, help="module holding the Dagster Definitions `defs`")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument(
+        "--job", default=None, help="export the assets of this job (default feature_processing_job)"
+    )
+    sel.add_argument("--group", default=None, help="export the assets of this asset group instead of a job")
+    p.add_argument(
+        "--dagster-bin", default=None, help="dagster executable the tasks call (default: this venv's)"
+    )
+    p.add_argument("--qp-bin", default=None, help="qp executable the batch DAG calls (default: this venv's)")
+    p.add_argument(
+        "--project-dir", default=None, help="working directory of the tasks (default: this checkout)"
+    )
+    p.add_argument("--dagster-home", default=None, help="DAGSTER_HOME for the tasks (default: inherited)")
+    p.add_argument("--molecules-file", default=None, help="default molecules JSON of vqe_batch_generation")
+    p.add_argument("--submit-args", default="", help="extra arguments appended to `qp request submit`")
+    p.set_defaults(handler=_run_airflow)

@@ -1,0 +1,211 @@
+"""Unit tests of the Airflow exporter against small synthetic Definitions (no Airflow, no services)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from qp_assets.export.airflow import AirflowExportOptions, export_airflow, render_feature_dag
+from qp_assets.export.cli import register
+from qp_assets.export.graph import ExportError, exported_assets, is_daily, task_id_for, toposort_keys
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+def _synthetic_defs(extra_assets: list | None = None, group: str = "quantum_features") -> dg.Definitions:
+    """raw (external) -> molecules, vqe_results -> iterations -> processing_metadata (+ a prefixed key)."""
+    raw = dg.AssetSpec("raw_vqe_results")
+
+    @dg.asset(partitions_def=DAILY, group_name=group, deps=[raw])
+    def molecules(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name=group, deps=[raw], key_prefix=["quantum_features"])
+    def vqe_results(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="staging", deps=[vqe_results])
+    def staged_iterations(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name=group, deps=[staged_iterations])
+    def vqe_iterations(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name=group, deps=[molecules, vqe_results, vqe_iterations])
+    def processing_metadata():
+        """One row per built day."""
+
+    assets = [raw, molecules, vqe_results, staged_iterations, vqe_iterations, processing_metadata]
+    assets += extra_assets or []
+    job = dg.define_asset_job("feature_processing_job", selection=dg.AssetSelection.groups(group))
+    return dg.Definitions(assets=assets, jobs=[job])
+
+
+def test_export_order_and_edges_follow_asset_graph() -> None:
+    assets = exported_assets(_synthetic_defs())
+    ids = [a.task_id for a in assets]
+    assert set(ids) == {"molecules", "quantum_features__vqe_results", "vqe_iterations", "processing_metadata"}
+    position = {t: i for i, t in enumerate(ids)}
+    edges = {(up, a.task_id) for a in assets for up in a.upstream}
+    # vqe_iterations reaches vqe_results only through the unselected staging asset: kept transitively.
+    assert edges == {
+        ("quantum_features__vqe_results", "vqe_iterations"),
+        ("molecules", "processing_metadata"),
+        ("quantum_features__vqe_results", "processing_metadata"),
+        ("vqe_iterations", "processing_metadata"),
+    }
+    assert all(position[u] < position[d] for u, d in edges)
+    by_id = {a.task_id: a for a in assets}
+    assert by_id["quantum_features__vqe_results"].selection == "quantum_features/vqe_results"
+    assert by_id["processing_metadata"].description == "One row per built day."
+
+
+def test_new_asset_appears_without_touching_exporter() -> None:
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=["molecules"])
+    def ansatz_info(): ...
+
+    ids = [a.task_id for a in exported_assets(_synthetic_defs([ansatz_info]))]
+    assert "ansatz_info" in ids and ids.index("molecules") < ids.index("ansatz_info")
+
+
+def test_group_selection() -> None:
+    assets = exported_assets(_synthetic_defs(), group="staging")
+    assert [a.task_id for a in assets] == ["staged_iterations"]
+    with pytest.raises(ExportError, match="asset group 'nope' has no assets"):
+        exported_assets(_synthetic_defs(), group="nope")
+
+
+def test_unknown_job_is_named() -> None:
+    with pytest.raises(ExportError, match="job 'missing_job' not found"):
+        exported_assets(_synthetic_defs(), job="missing_job")
+
+
+def test_unpartitioned_asset_mixed_in_is_rejected() -> None:
+    @dg.asset(group_name="quantum_features")
+    def summary_report(): ...
+
+    with pytest.raises(ExportError, match="asset 'summary_report' is unpartitioned"):
+        exported_assets(_synthetic_defs([summary_report]))
+
+
+def test_non_daily_partitions_are_rejected() -> None:
+    @dg.asset(
+        partitions_def=dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00"),
+        group_name="quantum_features",
+    )
+    def hourly_thing(): ...
+
+    with pytest.raises(ExportError, match="asset 'hourly_thing' has partitions .*expected daily"):
+        exported_assets(_synthetic_defs([hourly_thing]))
+    assert is_daily(DAILY)
+    assert not is_daily(dg.StaticPartitionsDefinition(["a"]))
+    assert not is_daily(dg.WeeklyPartitionsDefinition(start_date="2026-01-05"))
+
+
+def test_cycle_in_definitions_is_named() -> None:
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=["loop_b"])
+    def loop_a(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=[loop_a])
+    def loop_b(): ...
+
+    with pytest.raises(ExportError, match="dependency cycle.*loop_"):
+        exported_assets(_synthetic_defs([loop_a, loop_b]))
+
+
+def test_toposort_cycle_message_names_the_cycle() -> None:
+    assert toposort_keys({"a": [], "b": ["a"], "c": ["a", "b"]}) == ["a", "b", "c"]
+    with pytest.raises(ExportError, match=r"dependency cycle among assets: (x -> y -> x|y -> x -> y)"):
+        toposort_keys({"x": ["y"], "y": ["x"], "z": []})
+
+
+def test_task_id_sanitizes_key_parts() -> None:
+    assert task_id_for(dg.AssetKey(["quantum features", "vqe/results"])) == "quantum_features__vqe_results"
+
+
+def test_non_writable_out_dir_is_rejected(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match=r"output directory '.*a_file/dags' cannot be created"):
+        export_airflow(_synthetic_defs(), blocker / "dags")
+    with pytest.raises(ExportError, match="is not a directory"):
+        export_airflow(_synthetic_defs(), blocker)
+
+
+def test_bad_options_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="email: not an e-mail address: 'nobody'"):
+        export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(email=("nobody",)))
+    with pytest.raises(ExportError, match="retries must be >= 0, got -1"):
+        export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(retries=-1))
+
+
+def test_rendered_feature_dag_settings(tmp_path: Path) -> None:
+    options = AirflowExportOptions(email=("chem@example.org",), start_date=dt.date(2026, 3, 1))
+    paths = export_airflow(_synthetic_defs(), tmp_path, options)
+    assert [p.name for p in paths] == ["quantum_feature_processing.py", "vqe_batch_generation.py"]
+    text = paths[0].read_text()
+    for needle in (
+        "from airflow.sdk import DAG",
+        "from airflow.providers.standard.operators.bash import BashOperator",
+        "schedule='@daily'",
+        "catchup=False",
+        '"retries": 3',
+        "dt.timedelta(minutes=20.0)",
+        "EMAIL_TO = ['chem@example.org']",
+        "dt.datetime(2026, 3, 1,",
+        "--partition {{{{ ds }}}}",
+        "materialize('quantum_features/vqe_results')",
+    ):
+        assert needle in text, needle
+    for removed in ("schedule_interval", "airflow.operators.bash", "email_on_failure", "DummyOperator"):
+        assert removed not in text
+    # start date defaults to the first partition of the exported assets
+    default_start = render_feature_dag(
+        exported_assets(_synthetic_defs()), AirflowExportOptions(), dt.date(2026, 1, 1)
+    )
+    assert "dt.datetime(2026, 1, 1," in default_start
+    batch = paths[1].read_text()
+    assert "request submit --molecules {{ params.molecules_file }}" in batch and "schedule=None" in batch
+
+
+def _cli(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="qp")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_cli_exports_from_module_and_exits_2_on_bad_input(tmp_path: Path, monkeypatch, capsys) -> None:
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    (module_dir / "qp_synth_defs.py").write_text(
+        textwrap.dedent(
+            """
+            import dagster as dg
+            daily = dg.DailyPartitionsDefinition(start_date="2026-02-01")
+            @dg.asset(partitions_def=daily, group_name="g")
+            def a(): ...
+            @dg.asset(partitions_def=daily, group_name="g", deps=[a])
+            def b(): ...
+            @dg.asset(group_name="other", deps=[b])
+            def unpartitioned_c(): ...
+            defs = dg.Definitions(assets=[a, b, unpartitioned_c])
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(module_dir))
+    out = tmp_path / "dags"
+    base = ["export", "airflow", "--out", str(out), "--module", "qp_synth_defs"]
+    assert _cli([*base, "--job", "__ASSET_JOB"]) == 2
+    assert "unpartitioned_c" in capsys.readouterr().err
+    assert _cli([*base, "--group", "nope"]) == 2
+    assert _cli([*base.copy()[:-1], "no_such_module_xyz"]) == 2
+    assert _cli([*base, "--group", "g", "--email", "ops@example.org", "--retries", "5"]) == 0
+    text = (out / "quantum_feature_processing.py").read_text()
+    assert "tasks['a'] >> tasks['b']" in text and '"retries": 5' in text and "dt.datetime(2026, 2, 1," in text
+    with pytest.raises(SystemExit) as exc:
+        _cli([*base, "--start-date", "01/02/2026"])
+    assert exc.value.code == 2
