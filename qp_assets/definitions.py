@@ -11,7 +11,6 @@ from dagster import Definitions
 from qp_assets.assets.checks import feature_table_checks
 from qp_assets.assets.features import build_feature_assets
 from qp_assets.assets.jobs import build_daily_schedule, build_feature_job
-from qp_assets.assets.partitions import daily_partitions
 from qp_assets.assets.raw import raw_vqe_results
 from qp_assets.assets.vqe_runner import build_vqe_runner_job
 from qp_assets.resources import default_resources
@@ -19,7 +18,7 @@ from qp_assets.sensors.definitions import build_sensors
 
 
 def build_definitions() -> Definitions:
-    feature_job = build_feature_job(daily_partitions())
+    feature_job = build_feature_job()
     vqe_runner_job = build_vqe_runner_job()
     return Definitions(
         assets=[raw_vqe_results, build_feature_assets()],

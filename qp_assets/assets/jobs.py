@@ -14,13 +14,12 @@ from dagster import (
 from qp_assets.assets.features import FEATURE_GROUP
 
 
-def build_feature_job(partitions_def):
+def build_feature_job():
     """All ten feature tables (and their checks) for a partition or a partition range, in one process
     (the Spark session is shared by the asset step and reused across retries)."""
     return define_asset_job(
         "feature_processing_job",
         selection=AssetSelection.groups(FEATURE_GROUP),
-        partitions_def=partitions_def,
         executor_def=in_process_executor,
         description="Build the Iceberg feature tables of one day (or a range: one Spark job).",
         tags={"qp/kind": "features"},

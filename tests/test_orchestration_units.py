@@ -1,0 +1,231 @@
+"""Unit tests of the orchestration logic (no services): offset planning, landing diffs, checks, GPU
+pinning, the k8s GPU pod spec, and the shape of the Definitions."""
+
+import json
+import subprocess
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from qp_assets.assets import check_logic
+from qp_assets.assets.gpu import pin_device
+from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
+from qp_assets.sensors.landing import DayLanding, changed_days, recent_days
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- Kafka offset planning ------------------------------------------------------------------------------
+
+
+def test_plan_ranges_batches_each_partition_from_low_watermark():
+    ranges, nxt = plan_ranges("t", {}, {0: (0, 25), 1: (5, 7)}, max_per_run=10)
+    assert [r.run_key for r in ranges] == ["t:0:0-10", "t:0:10-20", "t:0:20-25", "t:1:5-7"]
+    assert sum(r.count for r in ranges) == 27
+    assert nxt == {0: 25, 1: 7}
+
+
+def test_plan_ranges_second_tick_without_new_messages_requests_nothing():
+    _, nxt = plan_ranges("t", {}, {0: (0, 3)})
+    ranges, again = plan_ranges("t", nxt, {0: (0, 3)})
+    assert ranges == [] and again == {0: 3}
+
+
+def test_plan_ranges_from_older_cursor_reproduces_the_same_run_keys():
+    first, nxt = plan_ranges("t", {0: 0}, {0: (0, 4)}, max_per_run=2)
+    cursor = dump_cursor("t", nxt)
+    # more messages arrive; a re-evaluation from the old cursor re-plans [0,4) with identical keys
+    replay, _ = plan_ranges("t", {0: 0}, {0: (0, 6)}, max_per_run=2)
+    assert [r.run_key for r in first] == ["t:0:0-2", "t:0:2-4"]
+    assert [r.run_key for r in replay][:2] == [r.run_key for r in first]
+    assert parse_cursor(cursor, "t") == {0: 4}
+
+
+def test_plan_ranges_latest_start_and_retention_gap():
+    ranges, nxt = plan_ranges("t", {}, {0: (0, 9)}, start="latest")
+    assert ranges == [] and nxt == {0: 9}
+    ranges, _ = plan_ranges("t", {0: 2}, {0: (5, 8)})  # offsets 2..4 deleted by retention
+    assert [r.run_key for r in ranges] == ["t:0:5-8"]
+
+
+def test_plan_ranges_and_cursor_reject_bad_input():
+    with pytest.raises(ValueError, match="max_per_run"):
+        plan_ranges("t", {}, {0: (0, 1)}, max_per_run=0)
+    with pytest.raises(ValueError, match="start"):
+        plan_ranges("t", {}, {0: (0, 1)}, start="middle")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="cursor"):
+        parse_cursor("{not json", "t")
+    assert parse_cursor(dump_cursor("other", {0: 3}), "t") == {}
+
+
+# --- landing diffs --------------------------------------------------------------------------------------
+
+
+def test_changed_days_requests_exactly_the_touched_days():
+    d1, d2, d3 = date(2026, 3, 1), date(2026, 3, 2), date(2026, 3, 3)
+    landed = {d1: DayLanding(d1, 2, 100, "a"), d2: DayLanding(d2, 0, 0, ""), d3: DayLanding(d3, 1, 10, "b")}
+    days, cursor = changed_days(None, landed)
+    assert days == [d1, d3]
+    assert changed_days(cursor, landed)[0] == []
+    landed[d3] = DayLanding(d3, 2, 30, "c")
+    assert changed_days(cursor, landed)[0] == [d3]
+    assert recent_days(d3, 2) == [d1, d2, d3]
+    with pytest.raises(ValueError, match="cursor"):
+        changed_days("nope", landed)
+
+
+# --- check logic ----------------------------------------------------------------------------------------
+
+
+def _results(rows):
+    keys = ["run_id", "total_energy", "exact_energy", "shots", "num_iterations", "minimum_iteration_energy"]
+    return pa.table({k: [r.get(k) for r in rows] for k in keys})
+
+
+def test_variational_bound_flags_only_runs_below_exact():
+    exact = -1.1373060357533995
+    tbl = _results(
+        [
+            {"run_id": "ok", "total_energy": exact + 1e-4, "exact_energy": exact},
+            {"run_id": "edge", "total_energy": exact - 5e-7, "exact_energy": exact},
+            {"run_id": "bad", "total_energy": exact - 1e-3, "exact_energy": exact},
+            {"run_id": "noref", "total_energy": -5.0, "exact_energy": None},
+            {"run_id": "shots", "total_energy": exact - 1e-3, "exact_energy": exact, "shots": 1000},
+        ]
+    )
+    assert [v["run_id"] for v in check_logic.variational_bound_violations(tbl, 1e-6)] == ["bad"]
+
+
+def test_iteration_consistency_and_null_keys():
+    res = _results(
+        [
+            {"run_id": "a", "num_iterations": 2, "minimum_iteration_energy": -1.0},
+            {"run_id": "b", "num_iterations": 3, "minimum_iteration_energy": -2.0},
+        ]
+    )
+    its = pa.table(
+        {
+            "run_id": ["a", "a", "b", "b", "c"],
+            "iteration": [1, 2, 1, 2, 1],
+            "energy": [-0.9, -1.0, -1.5, -2.0, -3.0],
+        }
+    )
+    bad = check_logic.iteration_inconsistencies(res, its)
+    assert [b["run_id"] for b in bad] == ["b", "c"]
+    assert "2 iteration rows, result says 3" in bad[0]["problem"]
+    assert check_logic.null_key_rows(pa.table({"run_id": ["x", None], "i": [1, None]}), ["run_id", "i"]) == 2
+    assert check_logic.duplicate_keys(pa.table({"run_id": ["x", "x"], "i": [1, 1]}), ["run_id", "i"]) == [
+        ("x", 1)
+    ]
+    with pytest.raises(ValueError, match="keys"):
+        check_logic.null_key_rows(pa.table({"a": [1]}), ["run_id"])
+
+
+# --- GPU pinning ----------------------------------------------------------------------------------------
+
+
+def test_pin_device_locks_distinct_gpus_and_falls_back_to_cpu(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    first = pin_device("GPU", tmp_path, available=["0", "1"])
+    second = pin_device("auto", tmp_path, available=["0", "1"])
+    third = pin_device("GPU", tmp_path, available=["0", "1"])
+    assert (first.device, first.gpu_id, second.gpu_id) == ("GPU", "0", "1")
+    assert third.device == "CPU" and "busy" in third.note
+    first.release()
+    again = pin_device("GPU", tmp_path, available=["0", "1"])
+    assert again.gpu_id == "0"
+    for p in (second, again):
+        p.release()
+    none = pin_device("GPU", tmp_path, available=[])
+    assert none.device == "CPU" and "no GPU" in none.note
+
+
+# --- Kubernetes GPU pod spec ----------------------------------------------------------------------------
+
+
+def test_k8s_step_pod_spec_requests_gpu_and_node_selector():
+    """Build the step Job exactly as k8s_job_executor does: op tags -> user-defined config -> V1Job."""
+    from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
+
+    from qp_assets.assets.vqe_runner import build_vqe_runner_job, k8s_gpu_executor, run_vqe_request
+
+    tags = {k: v if isinstance(v, str) else json.dumps(v) for k, v in run_vqe_request.tags.items()}
+    user_config = get_user_defined_k8s_config(tags)
+    job = construct_dagster_k8s_job(
+        DagsterK8sJobConfig(job_image="qp-vqe-runner:gpu", dagster_home="/opt/dagster/home"),
+        args=["dagster", "api", "execute_step"],
+        job_name="dagster-step-run-vqe-request",
+        user_defined_k8s_config=user_config,
+    )
+    pod = job.spec.template.spec
+    container = pod.containers[0]
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert container.resources.requests["nvidia.com/gpu"] == "1"
+    assert pod.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert pod.tolerations[0].key == "nvidia.com/gpu"
+    # the cluster executor is a real k8s_job_executor and the job builds with it
+    k8s_job = build_vqe_runner_job(k8s_gpu_executor())
+    assert k8s_job.executor_def.name == "k8s_gpu_executor"
+
+
+# --- Definitions ----------------------------------------------------------------------------------------
+
+
+def test_definitions_shape(monkeypatch):
+    monkeypatch.setenv("QP_FEATURE_RETRY_DELAY_S", "2")
+    monkeypatch.setenv("QP_FEATURE_MAX_RETRIES", "3")
+    from dagster import AssetKey
+
+    from qp_assets.definitions import build_definitions
+    from qp_assets.features.transforms import TABLES
+
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    features = [k for k in graph.get_all_asset_keys() if k.path[0] == "quantum_features"]
+    assert sorted(k.path[-1] for k in features) == sorted(TABLES)
+    node = graph.get(AssetKey(["quantum_features", "processing_metadata"]))
+    assert len(node.parent_keys) == 9
+    assert graph.get(AssetKey(["quantum_features", "vqe_results"])).parent_keys == {
+        AssetKey("raw_vqe_results")
+    }
+    assets_def = defs.resolve_assets_def(AssetKey(["quantum_features", "vqe_results"]))
+    assert assets_def.backfill_policy.max_partitions_per_run is None  # single_run
+    policy = assets_def.node_def.retry_policy
+    assert (policy.max_retries, policy.delay) == (3, 2.0)
+    assert assets_def.partitions_def.start == datetime(2026, 1, 1, tzinfo=UTC)
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"feature_processing_job", "vqe_runner_job"}
+    sensor_names = {s.name for s in defs.sensors}
+    assert sensor_names == {
+        "kafka_vqe_request_sensor",
+        "landing_sensor",
+        "feature_run_failure_email",
+        "feature_run_success_email",
+    }
+    runner = defs.resolve_job_def("vqe_runner_job")
+    assert runner.executor_def.name == "local_gpu_executor"
+
+
+def test_definitions_validate_cli(tmp_path):
+    """`dagster definitions validate -m qp_assets.definitions` (the CI gate)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-m",
+            "qp_assets.definitions",
+        ],
+        cwd=ROOT,
+        env={**__import__("os").environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Validation successful for code location qp_assets.definitions" in proc.stderr + proc.stdout
