@@ -64,36 +64,50 @@ def test_unknown_service_name_is_rejected() -> None:
         ensure_up(["kafak"])
 
 
-def test_cli_unknown_service_exits_2_with_one_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qp_assets.cli", "stack", "up", "--only", "nosuch"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 2
-    assert proc.stderr.strip().count("\n") == 0
-    assert "unknown service 'nosuch'" in proc.stderr
+def _run_stack_cli(argv: list[str]) -> int:
+    """Parse and run ``qp stack ...`` in-process (the dispatcher of other areas is not needed here)."""
+    import argparse
+
+    from qp_assets.stack import cli
+
+    parser = argparse.ArgumentParser(prog="qp")
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.handler(args)
 
 
-def test_cli_port_in_use_names_port_and_service(isolated_home: Path) -> None:
+def test_cli_unknown_service_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run_stack_cli(["stack", "up", "--only", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0
+    assert "unknown service 'nosuch'" in err
+
+
+def test_cli_port_in_use_names_port_and_service(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = dict(os.environ, QP_HOME=str(isolated_home), PUSHGATEWAY_URL=f"127.0.0.1:{port}")
-        proc = subprocess.run(
-            [sys.executable, "-m", "qp_assets.cli", "stack", "up", "--only", "pushgateway"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            cwd=ROOT,
-        )
-    assert proc.returncode == 1
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr
-    assert f"port {port} needed by pushgateway is already in use" in proc.stderr
+        monkeypatch.setenv("PUSHGATEWAY_URL", f"127.0.0.1:{port}")
+        assert _run_stack_cli(["stack", "up", "--only", "pushgateway"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0, err
+    assert f"port {port} needed by pushgateway is already in use" in err
+
+
+def test_qp_entry_point_dispatches_stack() -> None:
+    """The real console entry point reaches the stack's handlers (one subprocess)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "qp_assets.cli", "stack", "logs", "nosuch"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "unknown service 'nosuch'" in proc.stderr
 
 
 def test_service_dying_during_start_names_it_and_its_log(fake_service, isolated_home: Path) -> None:
