@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from qp_assets.export.airflow import AirflowExportOptions, export_airflow, render_feature_dag
+from qp_assets.export.airflow_dags import AirflowExportOptions, export_airflow, render_feature_dag
 from qp_assets.export.cli import register
 from qp_assets.export.graph import ExportError, exported_assets, is_daily, task_id_for, toposort_keys
 

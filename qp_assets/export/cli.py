@@ -8,7 +8,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from qp_assets.export.airflow import DEFAULT_MODULE, AirflowExportOptions, export_airflow
+from qp_assets.export.airflow_dags import DEFAULT_MODULE, AirflowExportOptions, export_airflow
 from qp_assets.export.graph import ExportError
 
 

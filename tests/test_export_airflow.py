@@ -1,0 +1,118 @@
+"""Generated DAGs load in a real Airflow 3 (separate venv under .qp/airflow-venv, created once and cached)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from qp_assets.export.airflow_dags import AirflowExportOptions, export_airflow
+from qp_assets.export.airflow_env import AirflowEnvError, airflow_env, ensure_airflow_venv
+from qp_assets.export.graph import exported_assets
+from qp_assets.settings import runtime_dir
+
+PROBE = Path(__file__).resolve().parent.parent / "qp_assets" / "export" / "dagbag_probe.py"
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+
+
+@pytest.fixture(scope="session")
+def airflow_python() -> Path:
+    try:
+        return ensure_airflow_venv()
+    except AirflowEnvError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+def load_dagbag(airflow_python: Path, dags_dir: Path, home: Path) -> dict:
+    """DagBag description (see dagbag_probe.py) from the Airflow venv; 120 s bound."""
+    home.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [str(airflow_python), "-P", str(PROBE), str(dags_dir)],
+        env=airflow_env(home, dags_dir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("QP_DAGBAG_JSON "))
+    return json.loads(line.split(" ", 1)[1])
+
+
+def _defs() -> dg.Definitions:
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=[dg.AssetKey("raw_vqe_results")])
+    def molecules(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", key_prefix=["quantum_features"])
+    def vqe_results(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=[molecules, vqe_results])
+    def vqe_iterations(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="quantum_features", deps=[molecules, vqe_iterations])
+    def processing_metadata(): ...
+
+    job = dg.define_asset_job(
+        "feature_processing_job", selection=dg.AssetSelection.groups("quantum_features")
+    )
+    return dg.Definitions(
+        assets=[dg.AssetSpec("raw_vqe_results"), molecules, vqe_results, vqe_iterations, processing_metadata],
+        jobs=[job],
+    )
+
+
+def _expected_edges(defs: dg.Definitions, **selection) -> dict[str, list[str]]:
+    return {a.task_id: sorted(a.upstream) for a in exported_assets(defs, **selection)}
+
+
+@pytest.mark.slow
+def test_generated_dags_load_in_airflow(airflow_python: Path, tmp_path: Path) -> None:
+    defs = _defs()
+    options = AirflowExportOptions(email=("chem@example.org",), retries=3, retry_delay_minutes=20)
+    export_airflow(defs, tmp_path / "dags", options)
+    bag = load_dagbag(airflow_python, tmp_path / "dags", runtime_dir() / "airflow-test-home")
+    assert bag["import_errors"] == {}
+    assert bag["warnings"] == []  # no deprecated (Airflow-2-only) features
+    assert sorted(bag["dags"]) == ["quantum_feature_processing", "vqe_batch_generation"]
+
+    feature = bag["dags"]["quantum_feature_processing"]
+    got = {task_id: task["upstream"] for task_id, task in feature["tasks"].items()}
+    assert got == _expected_edges(defs)
+    assert got["processing_metadata"] == ["molecules", "vqe_iterations"]
+    assert feature["schedule"] == "@daily" and feature["catchup"] is False
+    assert feature["start_date"] == "2026-01-01T00:00:00+00:00"
+    assert feature["default_args"]["retries"] == 3
+    assert feature["default_args"]["retry_delay_s"] == 1200.0
+    assert feature["default_args"]["on_failure_callback"][0]["to"] == ["chem@example.org"]
+    vqe_results = feature["tasks"]["quantum_features__vqe_results"]
+    assert vqe_results["operator"] == "airflow.providers.standard.operators.bash.BashOperator"
+    assert vqe_results["retries"] == 3 and vqe_results["retry_delay_s"] == 1200.0
+    assert vqe_results["bash_command"].endswith(
+        "asset materialize -m qp_assets.definitions --select quantum_features/vqe_results --partition {{ ds }}"
+    )
+    # success mail once per run: on the sink task only
+    assert [t for t, v in feature["tasks"].items() if v["on_success_callback"]] == ["processing_metadata"]
+    assert feature["tasks"]["processing_metadata"]["on_success_callback"][0]["to"] == ["chem@example.org"]
+
+    batch = bag["dags"]["vqe_batch_generation"]
+    assert list(batch["tasks"]) == ["submit_vqe_requests"]
+    assert (
+        "request submit --molecules {{ params.molecules_file }}"
+        in batch["tasks"]["submit_vqe_requests"]["bash_command"]
+    )
+    assert batch["schedule"] is None and batch["params"]["molecules_file"].endswith(".json")
+
+
+@pytest.mark.slow
+def test_real_definitions_export_loads_in_airflow(airflow_python: Path, tmp_path: Path) -> None:
+    """The project's own Definitions: one task per feature asset of feature_processing_job, same edges."""
+    definitions = pytest.importorskip("qp_assets.definitions")
+    defs = definitions.defs
+    export_airflow(defs, tmp_path / "dags", AirflowExportOptions())
+    bag = load_dagbag(airflow_python, tmp_path / "dags", runtime_dir() / "airflow-test-home")
+    assert bag["import_errors"] == {}
+    got = {t: v["upstream"] for t, v in bag["dags"]["quantum_feature_processing"]["tasks"].items()}
+    assert got == _expected_edges(defs)
+    assert len(got) >= 10  # the ten Iceberg feature tables
