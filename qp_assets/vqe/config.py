@@ -36,7 +36,9 @@ def _norm(s: str) -> str:
     return str(s).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
 
 
-def _choose(field_name: str, value: Any, valid: tuple[str, ...], aliases: dict[str, str] | None = None) -> str:
+def _choose(
+    field_name: str, value: Any, valid: tuple[str, ...], aliases: dict[str, str] | None = None
+) -> str:
     key = _norm(value)
     for v in valid:
         if _norm(v) == key:
@@ -94,7 +96,9 @@ class VQEConfig:
             {"efficientsu2": "efficient_su2", "realamplitudes": "real_amplitudes",
              "excitationpreserving": "excitation_preserving"},
         )  # fmt: skip
-        self.initial_state = _choose("initial_state", self.initial_state, INITIAL_STATES, {"hf": "hartree_fock"})
+        self.initial_state = _choose(
+            "initial_state", self.initial_state, INITIAL_STATES, {"hf": "hartree_fock"}
+        )
         self.optimizer = _choose("optimizer", self.optimizer, OPTIMIZERS)
         self.backend_method = _choose("backend_method", self.backend_method, BACKEND_METHODS,
                                       {"mps": "matrix_product_state"})  # fmt: skip
@@ -113,10 +117,16 @@ class VQEConfig:
                 "config: fields 'active_electrons' and 'active_orbitals' must be given together, got "
                 f"{self.active_electrons!r}, {self.active_orbitals!r}"
             )
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
-            raise InputError(f"config: field 'seed' must be a non-negative integer or null, got {self.seed!r}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
+        ):
+            raise InputError(
+                f"config: field 'seed' must be a non-negative integer or null, got {self.seed!r}"
+            )
         if not isinstance(self.optimizer_options, dict):
-            raise InputError(f"config: field 'optimizer_options' must be an object, got {self.optimizer_options!r}")
+            raise InputError(
+                f"config: field 'optimizer_options' must be an object, got {self.optimizer_options!r}"
+            )
         if self.ansatz in CHEMISTRY_ANSATZES and self.initial_state == "zeros":
             raise InputError(
                 f"config: field 'initial_state' = 'zeros' is not allowed with ansatz {self.ansatz!r} "
@@ -154,5 +164,7 @@ class VQEConfig:
 
 def experiment_id(molecule_key: dict[str, Any], config: VQEConfig) -> str:
     """Deterministic hash (sha256, 32 hex chars) of molecule + configuration (never seed, run id, budgets)."""
-    payload = json.dumps({"molecule": molecule_key, "config": config.experiment_key()}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"molecule": molecule_key, "config": config.experiment_key()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]

@@ -85,7 +85,9 @@ class Molecule:
             try:
                 masses = tuple(float(m) for m in masses_raw)
             except (TypeError, ValueError):
-                raise InputError(f"molecule {name}: field 'masses' must be numbers, got {masses_raw!r}") from None
+                raise InputError(
+                    f"molecule {name}: field 'masses' must be numbers, got {masses_raw!r}"
+                ) from None
         return cls(
             name=name,
             symbols=tuple(str(s) for s in symbols),
@@ -146,7 +148,9 @@ class Molecule:
                 f"({len(self.symbols)}), got {len(self.coords)} rows"
             )
         if self.units not in ("angstrom", "bohr"):
-            raise InputError(f"molecule {name}: field 'units' must be 'angstrom' or 'bohr', got {self.units!r}")
+            raise InputError(
+                f"molecule {name}: field 'units' must be 'angstrom' or 'bohr', got {self.units!r}"
+            )
         if self.multiplicity < 1:
             raise InputError(f"molecule {name}: field 'multiplicity' must be >= 1, got {self.multiplicity}")
         n_el = self.num_electrons

@@ -1,13 +1,119 @@
-"""run_vqe: one VQE simulation end to end (work in progress)."""
+"""run_vqe: one VQE simulation end to end (molecule + configuration -> :class:`VQEResult`)."""
 
 from __future__ import annotations
 
+import json
+import logging
+import platform
+import time
+import uuid
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
-from qp_assets.vqe.config import VQEConfig
+import numpy as np
+from tqdm import tqdm
+
+from qp_assets.vqe.ansatz import ansatz_qasm3, build_ansatz, initial_parameters
+from qp_assets.vqe.config import CHEMISTRY_ANSATZES, GRADIENT_OPTIMIZERS, VQEConfig, experiment_id
+from qp_assets.vqe.errors import InputError
+from qp_assets.vqe.exact import EXACT_METHOD, exact_sector_energy
+from qp_assets.vqe.fast_jw import jordan_wigner
+from qp_assets.vqe.hamiltonian import QubitProblem, build_problem
 from qp_assets.vqe.molecule import Molecule
-from qp_assets.vqe.result import VQEResult
+from qp_assets.vqe.optimizers import BudgetExceeded, run_scipy, run_spsa
+from qp_assets.vqe.result import VQEResult, now_ms
+from qp_assets.vqe.simulator import AerEnergyEvaluator, check_memory, estimate_memory_bytes, resolve_device
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def molecule_record(molecule: Molecule) -> dict[str, Any]:
+    """The result schema's Molecule record (coords in angstrom)."""
+    return {
+        "name": molecule.name,
+        "symbols": list(molecule.symbols),
+        "coords": [[float(v) for v in c] for c in molecule.coords_angstrom],
+        "charge": molecule.charge,
+        "multiplicity": molecule.multiplicity,
+        "units": molecule.units,
+        "masses": list(molecule.masses) if molecule.masses is not None else None,
+        "num_electrons": molecule.num_electrons,
+    }
+
+
+def molecule_key(molecule: Molecule) -> dict[str, Any]:
+    """Identity of a molecule for experiment ids (coords in angstrom rounded to 1e-8, name excluded)."""
+    rec = molecule_record(molecule)
+    rec.pop("name")
+    rec.pop("units")
+    rec["coords"] = [[round(v, 8) for v in c] for c in rec["coords"]]
+    return rec
+
+
+def exact_reference(problem: QubitProblem, config: VQEConfig) -> float | None:
+    """Exact total energy of the active space, or None above the tractable sector size."""
+    if config.mapper == "jordan_wigner":
+        jw = problem.qubit_op
+    else:
+        jw = jordan_wigner(problem.fermionic_op, 2 * problem.num_spatial_orbitals)
+    e = exact_sector_energy(jw, problem.num_spatial_orbitals, problem.num_particles)
+    return None if e is None else e + problem.energy_shift
+
+
+class _Objective:
+    """Wraps the evaluator: counts evaluations, caches recent points, enforces max_evaluations."""
+
+    def __init__(
+        self, evaluator: AerEnergyEvaluator, shift: float, gradient: bool, max_evaluations: int | None
+    ):
+        self.ev = evaluator
+        self.shift = shift
+        self.gradient = gradient
+        self.max_evaluations = max_evaluations
+        self.nfev = 0
+        self.cache: dict[bytes, tuple[float, float | None, np.ndarray | None]] = {}
+        self.best: tuple[float, np.ndarray] | None = None
+
+    def evaluate(self, x: np.ndarray, need_gradient: bool) -> tuple[float, float | None, np.ndarray | None]:
+        key = np.asarray(x, dtype=float).tobytes()
+        hit = self.cache.get(key)
+        if hit is not None and (hit[2] is not None or not need_gradient):
+            return hit
+        if self.max_evaluations is not None and self.nfev >= self.max_evaluations:
+            raise BudgetExceeded(f"max_evaluations ({self.max_evaluations}) reached")
+        self.nfev += 1
+        std: float | None = None
+        grad = None
+        if self.ev.shots is not None:
+            e, std = self.ev.energy_sampled(x)
+        elif need_gradient:
+            e, grad = self.ev.energy_and_gradient(x)
+        else:
+            e = self.ev.energy_exact(x)
+        out = (e + self.shift, std, grad)
+        if len(self.cache) > 8:
+            self.cache.pop(next(iter(self.cache)))
+        self.cache[key] = out
+        if self.best is None or out[0] < self.best[0]:
+            self.best = (out[0], np.array(x, dtype=float))
+        return out
+
+    def __call__(self, x: np.ndarray):
+        e, _std, grad = self.evaluate(x, self.gradient)
+        return (e, grad) if self.gradient else e
 
 
 def run_vqe(
@@ -18,5 +124,181 @@ def run_vqe(
     progress: bool = True,
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     performance_snapshots_provider: Callable[[], list[dict[str, Any]]] | None = None,
+    use_aer: bool = True,
 ) -> VQEResult:
-    raise NotImplementedError
+    """Run one VQE simulation; energies in hartree, times in seconds.
+
+    ``on_iteration`` receives each iteration record (schema Iteration) as it happens;
+    ``performance_snapshots_provider()`` is called once at the end to fill ``performance_snapshots``.
+    ``use_aer=False`` computes statevectors with the numpy engine instead of Aer (diagnostics only).
+    Raises :class:`InputError` on bad input or when the problem would not fit in memory.
+    """
+    config.validate()
+    t_start = time.perf_counter()
+    started_at = now_ms()
+    device_used = resolve_device(config.device)
+    if config.backend_method == "matrix_product_state" and device_used == "GPU":
+        if config.device == "GPU":
+            raise InputError(
+                "config: field 'device' = 'GPU' is not supported with backend_method matrix_product_state"
+            )
+        device_used = "CPU"
+
+    problem = build_problem(molecule, config)
+    ansatz = build_ansatz(problem, config)
+    num_qubits = ansatz.num_qubits
+    needed = estimate_memory_bytes(num_qubits, problem.qubit_op, ansatz.size(), config.shots is not None)
+    check_memory(molecule.name, num_qubits, needed)
+
+    t_exact = time.perf_counter()
+    exact = exact_reference(problem, config)
+    exact_s = time.perf_counter() - t_exact
+
+    t_vqe = time.perf_counter()
+    evaluator = AerEnergyEvaluator(
+        ansatz, problem.qubit_op, method=config.backend_method, device=device_used,
+        shots=config.shots, seed=config.seed, use_aer=use_aer,
+    )  # fmt: skip
+    x0 = initial_parameters(config, ansatz.num_parameters)
+    with_gradient = config.shots is None and config.optimizer in GRADIENT_OPTIMIZERS
+    objective = _Objective(evaluator, problem.energy_shift, with_gradient, config.max_evaluations)
+
+    iterations: list[dict[str, Any]] = []
+    previous = {"x": x0.copy(), "min": np.inf}
+    bar = tqdm(total=config.max_iterations, desc=f"VQE {molecule.name}", unit="it", disable=not progress,
+               leave=False)  # fmt: skip
+
+    def record_iteration(x: np.ndarray) -> None:
+        energy, std, grad = objective.evaluate(x, need_gradient=False)
+        if grad is None:
+            hit = objective.cache.get(np.asarray(x, dtype=float).tobytes())
+            grad = hit[2] if hit else None
+        previous["min"] = min(previous["min"], energy)
+        rec = {
+            "iteration": len(iterations) + 1,
+            "energy": float(energy),
+            "std": None if std is None else float(std),
+            "gradient_norm": None if grad is None else float(np.linalg.norm(grad)),
+            "parameter_delta_norm": float(np.linalg.norm(x - previous["x"])),
+            "cumulative_min_energy": float(previous["min"]),
+            "nfev": objective.nfev,
+            "parameters": [float(v) for v in x],
+            "timestamp": now_ms(),
+        }
+        previous["x"] = np.array(x, dtype=float)
+        iterations.append(rec)
+        bar.update(1)
+        bar.set_postfix(E=f"{energy:.6f}")
+        if on_iteration is not None:
+            on_iteration(rec)
+        if config.max_iterations is not None and len(iterations) >= config.max_iterations:
+            raise BudgetExceeded(f"max_iterations ({config.max_iterations}) reached")
+
+    success, message = True, ""
+    try:
+        if config.optimizer == "SPSA":
+            outcome = run_spsa(
+                lambda x: objective(x), x0, callback=record_iteration, options=config.optimizer_options,
+                max_iterations=config.max_iterations, seed=config.seed,
+            )  # fmt: skip
+        else:
+            outcome = run_scipy(
+                config.optimizer, objective, x0, with_gradient=with_gradient, callback=record_iteration,
+                options=config.optimizer_options, max_iterations=config.max_iterations,
+                max_evaluations=config.max_evaluations,
+            )  # fmt: skip
+        x_final, success, message = outcome.x, outcome.success, outcome.message
+    except BudgetExceeded as stop:
+        x_final = np.array(iterations[-1]["parameters"]) if iterations else x0
+        success, message = False, f"stopped: {stop}"
+    finally:
+        bar.close()
+
+    objective.max_evaluations = None  # the final energy is always evaluated
+    final_energy, final_std, _ = objective.evaluate(x_final, need_gradient=False)
+    vqe_s = time.perf_counter() - t_vqe
+    if exact is not None and config.shots is None and final_energy < exact - 1e-6:
+        sector_ok = config.ansatz in CHEMISTRY_ANSATZES or config.ansatz == "excitation_preserving"
+        log.log(logging.ERROR if sector_ok else logging.WARNING,
+                "%s: VQE energy %.8f is below the sector exact energy %.8f (state left the particle sector)",
+                molecule.name, final_energy, exact)  # fmt: skip
+
+    qasm, depth = ansatz_qasm3(ansatz)
+    snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
+    total_energy = float(final_energy)
+    if iterations and final_std is not None:
+        iterations[-1]["std"] = iterations[-1]["std"] if iterations[-1]["std"] is not None else final_std
+    result = VQEResult(
+        run_id=str(uuid.uuid4()),
+        request_id=request_id,
+        experiment_id=experiment_id(molecule_key(molecule), config),
+        event_time=now_ms(),
+        started_at=started_at,
+        molecule=molecule_record(molecule),
+        basis=config.basis,
+        mapper=config.mapper,
+        active_space={
+            "freeze_core": config.freeze_core,
+            "active_electrons": config.active_electrons,
+            "active_orbitals": config.active_orbitals,
+            "num_spatial_orbitals": problem.num_spatial_orbitals,
+            "num_alpha": problem.num_particles[0],
+            "num_beta": problem.num_particles[1],
+            "num_qubits": num_qubits,
+        },
+        ansatz={
+            "name": config.ansatz,
+            "reps": config.reps,
+            "num_parameters": ansatz.num_parameters,
+            "num_qubits": num_qubits,
+            "depth": depth,
+            "initial_state": config.initial_state,
+            "circuit_qasm3": qasm,
+        },
+        optimizer={
+            "name": config.optimizer,
+            "options_json": json.dumps(config.optimizer_options, sort_keys=True),
+            "max_iterations": config.max_iterations,
+            "max_evaluations": config.max_evaluations,
+        },
+        backend={
+            "method": config.backend_method,
+            "shots": config.shots,
+            "device_requested": config.device,
+            "device_used": device_used,
+            "seed": config.seed,
+        },
+        initial_parameters=[float(v) for v in x0],
+        optimal_parameters=[float(v) for v in x_final],
+        hamiltonian_terms=[
+            {"pauli": label, "coeff_real": float(c.real), "coeff_imag": float(c.imag)}
+            for label, c in zip(problem.qubit_op.paulis.to_labels(), problem.qubit_op.coeffs, strict=True)
+        ],
+        iterations=iterations,
+        reference_energies={
+            "hf": problem.hf_energy,
+            "exact": exact,
+            "exact_method": EXACT_METHOD if exact is not None else "none",
+            "nuclear_repulsion": problem.nuclear_repulsion,
+        },
+        electronic_energy=total_energy - problem.nuclear_repulsion,
+        total_energy=total_energy,
+        error_vs_exact_mha=None if exact is None else (total_energy - exact) * 1000.0,
+        optimizer_result={
+            "success": success,
+            "nfev": objective.nfev,
+            "nit": len(iterations),
+            "message": message,
+        },
+        timings={
+            "hamiltonian_s": problem.hamiltonian_s,
+            "mapping_s": problem.mapping_s,
+            "vqe_s": vqe_s,
+            "total_s": time.perf_counter() - t_start,
+        },
+        package_versions=package_versions(),
+        performance_snapshots=snapshots,
+    )
+    log.info("%s: E=%.8f Ha exact=%s in %.2fs (exact reference %.2fs)", molecule.name, total_energy,
+             f"{exact:.8f}" if exact is not None else "n/a", result.timings["total_s"], exact_s)  # fmt: skip
+    return result

@@ -1,0 +1,156 @@
+"""Electronic-structure problem -> qubit Hamiltonian (qiskit-nature 0.8 + PySCF).
+
+Energies in hartree. ``energy_shift`` collects every constant the transformers move out of the
+electronic operator (nuclear repulsion, frozen-core energy), so total energy = <H_qubit> + energy_shift.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from qiskit.quantum_info import SparsePauliOp
+
+from qp_assets.vqe.config import VQEConfig
+from qp_assets.vqe.errors import InputError
+from qp_assets.vqe.fast_jw import fast_jordan_wigner_mapper, jordan_wigner
+from qp_assets.vqe.molecule import Molecule, canonical_symbol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class QubitProblem:
+    """A mapped problem: qubit operator of the active space plus everything needed to interpret it."""
+
+    qubit_op: SparsePauliOp
+    fermionic_op: Any  # FermionicOp
+    mapper: Any
+    num_spatial_orbitals: int
+    num_particles: tuple[int, int]
+    hf_energy: float
+    nuclear_repulsion: float
+    energy_shift: float
+    hamiltonian_s: float
+    mapping_s: float
+
+    @property
+    def num_qubits(self) -> int:
+        return self.qubit_op.num_qubits
+
+
+def check_basis(molecule: Molecule, basis: str) -> None:
+    """Raise InputError if PySCF does not know ``basis`` for every element of the molecule."""
+    from pyscf import gto
+
+    for sym in sorted({canonical_symbol(s) for s in molecule.symbols}):
+        try:
+            loaded = gto.basis.load(basis, sym)
+        except Exception as exc:  # noqa: BLE001 - PySCF raises several types
+            raise InputError(
+                f"molecule {molecule.name}: field 'basis' = {basis!r} is unknown to PySCF for element {sym} ({exc})"
+            ) from None
+        if not loaded:
+            raise InputError(
+                f"molecule {molecule.name}: field 'basis' = {basis!r} has no functions for {sym}"
+            )
+
+
+def make_mapper(name: str, num_particles: tuple[int, int]):
+    from qiskit_nature.second_q.mappers import BravyiKitaevMapper, ParityMapper
+
+    if name == "jordan_wigner":
+        return fast_jordan_wigner_mapper()
+    if name == "parity":
+        return ParityMapper(num_particles=num_particles)  # two-qubit reduction
+    if name == "bravyi_kitaev":
+        return BravyiKitaevMapper()
+    raise InputError(f"config: field 'mapper' has unknown value {name!r}")
+
+
+def build_problem(molecule: Molecule, config: VQEConfig) -> QubitProblem:
+    """Run PySCF (RHF, or ROHF for open shells), apply frozen core / active space, map to qubits."""
+    from pyscf import lib as pyscf_lib
+    from qiskit_nature.second_q.drivers import MethodType, PySCFDriver
+    from qiskit_nature.second_q.transformers import ActiveSpaceTransformer, FreezeCoreTransformer
+    from qiskit_nature.units import DistanceUnit
+
+    check_basis(molecule, config.basis)
+    t0 = time.perf_counter()
+    driver = PySCFDriver(
+        atom=molecule.pyscf_atom(),
+        unit=DistanceUnit.ANGSTROM,
+        charge=molecule.charge,
+        spin=molecule.spin,
+        basis=config.basis,
+        method=MethodType.ROHF if molecule.multiplicity > 1 else MethodType.RHF,
+    )
+    threads = pyscf_lib.num_threads()
+    pyscf_lib.num_threads(1)  # tiny SCF problems: threads only add contention on shared machines
+    try:
+        problem = driver.run()
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(
+            f"molecule {molecule.name}: PySCF failed for basis {config.basis!r}, charge {molecule.charge}, "
+            f"multiplicity {molecule.multiplicity}: {exc}"
+        ) from None
+    finally:
+        pyscf_lib.num_threads(threads)
+    hf_energy = float(problem.reference_energy)
+    nuclear_repulsion = float(problem.nuclear_repulsion_energy)
+    try:
+        if config.freeze_core:
+            problem = FreezeCoreTransformer(freeze_core=True).transform(problem)
+        if config.active_electrons is not None:
+            n_el = sum(problem.num_particles)
+            n_orb = problem.num_spatial_orbitals
+            if config.active_electrons > n_el:
+                raise InputError(
+                    f"molecule {molecule.name}: field 'active_electrons' = {config.active_electrons} exceeds the "
+                    f"{n_el} electrons available"
+                )
+            if config.active_orbitals > n_orb:
+                raise InputError(
+                    f"molecule {molecule.name}: field 'active_orbitals' = {config.active_orbitals} exceeds the "
+                    f"{n_orb} spatial orbitals available"
+                )
+            if config.active_electrons > 2 * config.active_orbitals:
+                raise InputError(
+                    f"molecule {molecule.name}: field 'active_electrons' = {config.active_electrons} does not fit "
+                    f"in {config.active_orbitals} orbitals"
+                )
+            problem = ActiveSpaceTransformer(config.active_electrons, config.active_orbitals).transform(
+                problem
+            )
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - qiskit-nature raises QiskitNatureError
+        raise InputError(
+            f"molecule {molecule.name}: field 'active_space' ({config.active_electrons}, "
+            f"{config.active_orbitals}) is invalid: {exc}"
+        ) from None
+    fermionic_op = problem.hamiltonian.second_q_op()
+    energy_shift = float(sum(float(v) for v in problem.hamiltonian.constants.values()))
+    num_particles = tuple(int(n) for n in problem.num_particles)
+    t1 = time.perf_counter()
+    mapper = make_mapper(config.mapper, num_particles)  # type: ignore[arg-type]
+    if config.mapper == "jordan_wigner":  # identical operator, vectorised (see fast_jw)
+        qubit_op = jordan_wigner(fermionic_op, 2 * int(problem.num_spatial_orbitals))
+    else:
+        qubit_op = mapper.map(fermionic_op).simplify(atol=1e-12)
+    t2 = time.perf_counter()
+    log.debug("problem %s: %d qubits, %d Pauli terms", molecule.name, qubit_op.num_qubits, len(qubit_op))
+    return QubitProblem(
+        qubit_op=qubit_op,
+        fermionic_op=fermionic_op,
+        mapper=mapper,
+        num_spatial_orbitals=int(problem.num_spatial_orbitals),
+        num_particles=num_particles,  # type: ignore[arg-type]
+        hf_energy=hf_energy,
+        nuclear_repulsion=nuclear_repulsion,
+        energy_shift=energy_shift,
+        hamiltonian_s=t1 - t0,
+        mapping_s=t2 - t1,
+    )
