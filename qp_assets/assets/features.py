@@ -117,7 +117,7 @@ def materialize_feature_tables(
         session,
         settings,
         tables=ordered,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         raw_root=landing.raw_root(),
         namespace=iceberg.namespace,
     )
