@@ -159,7 +159,11 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     )
     def feature_run_failure_email(context: RunFailureSensorContext, smtp: SmtpResource):
         error = context.failure_event.message if context.failure_event else None
-        step_errors = [f"{e.step_key}: {e.message}" for e in context.get_step_failure_events()]
+        step_errors = []
+        for event in context.get_step_failure_events():
+            data = event.step_failure_data
+            detail = data.error.to_string() if data and data.error else event.message
+            step_errors.append(f"step {event.step_key}:\n{detail[-4000:]}")
         subject, body = _run_mail(context, "FAILED", "\n".join([error or "", *step_errors]))
         smtp.send(subject, body)
 
