@@ -94,7 +94,7 @@ def make_result(
         )
     final_energy = iterations[-1]["energy"] if iterations else H2_HF
     return {
-        "run_id": run_id or f"run-{run_index:06d}",
+        "run_id": f"run-{run_index:06d}" if run_id is None else run_id,
         "request_id": f"req-{run_index:06d}",
         "experiment_id": f"exp-{molecule_name.lower()}-sto3g",
         "event_time": event_time,

@@ -144,7 +144,6 @@ def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = 
         return (
             spark.read.format("avro")
             .option("avroSchema", schema)
-            .option("ignoreExtension", "true")
             .load(paths)
             .withColumn("source_file", F.input_file_name())
         )

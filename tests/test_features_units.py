@@ -1,0 +1,138 @@
+"""Fast unit tests of the feature area's own logic (no JVM, no services)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from qp_assets.features import golden
+from qp_assets.features.catalog import check_table_name, parse_as_of
+from qp_assets.features.raw import AVRO_MAGIC, list_day_files, split_avro_files
+from qp_assets.features.spark import SPARK_POM, catalog_conf, jdbc_catalog_uri, session_conf
+from qp_assets.features.transforms import DATA_TABLES, RAW_SOURCE, TABLES, create_table_sql, lineage
+from qp_assets.settings import Settings
+
+
+def test_ten_tables_with_real_keys_and_lineage():
+    assert list(TABLES) == [
+        "molecules",
+        "ansatz_info",
+        "performance_metrics",
+        "vqe_results",
+        "initial_parameters",
+        "optimal_parameters",
+        "vqe_iterations",
+        "iteration_parameters",
+        "hamiltonian_terms",
+        "processing_metadata",
+    ]
+    for spec in TABLES.values():
+        fields = {f.name: f for f in spec.schema.fields}
+        assert "event_date" in fields and not fields["event_date"].nullable
+        for key in spec.keys:  # keys exist and are declared NOT NULL
+            assert not fields[key].nullable, (spec.name, key)
+    assert TABLES["iteration_parameters"].keys == ("run_id", "iteration", "parameter_index")
+    assert lineage()["vqe_iterations"] == (RAW_SOURCE,)
+    assert lineage()["processing_metadata"] == DATA_TABLES
+    vqe = {f.name: f.dataType.simpleString() for f in TABLES["vqe_results"].schema.fields}
+    assert vqe["exact_energy"] == "double" and vqe["error_vs_exact_mha"] == "double"
+    assert vqe["package_versions"] == "map<string,string>" and vqe["device_used"] == "string"
+
+
+def test_create_table_sql_partitions_by_event_date():
+    sql = create_table_sql("qp", "quantum_features", TABLES["vqe_iterations"])
+    assert sql.startswith("CREATE TABLE IF NOT EXISTS qp.quantum_features.vqe_iterations (")
+    assert "`run_id` string NOT NULL" in sql and "`iteration` int NOT NULL" in sql
+    assert "PARTITIONED BY (event_date)" in sql and "USING iceberg" in sql
+
+
+def test_golden_records_follow_the_v3_contract_and_landing_layout(tmp_path: Path):
+    rec = golden.make_result(4, datetime(2026, 1, 15, 8, 4, tzinfo=UTC), num_iterations=5, num_parameters=3)
+    data = golden.avro_bytes([rec])
+    assert data[:4] == AVRO_MAGIC
+    back = list(fastavro.reader(io.BytesIO(data)))[0]
+    assert back["run_id"] == "run-000004" and [it["iteration"] for it in back["iterations"]] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
+    assert back["iterations"][1]["parameters"] == [golden.parameter_value(4, 2, p) for p in range(3)]
+    key = golden.landed_key(golden.DEFAULT_TOPIC, 0, 3, datetime(2026, 1, 15, 8, tzinfo=UTC))
+    assert key == (
+        f"raw/topics/{golden.DEFAULT_TOPIC}/year=2026/month=01/day=15/hour=08/{golden.DEFAULT_TOPIC}+0+0000000003.avro"
+    )
+    sink = golden.LandingSink(local_root=tmp_path, prefix="t/")
+    for f in golden.golden_files():
+        f.write(sink)
+    (tmp_path / "t/raw/topics" / golden.DEFAULT_TOPIC / "year=2026/month=01/day=14/hour=10/_tmp").write_text(
+        "x"
+    )
+    day1 = list_day_files(sink.raw_root, golden.GOLDEN_DAY1)
+    assert len(day1) == 2 and all("day=14" in u and u.startswith("file://") for u in day1)
+    assert len(list_day_files(sink.raw_root, golden.GOLDEN_DAY2)) == 2
+    assert list_day_files(sink.raw_root, date(2026, 2, 1)) == []
+    not_avro = tmp_path / "junk.avro"
+    not_avro.write_bytes(b"garbage")
+    good, bad = split_avro_files(day1 + [f"file://{not_avro}"])
+    assert good == day1 and bad == [f"file://{not_avro}"]
+
+
+def test_expected_rows_of_golden_days():
+    files = golden.golden_files()
+    day1 = golden.records_of_day(files, golden.GOLDEN_DAY1)
+    assert sorted(r["run_id"] for r in day1) == [f"run-00000{i}" for i in (0, 1, 2, 3, 7)]
+    assert golden.expected_rows(day1)["iteration_parameters"] == 3 * (3 + 4 + 5) + 2 * (4 + 3)
+
+
+def test_catalog_uri_translation_and_spark_conf(tmp_path: Path):
+    assert jdbc_catalog_uri(f"sqlite:///{tmp_path}/c.db") == (f"jdbc:sqlite:{tmp_path}/c.db", {})
+    uri, props = jdbc_catalog_uri("postgresql+psycopg2://qp:s3cret@db.local:5432/iceberg")
+    assert uri == "jdbc:postgresql://db.local:5432/iceberg"
+    assert props == {"jdbc.user": "qp", "jdbc.password": "s3cret"}
+    with pytest.raises(ValueError, match="unsupported scheme"):
+        jdbc_catalog_uri("mysql://x/y")
+    settings = dataclasses.replace(
+        Settings.from_env(), iceberg_catalog_uri=f"sqlite:///{tmp_path}/c.db", iceberg_catalog_name="cat"
+    )
+    conf = catalog_conf(settings)
+    assert conf["spark.sql.catalog.cat"] == "org.apache.iceberg.spark.SparkCatalog"
+    assert conf["spark.sql.catalog.cat.type"] == "jdbc"
+    assert conf["spark.sql.catalog.cat.io-impl"] == "org.apache.iceberg.aws.s3.S3FileIO"
+    assert conf["spark.sql.catalog.cat.s3.path-style-access"] == "true"
+    jars = [Path("/x/avro-1.12.1.jar"), Path("/x/spark-avro_2.13-4.0.1.jar")]
+    full = session_conf(settings, "spark://127.0.0.1:7077", jars)
+    assert full["spark.jars"] == "/x/spark-avro_2.13-4.0.1.jar"
+    assert full["spark.driver.extraClassPath"] == "/x/avro-1.12.1.jar" and full["spark.driver.memory"] == "1g"
+    assert full["spark.hadoop.fs.s3a.path.style.access"] == "true" and "spark.jars.packages" not in full
+    assert SPARK_POM.is_file()
+
+
+def test_as_of_parsing_and_table_names():
+    assert parse_as_of("6003504603815265314") == (6003504603815265314, None)
+    assert parse_as_of("2026-01-14T10:00:00Z") == (None, 1768384800000)
+    assert parse_as_of("2026-01-14T10:00:00") == (None, 1768384800000)
+    with pytest.raises(ValueError, match="--as-of"):
+        parse_as_of("yesterday")
+    with pytest.raises(ValueError, match="unknown feature table 'nope'"):
+        check_table_name("nope")
+
+
+def test_cli_rejects_bad_input_with_exit_2(capsys):
+    from qp_assets.cli import main
+
+    for argv in (
+        ["features", "show", "nope"],
+        ["features", "show", "molecules", "--date", "2026-13-01"],
+        ["features", "show", "molecules", "--limit", "0"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2, argv
+    assert "not YYYY-MM-DD" in capsys.readouterr().err
