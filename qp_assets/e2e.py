@@ -104,7 +104,7 @@ def run_sensor_once(instance: Any, defs: Any, cursor: str | None) -> tuple[list[
     from dagster import build_sensor_context
 
     sensor = defs.get_sensor_def("kafka_vqe_request_sensor")
-    ctx = build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
+    ctx = build_sensor_context(cursor=cursor, instance=instance, resources={"kafka": defs.resources["kafka"]})
     data = sensor.evaluate_tick(ctx)
     return list(data.run_requests or []), data.cursor
 
@@ -132,7 +132,7 @@ def execute_run_requests(instance: Any, defs: Any, run_requests: list[Any]) -> l
 
 def published_run_ids(instance: Any, dagster_run_ids: list[str]) -> list[str]:
     """VQE result run ids published by the given vqe_runner_job runs (from their op outputs)."""
-    from dagster import DagsterEventType, EventRecordsFilter
+    from dagster import DagsterEventType
 
     out = []
     for rid in dagster_run_ids:
@@ -140,7 +140,6 @@ def published_run_ids(instance: Any, dagster_run_ids: list[str]) -> list[str]:
             meta = entry.dagster_event.event_specific_data.metadata or {}
             if "run_id" in meta and entry.dagster_event.step_key.startswith("run_vqe_request"):
                 out.append(meta["run_id"].value)
-    del EventRecordsFilter
     return out
 
 
