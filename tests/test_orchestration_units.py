@@ -229,3 +229,25 @@ def test_definitions_validate_cli(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful for code location qp_assets.definitions" in proc.stderr + proc.stdout
+
+
+# --- VQE runner wiring ----------------------------------------------------------------------------------
+
+
+def test_request_inputs_accepts_nested_and_flat_requests_and_names_bad_fields():
+    from qp_assets.assets.vqe_runner import gpu_slots, request_inputs
+
+    h2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
+    mol, cfg, rid = request_inputs(
+        {"request_id": "a", "molecule": h2, "config": {"basis": "sto3g", "seed": 3}}
+    )
+    assert (mol.name, cfg.seed, rid) == ("H2", 3, "a")
+    mol, cfg, rid = request_inputs(
+        {"request_id": "b", "molecule": h2, "mapper": "parity", "submitted_at": "x"}
+    )
+    assert (cfg.mapper, rid) == ("parity", "b")
+    with pytest.raises(Exception, match="mapper"):
+        request_inputs({"molecule": h2, "config": {"mapper": "nope"}})
+    with pytest.raises(ValueError, match="molecule"):
+        request_inputs({"request_id": "c"})
+    assert gpu_slots() >= 1
