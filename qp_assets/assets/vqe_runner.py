@@ -175,7 +175,18 @@ def run_vqe_request(
         if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
             context.log.warning("%s", placement.note)
         vqe_config = dataclasses.replace(vqe_config, device=placement.device)
-        result = run_vqe(molecule, vqe_config, request_id=request_id, progress=False)
+        monitor = _performance_monitor()
+        try:
+            result = run_vqe(
+                molecule,
+                vqe_config,
+                request_id=request_id,
+                progress=False,
+                performance_snapshots_provider=monitor.snapshots if monitor else None,
+            )
+        finally:
+            if monitor:
+                monitor.stop()
     finally:
         placement.release()
     from qp_assets.streaming.publisher import publish_result
@@ -197,8 +208,7 @@ def run_vqe_request(
     try:
         from qp_assets.monitoring.metrics import push_vqe_metrics
 
-        push_vqe_metrics(result, settings)
-        metadata["metrics_pushed"] = True
+        metadata["metrics_pushed"] = bool(push_vqe_metrics(result, settings))
     except Exception as exc:  # metrics must not lose a published result
         context.log.warning("pushing metrics failed: %s", exc)
         metadata["metrics_pushed"] = False
@@ -233,6 +243,15 @@ def run_vqe_request(
         },
         metadata=metadata,
     )
+
+
+def _performance_monitor():
+    """A started PerformanceMonitor (1 s samples) or None when the monitoring package is unavailable."""
+    try:
+        from qp_assets.monitoring.monitor import PerformanceMonitor
+    except ImportError:
+        return None
+    return PerformanceMonitor(1.0).start()
 
 
 def request_inputs_device(request: dict[str, Any]) -> str:
