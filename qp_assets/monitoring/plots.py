@@ -1,0 +1,113 @@
+"""Convergence plot of a VQE run: total energy (hartree) per optimizer iteration with the exact reference.
+
+Uses matplotlib's object API with the Agg canvas (no display, thread-safe use of pyplot avoided), so it
+works inside Dagster ops and headless CI. The exact reference (FCI in the same active space) is drawn as
+a dashed line with the chemical-accuracy band (1.6 mHa); the final error vs exact is annotated.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+CHEMICAL_ACCURACY_HA = 1.6e-3
+
+
+def _record(result: Any) -> dict[str, Any]:
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_record"):
+        return result.to_record()
+    raise TypeError(f"result must be a VQEResult or its record dict, got {type(result).__name__}")
+
+
+def convergence_figure(result: Any) -> Figure:
+    """Figure: energy per iteration (and running minimum), HF and exact reference lines, error annotation.
+
+    ``result``: VQEResult or its record dict. Raises ValueError if the run has no iterations.
+    """
+    rec = _record(result)
+    iterations = rec.get("iterations") or []
+    if not iterations:
+        raise ValueError(f"result {rec.get('run_id')!r}: field 'iterations' is empty, nothing to plot")
+    xs = [int(it["iteration"]) for it in iterations]
+    energies = [float(it["energy"]) for it in iterations]
+    running_min = [
+        float(it.get("cumulative_min_energy", e)) for it, e in zip(iterations, energies, strict=True)
+    ]
+    refs = rec.get("reference_energies") or {}
+    exact = refs.get("exact")
+    hf = refs.get("hf")
+
+    fig = Figure(figsize=(8.0, 4.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(xs, energies, marker="o", markersize=3, linewidth=1.2, label="VQE energy")
+    if running_min != energies:
+        ax.plot(xs, running_min, linewidth=1.0, linestyle="-.", label="running minimum")
+    if hf is not None:
+        ax.axhline(
+            float(hf), color="tab:gray", linestyle=":", linewidth=1.0, label=f"Hartree-Fock {hf:.6f} Ha"
+        )
+    if exact is not None:
+        ax.axhline(
+            float(exact), color="tab:red", linestyle="--", linewidth=1.2, label=f"exact {exact:.6f} Ha"
+        )
+        ax.axhspan(float(exact), float(exact) + CHEMICAL_ACCURACY_HA, color="tab:green", alpha=0.15,
+                   label="chemical accuracy (1.6 mHa)")  # fmt: skip
+    final = float(rec["total_energy"])
+    error = rec.get("error_vs_exact_mha")
+    text = f"final {final:.8f} Ha"
+    if error is not None:
+        text += f"\nerror vs exact {float(error):.4f} mHa"
+    ax.annotate(
+        text,
+        xy=(xs[-1], energies[-1]),
+        xytext=(0.97, 0.55),
+        textcoords="axes fraction",
+        ha="right",
+        va="top",
+        fontsize=9,
+        bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85},
+        arrowprops={"arrowstyle": "->", "color": "0.3"},
+    )
+    molecule = (rec.get("molecule") or {}).get("name", "?")
+    ansatz = (rec.get("ansatz") or {}).get("name", "?")
+    optimizer = (rec.get("optimizer") or {}).get("name", "?")
+    backend = rec.get("backend") or {}
+    ax.set_title(
+        f"{molecule} / {rec.get('basis', '?')}: {ansatz}, {optimizer}, "
+        f"{backend.get('method', '?')} on {backend.get('device_used', '?')}"
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer iteration")
+    ax.set_ylabel("total energy (hartree)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    ax.ticklabel_format(axis="y", useOffset=False)
+    fig.tight_layout()
+    return fig
+
+
+def convergence_plot_png_bytes(result: Any, *, dpi: int = 100) -> bytes:
+    """PNG bytes of :func:`convergence_figure`."""
+    fig = convergence_figure(result)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_convergence_plot(result: Any, path: str | Path) -> Path:
+    """Write the convergence plot to ``path`` (format from the suffix: .png, .svg, .pdf); returns the path."""
+    target = Path(path)
+    if target.suffix.lower() not in {".png", ".svg", ".pdf"}:
+        raise ValueError(f"plot path {str(path)!r}: suffix must be .png, .svg or .pdf")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    convergence_figure(result).savefig(target)
+    return target
