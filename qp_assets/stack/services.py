@@ -350,6 +350,18 @@ def _kafka_properties(ctx: StackContext) -> Path:
     return path
 
 
+# C1-only JIT for the light-duty JVMs (registry, Connect): measured 17-25 s vs 24-45 s start on the
+# loaded 2-core VM; QP_<SERVICE>_JVM_OPTS="-XX:TieredStopAtLevel=4" restores full tiering.
+FAST_START_JIT = ["-XX:TieredStopAtLevel=1"]
+
+
+def jvm_extra_opts(service: str) -> list[str]:
+    """Extra JVM flags from ``QP_<SERVICE>_JVM_OPTS`` (whitespace-separated), appended last so they win."""
+    import shlex
+
+    return shlex.split(os.environ.get(f"QP_{service.upper()}_JVM_OPTS", ""))
+
+
 def _jvm_base(ctx: StackContext, service: str, heap: tuple[str, str]) -> list[str]:
     log4j = _write_log4j2(ctx, service)
     return [
@@ -417,6 +429,7 @@ def _kafka_command(ctx: StackContext) -> list[str]:
     props = _kafka_properties(ctx)
     return [
         *_jvm_base(ctx, "kafka", ("512m", "768m")),
+        *jvm_extra_opts("kafka"),
         "-cp",
         f"{ctx.lib / 'kafka'}/*",
         "kafka.Kafka",
@@ -501,6 +514,8 @@ def _registry_command(ctx: StackContext) -> list[str]:
         f"-Dapicurio.storage.snapshot.location={tmp}",
         f"-Dapicurio.import.work-dir={tmp}",
         "-Dquarkus.otel.enabled=false",
+        *FAST_START_JIT,
+        *jvm_extra_opts("registry"),
         "-jar",
         str(_registry_jar(ctx)),
     ]
@@ -587,6 +602,8 @@ def _connect_command(ctx: StackContext) -> list[str]:
     props = _connect_properties(ctx)
     return [
         *_jvm_base(ctx, "connect", ("256m", "512m")),
+        *FAST_START_JIT,
+        *jvm_extra_opts("connect"),
         "-cp",
         f"{ctx.lib / 'connect'}/*",
         "org.apache.kafka.connect.cli.ConnectDistributed",
