@@ -65,7 +65,7 @@ class AirflowExportOptions:
     dagster_home: str | None = field(
         default_factory=lambda: os.environ.get("DAGSTER_HOME") or str(runtime_dir() / "dagster_home")
     )
-    molecules_file: str = str(PROJECT_ROOT / "examples" / "molecules.json")
+    molecules_file: str = str(PROJECT_ROOT / "qp_assets" / "vqe" / "data" / "molecules.json")
     vqe_batch_schedule: str | None = None
     submit_args: str = ""
 
