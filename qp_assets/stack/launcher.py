@@ -87,13 +87,16 @@ def _fetch(ctx: StackContext, svc: Service) -> None:
     svc.fetch(ctx)
 
 
-def _wait_ready(ctx: StackContext, svc: Service, proc, started: float) -> None:
+def _wait_ready(ctx: StackContext, svc: Service, proc, started: float, pid: int | None = None) -> None:
+    """Poll the probe until ready; ``proc`` (our child) or ``pid`` (an earlier start) must stay alive."""
     deadline = started + svc.start_timeout
     logfile = ctx.log_file(svc.name)
     while True:
         rc = proc.poll() if proc is not None else None
         if rc is not None:
             raise StackError(f"{svc.name} exited with code {rc} during start; see {logfile}")
+        if pid is not None and process.live_pid(ctx.pid_file(svc.name)) != pid:
+            raise StackError(f"{svc.name} (pid {pid}) exited; see {logfile}")
         if svc.probe(ctx):
             return
         if time.monotonic() > deadline:
@@ -106,8 +109,10 @@ def _wait_ready(ctx: StackContext, svc: Service, proc, started: float) -> None:
 def _check_ports(ctx: StackContext, svc: Service) -> None:
     port = _foreign_port(ctx, svc)
     if port is not None:
+        holder = process.port_holder(port)
         raise StackError(
-            f"port {port} needed by {svc.name} is already in use by another process (not started by qp stack)"
+            f"port {port} needed by {svc.name} is already in use by another process"
+            f"{f' ({holder})' if holder else ''} (not started by qp stack)"
         )
 
 
@@ -165,7 +170,7 @@ def _ensure_one(ctx: StackContext, svc: Service) -> str:
             return "running"
         # ours and alive but not answering: maybe still starting; give it its start window, then restart
         try:
-            _wait_ready(ctx, svc, None, time.monotonic())
+            _wait_ready(ctx, svc, None, time.monotonic(), pid=pid)
             _after_ready(ctx, svc)
             return "running"
         except StackError:

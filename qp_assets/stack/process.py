@@ -69,6 +69,17 @@ def rotate_log(log_file: Path, max_bytes: int = LOG_ROTATE_BYTES) -> None:
         pass
 
 
+def port_holder(port: int) -> str | None:
+    """``"pid N: name"`` of the process listening on TCP ``port``, if the OS lets us see it."""
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return f"pid {conn.pid}: {psutil.Process(conn.pid).name()}"
+    except (psutil.Error, OSError):
+        return None
+    return None
+
+
 def spawn(cmd: Sequence[str], log_file: Path, env: dict[str, str], cwd: Path) -> subprocess.Popen:
     """Start ``cmd`` in a new session, stdout+stderr appended to ``log_file`` (rotated above 50 MB)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
