@@ -2,7 +2,7 @@
 
 Chemistry ansatzes (UCCSD, PUCCD, SUCCD; qiskit-nature) always start from the Hartree-Fock reference;
 hardware-efficient ones (EfficientSU2, RealAmplitudes, ExcitationPreserving; Qiskit 2.x function forms)
-get the HF reference prepended for initial_state=hartree_fock and start from |0...0> otherwise.
+get the HF reference prepended too, except for initial_state=zeros (start from |0...0>).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
         "excitation_preserving": lambda: excitation_preserving(n, reps=config.reps),
     }[config.ansatz]()
     circuit = QuantumCircuit(n, name=config.ansatz)
-    if config.initial_state == "hartree_fock":
+    if config.initial_state != "zeros":
         circuit.compose(hf, inplace=True)
     circuit.compose(body, inplace=True)
     return circuit

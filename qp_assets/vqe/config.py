@@ -56,8 +56,8 @@ class VQEConfig:
     - mapper: jordan_wigner | parity (two-qubit reduction) | bravyi_kitaev.
     - freeze_core / active_electrons + active_orbitals: active-space reductions (both counts or neither).
     - ansatz: uccsd | puccd | succd | efficient_su2 | real_amplitudes | excitation_preserving; reps >= 1.
-    - initial_state: hartree_fock (HF reference, zero parameters) | random (seeded random parameters; HF
-      reference for UCC ansatzes) | zeros (|0...0> reference, zero parameters; hardware-efficient only).
+    - initial_state: hartree_fock (HF reference, zero parameters) | random (HF reference, seeded random
+      parameters) | zeros (|0...0> reference, zero parameters; hardware-efficient ansatzes only).
     - optimizer: scipy.optimize.minimize method or SPSA; optimizer_options passed through.
     - backend_method: statevector | matrix_product_state; device: CPU | GPU | auto.
     - shots: None = exact expectation values, else sampled estimates with a standard deviation.

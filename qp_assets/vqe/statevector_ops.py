@@ -208,18 +208,27 @@ class CompiledCircuit:
         return psi
 
     def adjoint_gradient(self, theta: np.ndarray, psi: np.ndarray, h_psi: np.ndarray) -> np.ndarray:
-        """dE/dtheta for E = <psi|H|psi>, given the final state psi and H psi (reverse-mode sweep)."""
+        """dE/dtheta for E = <psi|H|psi>, given the final state psi and H psi.
+
+        Reverse-mode sweep: phi = psi and lam = H psi are un-rotated gate by gate together (one gather per
+        gate for both); dE/dalpha_m = 2 Im <lam_m| G_m |phi_m> for each rotation angle alpha_m.
+        """
         grad = np.zeros(len(self.parameters))
-        phi = psi.copy()
-        lam = h_psi.copy()
+        pair = np.stack([psi, h_psi])  # row 0: phi, row 1: lambda
         for op in reversed(self.ops):
             if isinstance(op, Rotation):
                 alpha = self._angle_value(op, theta)
+                moved = pair if op.xmask == 0 else pair[:, self.perm(op.xmask)]
+                du = op.d_unit
                 if op.param >= 0 and op.scale != 0.0:
-                    grad[op.param] += 2.0 * op.scale * np.vdot(lam, self._apply_g(op, phi)).imag
-                phi = self._apply_rotation(op, phi, -alpha)
-                lam = self._apply_rotation(op, lam, -alpha)
+                    g_phi = (du * op.d_abs) * moved[0]
+                    grad[op.param] += 2.0 * op.scale * np.vdot(pair[1], g_phi).imag
+                # exp(+i alpha G) = cos(alpha |d|) + i sin(alpha |d|) G/|d|
+                c = np.cos(alpha * op.d_abs)
+                s = np.sin(alpha * op.d_abs)
+                pair = c * pair + (1j * s * du) * moved
             else:
-                phi = self._apply_fixed(op, phi, adjoint=True)
-                lam = self._apply_fixed(op, lam, adjoint=True)
+                pair = np.stack(
+                    [self._apply_fixed(op, pair[0], adjoint=True), self._apply_fixed(op, pair[1], adjoint=True)]
+                )
         return grad

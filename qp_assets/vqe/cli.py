@@ -1,0 +1,221 @@
+"""``qp vqe``: run one VQE simulation from the command line.
+
+Exit codes: 0 ok, 1 failure (e.g. publishing), 2 bad input (one line naming molecule and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from qp_assets.vqe.config import ANSATZES, BACKEND_METHODS, INITIAL_STATES, MAPPERS, OPTIMIZERS
+from qp_assets.vqe.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    vqe = subparsers.add_parser("vqe", help="VQE simulations on Qiskit Aer")
+    vqe_sub = vqe.add_subparsers(dest="vqe_command", metavar="SUBCOMMAND")
+    vqe.set_defaults(handler=lambda _args: (vqe.print_help(), 2)[1])
+
+    lst = vqe_sub.add_parser("molecules", help="list the molecules of a molecules file")
+    lst.add_argument("--molecules-file", type=Path, default=None, help="JSON list (default: shipped file)")
+    lst.set_defaults(handler=_list_molecules)
+
+    run = vqe_sub.add_parser("run", help="run one VQE simulation and print a summary")
+    g = run.add_argument_group("molecule")
+    g.add_argument("--molecule", "-m", help="molecule name in the molecules file (e.g. H2, LiH)")
+    g.add_argument(
+        "--molecules-file", type=Path, default=None, help="JSON list of molecules (default: shipped)"
+    )
+    g.add_argument("--molecule-json", help="inline molecule object as JSON (or @file.json)")
+    g.add_argument("--symbols", help="inline molecule: comma-separated symbols, e.g. H,H")
+    g.add_argument("--coords", help="inline molecule: 'x,y,z;x,y,z' per atom")
+    g.add_argument("--name", help="inline molecule name")
+    g.add_argument("--charge", type=int, default=None, help="override/inline charge")
+    g.add_argument("--multiplicity", type=int, default=None, help="override/inline multiplicity 2S+1")
+    g.add_argument("--units", choices=["angstrom", "bohr"], default=None, help="inline coordinate units")
+    c = run.add_argument_group("configuration")
+    c.add_argument("--basis", default="sto3g", help="PySCF basis: sto3g, 6-31g, cc-pvdz, ...")
+    c.add_argument("--mapper", default="jordan_wigner", help=f"one of {', '.join(MAPPERS)} (jw, bk)")
+    c.add_argument("--freeze-core", action="store_true", help="freeze core orbitals")
+    c.add_argument("--active-space", metavar="NELEC,NORB", help="active space electrons,spatial orbitals")
+    c.add_argument("--ansatz", default="uccsd", help=f"one of {', '.join(ANSATZES)}")
+    c.add_argument("--reps", type=int, default=1)
+    c.add_argument("--initial-state", default="hartree_fock", help=f"one of {', '.join(INITIAL_STATES)}")
+    c.add_argument("--optimizer", default="L-BFGS-B", help=f"one of {', '.join(OPTIMIZERS)}")
+    c.add_argument("--optimizer-options", default="{}", help="JSON object passed to the optimizer")
+    c.add_argument("--backend", default="statevector", help=f"one of {', '.join(BACKEND_METHODS)} (mps)")
+    c.add_argument("--shots", type=int, default=None, help="sample with N shots (default: exact)")
+    c.add_argument("--device", default="CPU", help="CPU | GPU | auto")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--max-iterations", type=int, default=500)
+    c.add_argument("--max-evaluations", type=int, default=None)
+    o = run.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-' for stdout)")
+    o.add_argument("--request-id", default=None)
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--publish", action="store_true", help="publish the result to Kafka (schema registry)")
+    o.add_argument("--plot", metavar="FILE.png", type=Path, help="save a convergence plot")
+    o.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
+                   help="record CPU/memory performance snapshots (default on)")  # fmt: skip
+    o.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between snapshots")
+    o.add_argument("--push-metrics", action="store_true", help="push VQE metrics to the PushGateway")
+    run.set_defaults(handler=run_command)
+
+
+def _list_molecules(args: argparse.Namespace) -> int:
+    from qp_assets.vqe.molecule import load_molecules
+
+    try:
+        mols = load_molecules(args.molecules_file)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for m in mols.values():
+        print(f"{m.name:8s} {' '.join(m.symbols):20s} charge={m.charge} mult={m.multiplicity} "
+              f"electrons={m.num_electrons}")  # fmt: skip
+    return 0
+
+
+def molecule_from_args(args: argparse.Namespace):
+    """The molecule selected by the CLI flags (file entry, inline JSON or --symbols/--coords)."""
+    from qp_assets.vqe.molecule import Molecule, load_molecules
+
+    overrides = {
+        k: getattr(args, k) for k in ("charge", "multiplicity", "units") if getattr(args, k) is not None
+    }
+    if args.molecule_json:
+        text = args.molecule_json
+        if text.startswith("@"):
+            text = Path(text[1:]).read_text()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"molecule {args.name or '?'}: --molecule-json is not valid JSON ({exc})"
+            ) from None
+        if not isinstance(data, dict):
+            raise InputError("molecule ?: --molecule-json must be one JSON object")
+        return Molecule.from_dict({**data, **overrides, **({"name": args.name} if args.name else {})})
+    if args.symbols:
+        name = args.name or args.symbols.replace(",", "")
+        if not args.coords:
+            raise InputError(f"molecule {name}: field 'coords' is required with --symbols")
+        try:
+            coords = [[float(v) for v in row.split(",")] for row in args.coords.split(";") if row.strip()]
+        except ValueError:
+            raise InputError(
+                f"molecule {name}: field 'coords' must be numbers, got {args.coords!r}"
+            ) from None
+        symbols = [s.strip() for s in args.symbols.split(",")]
+        return Molecule.from_dict({"name": name, "symbols": symbols, "coords": coords, **overrides})
+    if not args.molecule:
+        raise InputError("molecule ?: give --molecule NAME, --molecule-json or --symbols/--coords")
+    mols = load_molecules(args.molecules_file)
+    if args.molecule not in mols:
+        lower = {k.lower(): k for k in mols}
+        if args.molecule.lower() not in lower:
+            raise InputError(
+                f"molecule {args.molecule}: field 'name' not found; available: {', '.join(mols)}"
+            )
+        args.molecule = lower[args.molecule.lower()]
+    mol = mols[args.molecule]
+    return Molecule.from_dict({**mol.to_dict(), **overrides}) if overrides else mol
+
+
+def config_from_args(args: argparse.Namespace):
+    from qp_assets.vqe.config import VQEConfig
+
+    try:
+        options = json.loads(args.optimizer_options)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"config: field 'optimizer_options' is not valid JSON ({exc})") from None
+    active_e = active_o = None
+    if args.active_space:
+        try:
+            active_e, active_o = (int(v) for v in args.active_space.split(","))
+        except ValueError:
+            raise InputError(
+                f"config: field 'active_space' must be NELEC,NORB, got {args.active_space!r}"
+            ) from None
+    return VQEConfig(
+        basis=args.basis, mapper=args.mapper, freeze_core=args.freeze_core, active_electrons=active_e,
+        active_orbitals=active_o, ansatz=args.ansatz, reps=args.reps, initial_state=args.initial_state,
+        optimizer=args.optimizer, optimizer_options=options, backend_method=args.backend, device=args.device,
+        shots=args.shots, seed=args.seed, max_iterations=args.max_iterations,
+        max_evaluations=args.max_evaluations,
+    )  # fmt: skip
+
+
+def _optional(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RuntimeError(f"{what} is not available ({module}: {exc})") from None
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from qp_assets.vqe.runner import run_vqe
+
+    try:
+        molecule = molecule_from_args(args)
+        config = config_from_args(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = sys.stderr if args.json == "-" else sys.stdout
+    monitor_mod = None
+    if args.monitor:
+        try:
+            monitor_mod = _optional("qp_assets.monitoring.monitor", "performance monitor")
+        except RuntimeError as exc:
+            print(f"warning: {exc}; running without performance snapshots", file=sys.stderr)
+    try:
+        if monitor_mod is not None:
+            with monitor_mod.PerformanceMonitor(interval_s=args.monitor_interval) as mon:
+                result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress,
+                                 performance_snapshots_provider=mon.snapshots)  # fmt: skip
+        else:
+            result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary(), file=out)
+    if args.json:
+        text = result.to_json()
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+            print(f"result written to {args.json}", file=out)
+    code = 0
+    settings = None
+    if args.publish or args.push_metrics:
+        from qp_assets.settings import Settings
+
+        settings = Settings.from_env()
+    try:
+        if args.plot:
+            plots = _optional("qp_assets.monitoring.plots", "--plot")
+            plots.save_convergence_plot(result, args.plot)
+            print(f"convergence plot written to {args.plot}", file=out)
+        if args.publish:
+            publisher = _optional("qp_assets.streaming.publisher", "--publish")
+            publisher.publish_result(result, settings)
+            print("result published", file=out)
+        if args.push_metrics:
+            metrics = _optional("qp_assets.monitoring.metrics", "--push-metrics")
+            metrics.push_vqe_metrics(result, settings.pushgateway_url, timeout_s=2.0)
+            print(f"metrics pushed to {settings.pushgateway_url}", file=out)
+    except Exception as exc:  # noqa: BLE001 - report and fail, the result itself is fine
+        print(f"error: {exc}", file=sys.stderr)
+        code = 1
+    return code
