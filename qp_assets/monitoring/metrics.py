@@ -28,7 +28,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import push_to_gateway
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,25 @@ def iteration_durations_s(record: Mapping[str, Any]) -> list[float]:
     return durations
 
 
+class _IterationHistogram:
+    """Collector for quantum_vqe_iteration_seconds (built directly: no ``_created`` series to push)."""
+
+    def __init__(self, labels: dict[str, str], durations_s: list[float]) -> None:
+        self.labels = labels
+        self.durations_s = durations_s
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "quantum_vqe_iteration_seconds",
+            VQE_METRICS["quantum_vqe_iteration_seconds"][1],
+            labels=list(self.labels),
+        )
+        buckets = [(repr(b), sum(1 for d in self.durations_s if d <= b)) for b in ITERATION_BUCKETS_S]
+        buckets.append(("+Inf", len(self.durations_s)))
+        family.add_metric(list(self.labels.values()), buckets, sum(self.durations_s))
+        return [family]
+
+
 def _sample_now() -> list[dict[str, Any]]:
     """One snapshot when the run had no monitor (50 ms CPU window)."""
     from qp_assets.monitoring.monitor import PerformanceMonitor
@@ -175,15 +195,7 @@ def build_registry(result: Any, *, snapshots: list[dict[str, Any]] | None = None
     if rec.get("event_time") is not None:
         gauge("quantum_vqe_run_timestamp_seconds", int(rec["event_time"]) / 1000.0)
 
-    hist = Histogram(
-        "quantum_vqe_iteration_seconds",
-        VQE_METRICS["quantum_vqe_iteration_seconds"][1],
-        names,
-        buckets=ITERATION_BUCKETS_S,
-        registry=registry,
-    ).labels(**labels)
-    for seconds in iteration_durations_s(rec):
-        hist.observe(seconds)
+    registry.register(_IterationHistogram(labels, iteration_durations_s(rec)))
 
     if snapshots is None:
         snapshots = list(rec.get("performance_snapshots") or []) or _sample_now()
