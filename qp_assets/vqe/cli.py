@@ -40,7 +40,22 @@ def register(subparsers: Any) -> None:
     g.add_argument("--charge", type=int, default=None, help="override/inline charge")
     g.add_argument("--multiplicity", type=int, default=None, help="override/inline multiplicity 2S+1")
     g.add_argument("--units", choices=["angstrom", "bohr"], default=None, help="inline coordinate units")
-    c = run.add_argument_group("configuration")
+    add_config_arguments(run.add_argument_group("configuration"))
+    o = run.add_argument_group("output")
+    o.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-' for stdout)")
+    o.add_argument("--request-id", default=None)
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--publish", action="store_true", help="publish the result to Kafka (schema registry)")
+    o.add_argument("--plot", metavar="FILE.png", type=Path, help="save a convergence plot")
+    o.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
+                   help="record CPU/memory performance snapshots (default on)")  # fmt: skip
+    o.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between snapshots")
+    o.add_argument("--push-metrics", action="store_true", help="push VQE metrics to the PushGateway")
+    run.set_defaults(handler=run_command)
+
+
+def add_config_arguments(c: Any) -> None:
+    """The VQE configuration options (shared by ``qp vqe run`` and ``qp request submit``)."""
     c.add_argument("--basis", default="sto3g", help="PySCF basis: sto3g, 6-31g, cc-pvdz, ...")
     c.add_argument("--mapper", default="jordan_wigner", help=f"one of {', '.join(MAPPERS)} (jw, bk)")
     c.add_argument("--freeze-core", action="store_true", help="freeze core orbitals")
@@ -56,17 +71,6 @@ def register(subparsers: Any) -> None:
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--max-iterations", type=int, default=500)
     c.add_argument("--max-evaluations", type=int, default=None)
-    o = run.add_argument_group("output")
-    o.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-' for stdout)")
-    o.add_argument("--request-id", default=None)
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    o.add_argument("--publish", action="store_true", help="publish the result to Kafka (schema registry)")
-    o.add_argument("--plot", metavar="FILE.png", type=Path, help="save a convergence plot")
-    o.add_argument("--monitor", action=argparse.BooleanOptionalAction, default=True,
-                   help="record CPU/memory performance snapshots (default on)")  # fmt: skip
-    o.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between snapshots")
-    o.add_argument("--push-metrics", action="store_true", help="push VQE metrics to the PushGateway")
-    run.set_defaults(handler=run_command)
 
 
 def _list_molecules(args: argparse.Namespace) -> int:

@@ -1,0 +1,95 @@
+"""``qp request submit`` (VQE requests to ``vqe.requests``) and ``qp results replay`` (spooled results)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    from qp_assets.vqe.cli import add_config_arguments
+
+    req = subparsers.add_parser("request", help="VQE requests on Kafka (consumed by the Dagster sensor)")
+    req_sub = req.add_subparsers(dest="request_command", metavar="ACTION", required=True)
+    submit = req_sub.add_parser(
+        "submit",
+        help="publish VQE request(s) to vqe.requests",
+        description="Validate and publish one request per molecule (and per --repeat) to vqe.requests. "
+        "Nothing is published if any molecule or option is invalid.",
+    )
+    submit.add_argument("--molecule", "-m", action="append", default=[], help="molecule name (repeatable)")
+    submit.add_argument("--all", action="store_true", help="every molecule in the molecules file")
+    submit.add_argument("--molecules-file", type=Path, default=None, help="JSON list (default: shipped file)")
+    submit.add_argument("--repeat", type=int, default=1, help="requests per molecule (distinct request ids)")
+    submit.add_argument("--request-id-prefix", default="", help="prefix for generated request ids")
+    add_config_arguments(submit)
+    submit.set_defaults(handler=submit_command)
+
+    res = subparsers.add_parser("results", help="VQE results on Kafka")
+    res_sub = res.add_subparsers(dest="results_command", metavar="ACTION", required=True)
+    replay = res_sub.add_parser(
+        "replay",
+        help="republish results spooled while Kafka was unreachable",
+        description="Republish every result in <runtime dir>/spool; a spool file is deleted only after "
+        "Kafka acknowledged it. Exit 1 if any result stays spooled.",
+    )
+    replay.set_defaults(handler=replay_command)
+
+
+def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Requests for the chosen molecules; raises InputError before anything is published."""
+    from qp_assets.vqe.cli import config_from_args
+    from qp_assets.vqe.errors import InputError
+    from qp_assets.vqe.molecule import load_molecules
+
+    molecules = load_molecules(args.molecules_file)
+    names = list(molecules) if args.all else args.molecule
+    if not names:
+        raise InputError("request: give --molecule NAME (repeatable) or --all")
+    unknown = [n for n in names if n not in molecules]
+    if unknown:
+        raise InputError(
+            f"request: field 'molecule' has unknown name(s) {unknown}; known: {', '.join(molecules)}"
+        )
+    if args.repeat < 1:
+        raise InputError(f"request: field 'repeat' must be >= 1, got {args.repeat}")
+    config = config_from_args(args).to_dict()
+    requests = []
+    for name in names:
+        for _ in range(args.repeat):
+            rid = f"{args.request_id_prefix}{uuid.uuid4()}"
+            requests.append({"request_id": rid, "molecule": molecules[name].to_dict(), **config})
+    return requests
+
+
+def submit_command(args: argparse.Namespace) -> int:
+    from qp_assets.settings import Settings
+    from qp_assets.streaming.publisher import publish_request, request_record
+    from qp_assets.vqe.errors import InputError
+
+    try:
+        requests = build_requests(args)
+        records = [request_record(r) for r in requests]  # validate all before publishing any
+    except InputError as exc:
+        print(f"qp request submit: error: {exc}")
+        return 2
+    settings = Settings.from_env()
+    for record in records:
+        outcome = publish_request(record, settings)
+        print(json.dumps({"request_id": record["request_id"], "molecule": record["molecule"]["name"],
+                          "topic": outcome.topic, "partition": outcome.partition, "offset": outcome.offset}))  # fmt: skip
+    return 0
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    from qp_assets.streaming.publisher import replay_spool
+
+    published, kept = replay_spool()
+    print(f"replayed {published} result(s); {kept} still spooled")
+    return 1 if kept else 0

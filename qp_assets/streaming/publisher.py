@@ -1,0 +1,229 @@
+"""Publishing VQE results and requests to Kafka.
+
+A result counts as published only when Kafka acknowledged it (idempotent producer, ``acks=all``,
+zstd compression, bounded delivery timeout). If Kafka or the registry cannot be reached, the result is
+spooled to ``<runtime dir>/spool/<run_id>.json`` and ``qp results replay`` republishes it later; the
+feature tables are keyed by ``run_id``, so a replay can never duplicate rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from qp_assets.settings import Settings
+from qp_assets.streaming.kafka_config import client_config
+from qp_assets.streaming.schemas import REQUEST_SCHEMA, RESULT_SCHEMA, latest_version
+from qp_assets.streaming.serde import SchemaIncompatibleError, ValueSerializer
+from qp_assets.streaming.topics import REQUESTS_TOPIC, result_topic
+
+log = logging.getLogger(__name__)
+
+REQUEST_PARTITIONS = 3
+
+
+def delivery_timeout_ms() -> int:
+    """Upper bound for one publish (``QP_KAFKA_DELIVERY_TIMEOUT_MS``, default 30 s)."""
+    return int(os.environ.get("QP_KAFKA_DELIVERY_TIMEOUT_MS", "30000"))
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge a record within the delivery timeout."""
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """What happened to one record: published (topic/partition/offset) or spooled (path)."""
+
+    published: bool
+    topic: str
+    key: str
+    partition: int | None = None
+    offset: int | None = None
+    spool_path: Path | None = None
+    error: str | None = None
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    timeout = delivery_timeout_ms()
+    return client_config(
+        settings.kafka_bootstrap_servers,
+        **{
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "zstd",
+            "linger.ms": 5,
+            "retries": 10,
+            "retry.backoff.ms": 200,
+            "delivery.timeout.ms": timeout,
+            "message.max.bytes": 8 * 1024 * 1024,
+        },
+    )
+
+
+_PRODUCERS: dict[str, Producer] = {}
+_SERIALIZERS: dict[tuple[str, str, str, int], ValueSerializer] = {}
+
+
+def _producer(settings: Settings) -> Producer:
+    key = settings.kafka_bootstrap_servers
+    if key not in _PRODUCERS:
+        _PRODUCERS[key] = Producer(producer_config(settings))
+    return _PRODUCERS[key]
+
+
+def serializer(settings: Settings, topic: str, schema_name: str, version: int) -> ValueSerializer:
+    key = (settings.schema_registry_url, topic, schema_name, version)
+    if key not in _SERIALIZERS:
+        _SERIALIZERS[key] = ValueSerializer(settings.schema_registry_url, topic, schema_name, version)
+    return _SERIALIZERS[key]
+
+
+def produce_acked(settings: Settings, topic: str, key: str, value: bytes) -> tuple[int, int]:
+    """Produce one record and wait for Kafka's acknowledgement; return (partition, offset)."""
+    producer = _producer(settings)
+    report: dict[str, Any] = {}
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        report["err"], report["msg"] = err, msg
+
+    producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
+    deadline = time.monotonic() + delivery_timeout_ms() / 1000 + 5
+    while "err" not in report and time.monotonic() < deadline:
+        producer.poll(0.1)
+    if "err" not in report:
+        raise PublishError(f"no delivery report for {topic} key {key} within {delivery_timeout_ms()} ms")
+    if report["err"] is not None:
+        raise PublishError(f"Kafka did not acknowledge {topic} key {key}: {report['err']}")
+    return report["msg"].partition(), report["msg"].offset()
+
+
+def spool_dir(settings: Settings) -> Path:
+    path = settings.runtime_dir / "spool"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def publish_record(
+    record: dict[str, Any],
+    settings: Settings,
+    *,
+    topic: str,
+    key: str,
+    schema_name: str,
+    version: int,
+    spool_on_failure: bool = True,
+) -> PublishOutcome:
+    """Serialize ``record`` with ``schema_name`` v``version`` and publish it; spool it if Kafka/registry fail.
+
+    An incompatible schema is never spooled (replaying cannot fix it): it raises SchemaIncompatibleError.
+    """
+    try:
+        value = serializer(settings, topic, schema_name, version)(record)
+        partition, offset = produce_acked(settings, topic, key, value)
+    except SchemaIncompatibleError:
+        raise
+    except Exception as exc:  # Kafka or registry unreachable, timeouts
+        if not spool_on_failure:
+            raise
+        path = spool_dir(settings) / f"{key}.json"
+        tmp = path.with_suffix(".tmp")
+        entry = {"topic": topic, "key": key, "schema": schema_name, "version": version, "record": record}
+        tmp.write_text(json.dumps(entry))
+        tmp.replace(path)
+        log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
+        return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
+    log.info("published %s to %s[%d]@%d", key, topic, partition, offset)
+    return PublishOutcome(True, topic, key, partition, offset)
+
+
+def publish_result(
+    result: Any,
+    settings: Settings | None = None,
+    *,
+    spool_on_failure: bool = True,
+    version: int | None = None,
+) -> PublishOutcome:
+    """Publish a ``VQEResult`` (or its record dict) to ``vqe_result_v<N>.<configuration suffix>``."""
+    settings = settings or Settings.from_env()
+    record = result if isinstance(result, dict) else result.to_record()
+    version = version or latest_version(RESULT_SCHEMA)
+    topic = result_topic(record, version)
+    return publish_record(
+        record, settings, topic=topic, key=record["run_id"], schema_name=RESULT_SCHEMA, version=version,
+        spool_on_failure=spool_on_failure,
+    )  # fmt: skip
+
+
+def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
+    """Create ``topic`` if it does not exist (idempotent)."""
+    admin = AdminClient(client_config(settings.kafka_bootstrap_servers))
+    if topic in admin.list_topics(timeout=10).topics:
+        return
+    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    try:
+        futures[topic].result(15)
+    except KafkaException as exc:
+        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+            raise
+
+
+def request_record(request: dict[str, Any]) -> dict[str, Any]:
+    """Normalize a request dict (flat VQE config beside ``molecule``) to the vqe_request Avro record."""
+    from qp_assets.vqe.config import VQEConfig
+    from qp_assets.vqe.molecule import Molecule
+
+    molecule = Molecule.from_dict(request["molecule"]).to_dict()
+    config_fields = {k: v for k, v in request.items() if k not in ("request_id", "molecule", "submitted_at")}
+    if isinstance(config_fields.get("optimizer_options"), str):  # already in Avro form
+        config_fields["optimizer_options"] = json.loads(config_fields["optimizer_options"] or "{}")
+    config = VQEConfig.from_dict(config_fields).to_dict()
+    config["optimizer_options"] = json.dumps(config["optimizer_options"], sort_keys=True)
+    return {
+        "request_id": str(request.get("request_id") or uuid.uuid4()),
+        "molecule": {"masses": None, **molecule},
+        **config,
+        "submitted_at": int(request.get("submitted_at") or time.time() * 1000),
+    }
+
+
+def publish_request(request: dict[str, Any], settings: Settings | None = None) -> PublishOutcome:
+    """Validate and publish one VQE request to ``vqe.requests`` (keyed by request_id; never spooled)."""
+    settings = settings or Settings.from_env()
+    record = request_record(request)
+    ensure_topic(settings, REQUESTS_TOPIC, REQUEST_PARTITIONS)
+    return publish_record(
+        record, settings, topic=REQUESTS_TOPIC, key=record["request_id"], schema_name=REQUEST_SCHEMA,
+        version=latest_version(REQUEST_SCHEMA), spool_on_failure=False,
+    )  # fmt: skip
+
+
+def replay_spool(settings: Settings | None = None) -> tuple[int, int]:
+    """Republish every spooled record; delete each spool file only after Kafka acknowledged it.
+
+    Returns (published, still spooled).
+    """
+    settings = settings or Settings.from_env()
+    published = failed = 0
+    for path in sorted(spool_dir(settings).glob("*.json")):
+        entry = json.loads(path.read_text())
+        try:
+            value = serializer(settings, entry["topic"], entry["schema"], entry["version"])(entry["record"])
+            produce_acked(settings, entry["topic"], entry["key"], value)
+        except Exception as exc:
+            failed += 1
+            log.warning("replay of %s failed, kept in spool: %s", path.name, exc)
+            continue
+        path.unlink()
+        published += 1
+        log.info("replayed %s to %s", entry["key"], entry["topic"])
+    return published, failed
