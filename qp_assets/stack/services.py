@@ -406,6 +406,8 @@ def _kafka_format_storage(ctx: StackContext) -> None:
         rc = subprocess.call(
             [
                 java,
+                *FAST_START_JIT,
+                "-XX:+UseSerialGC",
                 f"-Dlog4j2.configurationFile=file:{_write_log4j2(ctx, 'kafka')}",
                 "-cp",
                 classpath,
