@@ -125,6 +125,7 @@ class PerformanceMonitor:
         self.interval_s = float(interval_s)
         self._snapshots: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_snapshots)
         self._lock = threading.Lock()
+        self._sample_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._process = psutil.Process()
@@ -176,7 +177,14 @@ class PerformanceMonitor:
 
     # ------------------------------------------------------------------ data
     def snapshots(self) -> list[dict[str, Any]]:
-        """Copy of the snapshots so far (PerformanceSnapshot dicts, oldest first); safe while running."""
+        """Copy of the snapshots so far (PerformanceSnapshot dicts, oldest first); safe while running.
+
+        While running, a fresh sample is recorded first, so a run that asks at its end (as
+        ``run_vqe(performance_snapshots_provider=monitor.snapshots)`` does) always gets its end state,
+        even when it was shorter than ``interval_s``.
+        """
+        if self.running:
+            self._record()
         with self._lock:
             return [dict(s) for s in self._snapshots]
 
@@ -198,13 +206,14 @@ class PerformanceMonitor:
         }
 
     def _record(self) -> None:
-        try:
-            snap = self.sample()
-        except Exception as exc:  # never let monitoring break the monitored run
-            log.debug("performance sample failed: %s", exc)
-            return
-        with self._lock:
-            self._snapshots.append(snap)
+        with self._sample_lock:  # the sampler thread and snapshots() may both record
+            try:
+                snap = self.sample()
+            except Exception as exc:  # never let monitoring break the monitored run
+                log.debug("performance sample failed: %s", exc)
+                return
+            with self._lock:
+                self._snapshots.append(snap)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
