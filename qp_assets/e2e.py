@@ -46,12 +46,12 @@ def prepare_dagster_home(home: Path | None = None) -> Path:
 def build_request(
     molecule: dict[str, Any], config: dict[str, Any], request_id: str | None = None
 ) -> dict[str, Any]:
-    """A request dict for ``publish_request``: id, molecule (contract input form), VQE config, time."""
+    """A request in the streaming contract's flat form: id, molecule, VQE config fields, submit time (ms)."""
     return {
         "request_id": request_id or f"e2e-{uuid.uuid4().hex[:12]}",
         "molecule": molecule,
-        "config": config,
-        "submitted_at": datetime.now(UTC).isoformat(),
+        **config,
+        "submitted_at": int(time.time() * 1000),
     }
 
 

@@ -100,21 +100,23 @@ def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
         cfg = dict(request["config"])
     else:
         names = {f.name for f in dataclasses.fields(VQEConfig)}
-        cfg = {k: v for k, v in request.items() if k in names and v is not None}
+        cfg = {k: v for k, v in request.items() if k in names}
     return Molecule.from_dict(request["molecule"]), VQEConfig.from_dict(cfg), request.get("request_id")
 
 
 def send_to_dlq(request: dict[str, Any], error: str, source: dict[str, Any], settings: Settings) -> None:
-    """Publish a rejected request with the reason to ``vqe.requests.dlq`` (JSON value)."""
-    from confluent_kafka import Producer
+    """Publish a rejected (decodable but invalid) request with the reason to ``vqe.requests.dlq``."""
+    from qp_assets.streaming.requests import send_to_dead_letter
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    payload = {"request": request, "error": error, "source": source}
-    producer.produce(REQUESTS_DLQ_TOPIC, json.dumps(payload, default=str).encode())
-    if producer.flush(10) != 0:
-        raise Failure(
-            f"could not deliver rejected request {request.get('request_id')!r} to {REQUESTS_DLQ_TOPIC}"
-        )
+    send_to_dead_letter(
+        settings,
+        source.get("topic", REQUESTS_TOPIC),
+        int(source.get("partition", -1)),
+        int(source.get("offset", -1)),
+        str(request.get("request_id") or "").encode() or None,
+        json.dumps(request, default=str).encode(),
+        error,
+    )
 
 
 @op(out=DynamicOut(dict), tags={"kind": "kafka"})
@@ -161,7 +163,9 @@ def run_vqe_request(
     try:
         molecule, vqe_config, request_id = request_inputs(request)
     except Exception as exc:  # bad input: dead-letter it, never drop it silently
-        send_to_dlq(request, str(exc), {"run_id": context.run_id, "step": context.op_handle.name}, settings)
+        send_to_dlq(
+            request, str(exc), {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)}, settings
+        )
         context.log.error(
             "rejected request %r: %s (sent to %s)", request.get("request_id"), exc, REQUESTS_DLQ_TOPIC
         )
@@ -191,7 +195,10 @@ def run_vqe_request(
         placement.release()
     from qp_assets.streaming.publisher import publish_result
 
-    publish_result(result, settings)
+    outcome = publish_result(result, settings)
+    if not outcome.published:
+        # spooled locally (Kafka unreachable); `qp results replay` republishes it - never lost, but say so
+        context.log.warning("result %s spooled to %s: %s", result.run_id, outcome.spool_path, outcome.error)
     metadata: dict[str, Any] = {
         "request_id": str(request_id),
         "run_id": result.run_id,
@@ -204,6 +211,9 @@ def run_vqe_request(
         "device_used": result.device_used,
         "placement": placement.note,
         "total_s": result.timings.get("total_s"),
+        "result_topic": outcome.topic,
+        "published": outcome.published,
+        "kafka_offset": outcome.offset if outcome.offset is not None else -1,
     }
     try:
         from qp_assets.monitoring.metrics import push_vqe_metrics
@@ -234,7 +244,7 @@ def run_vqe_request(
     yield Output(
         {
             "request_id": request_id,
-            "status": "published",
+            "status": "published" if outcome.published else "spooled",
             "run_id": result.run_id,
             "molecule": result.molecule_name,
             "total_energy": result.total_energy,
