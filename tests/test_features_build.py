@@ -92,10 +92,7 @@ def test_day1_golden_rows_exact(env):
     for name in DATA_TABLES:  # explicit schema: exactly the declared columns and types
         written = spark.table(ident(env, name)).schema
         assert [(f.name, f.dataType) for f in written] == [(f.name, f.dataType) for f in TABLES[name].schema]
-        counted = spark.sql(
-            f"SELECT count(*) FROM {ident(env, name)} WHERE event_date = DATE '{DAY1}'"
-        ).first()[0]
-        assert counted == expected[name], name
+    assert counts(env, DAY1) == expected  # counted by Spark, independently of the build's report
 
     its = day_rows(env, "vqe_iterations", DAY1, "run_id, iteration")
     assert [(r.run_id, r.iteration) for r in its if r.run_id == "run-000002"] == [
@@ -170,54 +167,67 @@ def test_day2_and_pyiceberg_reads_what_spark_wrote(env):
     env["snapshots"]["after_day2"] = dict(result.snapshot_ids)
 
 
-def _day_files(env, table, day):
-    return sorted(
-        r[0]
-        for r in env["spark"]
-        .sql(f"SELECT file_path FROM {ident(env, table)}.files WHERE partition.event_date = DATE '{day}'")
-        .collect()
-    )
+def _union(env, sql_per_table: str, day) -> list:
+    """One Spark job over all nine data tables: ``sql_per_table`` gets {t} (identifier) and {day}."""
+    parts = [
+        f"SELECT '{t}' AS t, * FROM ({sql_per_table.format(t=ident(env, t), day=day)})" for t in DATA_TABLES
+    ]
+    return env["spark"].sql(" UNION ALL ".join(parts)).collect()
 
 
-def _partition_snapshot(env, table, day):
-    rows = (
-        env["spark"]
-        .sql(
-            f"SELECT last_updated_snapshot_id FROM {ident(env, table)}.partitions "
-            f"WHERE partition.event_date = DATE '{day}'"
-        )
-        .collect()
-    )
-    return rows[0][0]
+def counts(env, day) -> dict[str, int]:
+    """Rows of ``day`` in each data table."""
+    rows = _union(env, "SELECT count(*) AS n FROM {t} WHERE event_date = DATE '{day}'", day)
+    return {r.t: r.n for r in rows}
+
+
+def day_files(env, day) -> dict[str, list[str]]:
+    """Data files holding ``day`` in each data table."""
+    rows = _union(env, "SELECT file_path FROM {t}.files WHERE partition.event_date = DATE '{day}'", day)
+    out: dict[str, list[str]] = {t: [] for t in DATA_TABLES}
+    for r in rows:
+        out[r.t].append(r.file_path)
+    return {t: sorted(v) for t, v in out.items()}
+
+
+def partition_snapshots(env, day) -> dict[str, int]:
+    """Snapshot that last changed ``day``'s partition, per data table."""
+    sql = "SELECT last_updated_snapshot_id AS s FROM {t}.partitions WHERE partition.event_date = DATE '{day}'"
+    return {r.t: r.s for r in _union(env, sql, day)}
 
 
 def test_rerun_same_day_is_idempotent_and_leaves_day2_untouched(env):
-    before_counts = {t: len(day_rows(env, t, DAY1, "run_id")) for t in DATA_TABLES}
-    day2_files = {t: _day_files(env, t, DAY2) for t in DATA_TABLES}
-    day2_snap = {t: _partition_snapshot(env, t, DAY2) for t in DATA_TABLES}
+    before_counts = counts(env, DAY1)
+    day2_files = day_files(env, DAY2)
+    day2_snap = partition_snapshots(env, DAY2)
     result = build(env, DAY1, "dagster-run-3")
     assert {t: result.row_counts[t] for t in DATA_TABLES} == before_counts
-    assert {t: len(day_rows(env, t, DAY1, "run_id")) for t in DATA_TABLES} == before_counts
+    assert counts(env, DAY1) == before_counts
     assert all(result.snapshot_ids[t] != env["snapshots"]["after_day2"][t] for t in DATA_TABLES)
     meta = day_rows(env, "processing_metadata", DAY1, "processed_at")
     assert [m.dagster_run_id for m in meta] == ["dagster-run-1", "dagster-run-3"]
     assert len(day_rows(env, "processing_metadata", DAY2, "processed_at")) == 1
-    for t in DATA_TABLES:  # day 2: same data files, partition last written by the day-2 snapshot
-        assert _day_files(env, t, DAY2) == day2_files[t], t
-        assert _partition_snapshot(env, t, DAY2) == day2_snap[t] == env["snapshots"]["after_day2"][t], t
+    # day 2: same data files, its partition last written by the day-2 build's snapshot
+    assert day_files(env, DAY2) == day2_files
+    assert (
+        partition_snapshots(env, DAY2)
+        == day2_snap
+        == {t: env["snapshots"]["after_day2"][t] for t in DATA_TABLES}
+    )
     env["snapshots"]["before_late"] = dict(result.snapshot_ids)
 
 
 def test_late_file_rerun_adds_exactly_its_rows_and_time_travel(env, monkeypatch, capsys):
-    before = {t: len(day_rows(env, t, DAY1, "run_id")) for t in DATA_TABLES}
-    day2_files = {t: _day_files(env, t, DAY2) for t in DATA_TABLES}
+    before = counts(env, DAY1)
+    day2_files = day_files(env, DAY2)
     late = golden.golden_late_file()
     late.write(env["sink"])
     result = build(env, DAY1, "dagster-run-4")
     added = golden.expected_rows(late.records)
     assert {t: result.row_counts[t] for t in DATA_TABLES} == {t: before[t] + added[t] for t in DATA_TABLES}
     assert result.runs == 6 and len(result.source_files) == 4
-    assert all(_day_files(env, t, DAY2) == day2_files[t] for t in DATA_TABLES)
+    assert counts(env, DAY1) == {t: before[t] + added[t] for t in DATA_TABLES}
+    assert day_files(env, DAY2) == day2_files
 
     # time travel with PyIceberg: the snapshot before the late file has the older rows
     from pyiceberg.expressions import EqualTo
@@ -284,13 +294,25 @@ def test_bad_input_counted_good_records_land(env):
     negative = make_result(32, _at(DAY3, 9, 3))
     negative["iterations"][1]["iteration"] = -1
     golden.write_landed_file(sink, [good, missing_id, negative], offset=901, when=_at(DAY3, 9))
+    # an older writer schema (fields v3 added with defaults missing) still lands through the v3 reader schema
+    older = make_result(33, _at(DAY3, 9, 4), num_iterations=2)
+    golden.write_landed_file(
+        sink, [older], offset=950, when=_at(DAY3, 9), schema=golden.older_writer_schema()
+    )
     result = build(env, DAY3, "dagster-run-bad")
-    assert result.runs == 1 and not result.empty
+    assert result.runs == 2 and not result.empty
     assert result.bad_files == [bad_file]
     assert result.bad_records == 2
     assert result.bad_record_reasons == {"missing run_id": 1, "negative iteration": 1}
-    assert result.row_counts["vqe_iterations"] == 3 and result.row_counts["vqe_results"] == 1
-    assert [r.run_id for r in day_rows(env, "vqe_results", DAY3, "run_id")] == ["run-000030"]
+    assert result.row_counts["vqe_iterations"] == 3 + 2 and result.row_counts["vqe_results"] == 2
+    res = day_rows(env, "vqe_results", DAY3, "run_id")
+    assert [r.run_id for r in res] == ["run-000030", "run-000033"]
+    assert res[1].request_id is None  # default of the field the older schema lacks
+    assert math.isclose(
+        res[1].error_vs_exact_mha, (res[1].total_energy - golden.H2_EXACT) * 1000, abs_tol=1e-9
+    )
+    perf = day_rows(env, "performance_metrics", DAY3, "run_id")
+    assert [(r.run_id, r.snapshot_count) for r in perf] == [("run-000030", 2), ("run-000033", 0)]
     meta = day_rows(env, "processing_metadata", DAY3, "processed_at")
     assert len(meta) == 1 and meta[0].bad_records == 2 and list(meta[0].bad_files) == [bad_file]
     assert dict(meta[0].bad_record_reasons) == {"missing run_id": 1, "negative iteration": 1}
@@ -310,11 +332,11 @@ def test_failed_table_write_rolls_back_the_whole_day(env, monkeypatch):
 
     monkeypatch.setitem(transforms.TABLES, "hamiltonian_terms", dataclasses.replace(spec, transform=broken))
     before = {t: current_snapshot_id(env["spark"], ident(env, t)) for t in TABLES}
-    counts = {t: len(day_rows(env, t, DAY2, "run_id")) for t in DATA_TABLES}
+    before_counts = counts(env, DAY2)
     with pytest.raises(Exception, match="injected"):
         build(env, DAY2, "dagster-run-broken")
     assert {t: current_snapshot_id(env["spark"], ident(env, t)) for t in TABLES} == before
-    assert {t: len(day_rows(env, t, DAY2, "run_id")) for t in DATA_TABLES} == counts
+    assert counts(env, DAY2) == before_counts
 
 
 def test_empty_day_writes_nothing(env):

@@ -207,8 +207,11 @@ def build_days(
             if own_files[d]:
                 results[
                     d
-                ].message = f"no readable Avro among {len(own_files[d])} landed file(s): nothing written"
+                ].message = (
+                    f"no readable Avro among {len(own_files[d])} landed file(s): no data table written"
+                )
         good = None
+        checked = None
     else:
         checked = read.df.withColumn("_violation", raw_io.violation_reason()).withColumn(
             "_file_day",
@@ -253,7 +256,6 @@ def build_days(
             res.runs = int(row["runs"])
             res.duplicate_runs_dropped = int(row["dups"])
             res.source_files = sorted(set(row["files"]))
-        checked.unpersist()
     for d in target_days:
         res = results[d]
         res.source_files = sorted(set(res.source_files) | set(own_files[d]))
@@ -265,8 +267,9 @@ def build_days(
     ensure_tables(spark, catalog, namespace, selected)
     if write_days and data_tables and good is not None:
         _write_data_tables(spark, good, catalog, namespace, data_tables, write_days, results)
-    if good is not None:
-        good.unpersist()
+    for cached in (good, checked):  # unpersist only now: good is computed from checked during the writes
+        if cached is not None:
+            cached.unpersist()
 
     meta_days = [
         d for d in target_days if results[d].runs > 0 or results[d].bad_files or results[d].bad_records

@@ -47,6 +47,19 @@ def load_v3_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+OLDER_SCHEMA_DROPPED_FIELDS = ("request_id", "error_vs_exact_mha", "performance_snapshots")
+
+
+def older_writer_schema() -> dict[str, Any]:
+    """A plausible older result schema: v3 without the fields v3 added with defaults.
+
+    Files written with it must still read with v3 as reader schema (the dropped fields take defaults).
+    """
+    schema = load_v3_schema()
+    schema["fields"] = [f for f in schema["fields"] if f["name"] not in OLDER_SCHEMA_DROPPED_FIELDS]
+    return schema
+
+
 def iteration_energy(run_index: int, iteration: int) -> float:
     """Energy (hartree) of 1-based ``iteration`` of synthetic run ``run_index``: decays onto exact."""
     return H2_EXACT + (0.02 + 0.001 * run_index) * math.exp(-0.5 * (iteration - 1))
