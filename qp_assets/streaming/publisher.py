@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,15 @@ def produce_acked(settings: Settings, topic: str, key: str, value: bytes) -> tup
     return report["msg"].partition(), report["msg"].offset()
 
 
+def _json_default(value: Any) -> Any:
+    """Datetimes (Avro timestamp-millis) as epoch milliseconds, so a spooled record re-serializes."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return int(round(value.timestamp() * 1000))
+    raise TypeError(f"cannot spool a value of type {type(value).__name__}")
+
+
 def spool_dir(settings: Settings) -> Path:
     path = settings.runtime_dir / "spool"
     path.mkdir(parents=True, exist_ok=True)
@@ -138,7 +148,7 @@ def publish_record(
         path = spool_dir(settings) / f"{key}.json"
         tmp = path.with_suffix(".tmp")
         entry = {"topic": topic, "key": key, "schema": schema_name, "version": version, "record": record}
-        tmp.write_text(json.dumps(entry))
+        tmp.write_text(json.dumps(entry, default=_json_default))
         tmp.replace(path)
         log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
         return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
@@ -196,13 +206,15 @@ def request_record(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def publish_request(request: dict[str, Any], settings: Settings | None = None) -> PublishOutcome:
+def publish_request(
+    request: dict[str, Any], settings: Settings | None = None, *, topic: str = REQUESTS_TOPIC
+) -> PublishOutcome:
     """Validate and publish one VQE request to ``vqe.requests`` (keyed by request_id; never spooled)."""
     settings = settings or Settings.from_env()
     record = request_record(request)
-    ensure_topic(settings, REQUESTS_TOPIC, REQUEST_PARTITIONS)
+    ensure_topic(settings, topic, REQUEST_PARTITIONS)
     return publish_record(
-        record, settings, topic=REQUESTS_TOPIC, key=record["request_id"], schema_name=REQUEST_SCHEMA,
+        record, settings, topic=topic, key=record["request_id"], schema_name=REQUEST_SCHEMA,
         version=latest_version(REQUEST_SCHEMA), spool_on_failure=False,
     )  # fmt: skip
 

@@ -1,0 +1,123 @@
+"""Streaming against the real stack: registry compatibility, publish/consume, spool + replay, DLQ.
+
+Test topics do not match the Connect sink's ``vqe_result_v<N>.`` pattern, so nothing here lands in the
+bucket that the feature tables are built from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from qp_assets.features.golden import make_result
+from qp_assets.settings import Settings
+from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
+from qp_assets.streaming.requests import consume_range
+from qp_assets.streaming.schemas import schema_dict, schema_text
+from qp_assets.streaming.serde import SchemaIncompatibleError, deserialize, registry, value_deserializer
+from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
+from tests.test_streaming_units import _as_version
+
+pytestmark = pytest.mark.services
+WHEN = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
+H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
+
+
+def _read_all(settings: Settings, topic: str, expected: int, timeout_s: float = 30.0) -> list:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4()}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer.subscribe([topic])
+    msgs = []
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(msgs) < expected and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
+            msgs.append(msg)
+    # drain briefly to catch duplicates
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        msg = consumer.poll(0.2)
+        if msg is not None and not msg.error():
+            msgs.append(msg)
+    consumer.close()
+    return msgs
+
+
+def test_schema_history_registers_under_backward_and_incompatible_change_is_rejected(stack: Settings) -> None:
+    subject = f"qp-test-evolution-{uuid.uuid4().hex[:8]}-value"
+    reg = registry(stack.schema_registry_url)
+    ids = [reg.register(subject, schema_text("vqe_result", v)) for v in (1, 2, 3)]
+    assert len(set(ids)) == 3
+    assert reg.compatibility(subject) == "BACKWARD"
+    broken = schema_dict("vqe_result", 3)
+    broken["fields"].append({"name": "required_without_default", "type": "string"})
+    with pytest.raises(SchemaIncompatibleError, match=subject):
+        reg.register(subject, json.dumps(broken))
+
+
+def test_records_of_every_version_decode_with_the_v3_reader(stack: Settings) -> None:
+    tag = uuid.uuid4().hex[:8]
+    published = {}
+    for version in (1, 2, 3):
+        topic = f"qp_test_results_{tag}.v{version}"
+        record = _as_version(make_result(version, WHEN, run_id=f"evo-{tag}-{version}"), version)
+        out = publish_record(record, stack, topic=topic, key=record["run_id"], schema_name="vqe_result",
+                             version=version, spool_on_failure=False)  # fmt: skip
+        assert out.published and out.offset == 0
+        published[topic] = record
+    reader = value_deserializer(stack.schema_registry_url, schema_text("vqe_result", 3))
+    for topic, record in published.items():
+        (msg,) = _read_all(stack, topic, 1)
+        decoded = deserialize(reader, topic, msg.value())
+        assert decoded["run_id"] == record["run_id"]
+        assert [it["energy"] for it in decoded["iterations"]] == [it["energy"] for it in record["iterations"]]
+        assert "cumulative_min_energy" in decoded["iterations"][0]
+
+
+def test_kafka_down_spools_and_replay_publishes_exactly_once(stack: Settings, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("QP_KAFKA_DELIVERY_TIMEOUT_MS", "3000")
+    settings = dataclasses.replace(stack, runtime_dir=tmp_path)
+    down = dataclasses.replace(settings, kafka_bootstrap_servers="127.0.0.1:1")
+    topic = f"qp_test_spool_{uuid.uuid4().hex[:8]}"
+    ensure_topic(settings, topic, 1)
+    record = make_result(11, WHEN, run_id=f"spool-{uuid.uuid4().hex[:8]}")
+    outcome = publish_record(
+        record, down, topic=topic, key=record["run_id"], schema_name="vqe_result", version=3
+    )
+    assert not outcome.published and outcome.spool_path and outcome.spool_path.exists()
+    assert replay_spool(down) == (0, 1)  # still down: kept
+    assert replay_spool(settings) == (1, 0)
+    assert not outcome.spool_path.exists()
+    assert replay_spool(settings) == (0, 0)  # nothing left: replaying again publishes nothing
+    msgs = _read_all(settings, topic, 1)
+    assert [m.key().decode() for m in msgs] == [record["run_id"]]
+
+
+def test_requests_read_by_exact_offset_range_and_garbage_goes_to_dlq(stack: Settings) -> None:
+    topic = f"qp_test_requests_{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack, topic, 1)
+    rid = f"range-{uuid.uuid4().hex[:8]}"
+    first = publish_request({"request_id": rid + "-a", "molecule": H2, "seed": 1}, stack, topic=topic)
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    producer.produce(topic, key=b"garbage", value=b"\x00\x00\x00\x00\x01not-avro")
+    producer.flush(10)
+    second = publish_request({"request_id": rid + "-b", "molecule": H2, "seed": 2}, stack, topic=topic)
+    third = publish_request({"request_id": rid + "-c", "molecule": H2, "seed": 3}, stack, topic=topic)
+    assert (first.offset, second.offset, third.offset) == (0, 2, 3)
+    got = consume_range(topic, 0, 0, 3, stack)  # exactly [0, 3): the third request is not part of it
+    assert [r["request_id"] for r in got] == [rid + "-a", rid + "-b"]
+    assert got[0]["seed"] == 1 and got[0]["optimizer_options"] == {} and got[0]["molecule"]["name"] == "H2"
+    assert [r["request_id"] for r in consume_range(topic, 0, 3, 4, stack)] == [rid + "-c"]
+    dlq = _read_all(stack, REQUESTS_DLQ_TOPIC, 10_000, timeout_s=5)
+    ours = [m for m in dlq if dict(m.headers() or []).get("qp.source.topic") == topic.encode()]
+    assert len(ours) == 1  # the garbage message, dead-lettered once by the read covering offset 1
+    headers = dict(ours[0].headers())
+    assert ours[0].value() == b"\x00\x00\x00\x00\x01not-avro" and headers["qp.source.offset"] == b"1"
+    assert b"qp.error" in [k.encode() for k in headers]

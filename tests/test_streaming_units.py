@@ -1,0 +1,172 @@
+"""Unit tests of streaming logic: topic naming, schema evolution, security config, request records."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+
+import fastavro
+import pytest
+
+from qp_assets.features.golden import make_result
+from qp_assets.streaming.kafka_config import security_config
+from qp_assets.streaming.publisher import request_record
+from qp_assets.streaming.schemas import latest_version, schema_dict, versions
+from qp_assets.streaming.topics import RESULT_TOPIC_REGEX, configuration_suffix, result_topic, sanitize_part
+
+KAFKA_LEGAL = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+WHEN = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
+
+
+def test_sanitize_keeps_distinct_basis_names_distinct_and_legal() -> None:
+    names = [
+        "sto3g",
+        "STO-3G",
+        "6-31g",
+        "6-31g*",
+        "6-31+g",
+        "6-31++g**",
+        "cc-pvdz",
+        "aug-cc-pVTZ",
+        "def2 svp",
+    ]
+    parts = [sanitize_part(n) for n in names]
+    assert parts[:4] == ["sto3g", "sto3g", "631g", "631gs"]
+    assert parts[4] == "631pg" and parts[5] == "631ppgss" and parts[8] == "def2_svp"
+    assert all(re.fullmatch(r"[a-z0-9_]+", p) for p in parts)
+
+
+def test_long_parts_are_bounded_and_do_not_collide() -> None:
+    a, b = sanitize_part("x" * 100 + "a"), sanitize_part("x" * 100 + "b")
+    assert len(a) == len(b) == 24 and a != b
+
+
+def test_result_topic_depends_only_on_configuration() -> None:
+    rec = make_result(1, WHEN)
+    topic = result_topic(rec, 3)
+    assert topic == "vqe_result_v3.sto3g-jw-uccsd-sv-exact-cpu"
+    assert KAFKA_LEGAL.match(topic) and re.fullmatch(RESULT_TOPIC_REGEX, topic)
+    other = make_result(2, WHEN, num_iterations=9, run_id="another-run")
+    other["backend"]["seed"] = 999
+    assert result_topic(other, 3) == topic  # seed, run id, iteration count never change the topic
+    other["backend"]["shots"] = 1000
+    other["backend"]["device_used"] = "GPU"
+    assert result_topic(other, 3) == "vqe_result_v3.sto3g-jw-uccsd-sv-shots-gpu"
+    assert result_topic(rec, 1).startswith("vqe_result_v1.")
+
+
+def test_topic_cardinality_is_bounded_by_configuration_choices() -> None:
+    topics = {
+        configuration_suffix(basis=b, mapper=m, ansatz=a, backend_method=k, shots=s, device=d)
+        for b in ("sto3g", "6-31g")
+        for m in ("jordan_wigner", "parity", "bravyi_kitaev")
+        for a in ("uccsd", "efficient_su2")
+        for k in ("statevector", "matrix_product_state")
+        for s in (None, 100, 200, 300)
+        for d in ("CPU", "GPU")
+    }
+    assert len(topics) == 2 * 3 * 2 * 2 * 2 * 2  # shot counts collapse to "shots"
+
+
+def _roundtrip(record: dict, writer: dict, reader: dict) -> dict:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), record)
+    buf.seek(0)
+    return fastavro.schemaless_reader(buf, fastavro.parse_schema(writer), fastavro.parse_schema(reader))
+
+
+def _as_version(record: dict, version: int) -> dict:
+    """A v3 record reshaped as version ``version`` would have written it."""
+    rec = dict(record)
+    if version < 3:
+        rec.pop("performance_snapshots")
+        rec["iterations"] = [
+            {**{k: v for k, v in it.items() if k not in ("std", "cumulative_min_energy")},
+             "cumulative_min": it["cumulative_min_energy"]}
+            for it in record["iterations"]
+        ]  # fmt: skip
+    if version < 2:
+        rec.pop("request_id")
+        rec.pop("error_vs_exact_mha")
+    return rec
+
+
+def test_result_schema_history_has_three_versions() -> None:
+    assert versions("vqe_result") == [1, 2, 3] and latest_version("vqe_result") == 3
+    v1, v2, v3 = (schema_dict("vqe_result", v) for v in (1, 2, 3))
+    assert {f["name"] for f in v2["fields"]} - {f["name"] for f in v1["fields"]} == {
+        "request_id",
+        "error_vs_exact_mha",
+    }
+    assert all("default" in f for f in v2["fields"] if f["name"] in ("request_id", "error_vs_exact_mha"))
+
+
+@pytest.mark.parametrize("writer_version", [1, 2, 3])
+def test_v3_reader_reads_every_version(writer_version: int) -> None:
+    original = make_result(7, WHEN, num_iterations=4)
+    written = _as_version(original, writer_version)
+    out = _roundtrip(written, schema_dict("vqe_result", writer_version), schema_dict("vqe_result", 3))
+    assert out["run_id"] == "run-000007"
+    assert [it["cumulative_min_energy"] for it in out["iterations"]] == [
+        it["cumulative_min_energy"] for it in original["iterations"]
+    ]  # renamed field resolved through its alias
+    assert out["timings"]["total_s"] == pytest.approx(2.1, rel=1e-6)  # float promoted to double
+    if writer_version < 3:
+        assert out["performance_snapshots"] == [] and all(it["std"] is None for it in out["iterations"])
+    if writer_version < 2:
+        assert out["request_id"] is None and out["error_vs_exact_mha"] is None
+    else:
+        assert out["request_id"] == "req-000007"
+
+
+def test_older_readers_read_newer_records_where_avro_allows() -> None:
+    original = make_result(3, WHEN)
+    out = _roundtrip(_as_version(original, 2), schema_dict("vqe_result", 2), schema_dict("vqe_result", 1))
+    assert "request_id" not in out and out["total_energy"] == original["total_energy"]
+
+
+def test_security_config_passes_sasl_scram_through() -> None:
+    env = {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "alice",
+        "KAFKA_SASL_PASSWORD": "pw",
+        "KAFKA_SSL_CA_LOCATION": "/etc/ca.pem",
+    }
+    assert security_config(env) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "alice",
+        "sasl.password": "pw",
+        "ssl.ca.location": "/etc/ca.pem",
+    }
+    assert security_config({}) == {}
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL='TLS'"),
+        ({"KAFKA_SASL_MECHANISM": "GSSAPI2"}, "KAFKA_SASL_MECHANISM='GSSAPI2'"),
+        ({"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}, "needs KAFKA_SASL_USERNAME"),
+    ],
+)
+def test_security_config_rejects_bad_values_naming_the_variable(env: dict, needle: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        security_config(env)
+
+
+def test_request_record_validates_and_fills_defaults() -> None:
+    from qp_assets.vqe.errors import InputError
+
+    mol = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.74]]}
+    rec = request_record({"request_id": "r1", "molecule": mol, "optimizer_options": {"maxiter": 5}})
+    assert rec["request_id"] == "r1" and rec["optimizer_options"] == '{"maxiter": 5}'
+    assert rec["basis"] == "sto3g" and rec["mapper"] == "jordan_wigner" and rec["shots"] is None
+    fastavro.validation.validate(rec, fastavro.parse_schema(schema_dict("vqe_request")), raise_errors=True)
+    assert request_record(rec)["optimizer_options"] == rec["optimizer_options"]  # idempotent
+    with pytest.raises(InputError, match="optimizer"):
+        request_record({"molecule": mol, "optimizer": "ADAMW"})
+    with pytest.raises(InputError, match="symbols"):
+        request_record({"molecule": {**mol, "symbols": ["H", "Xx"]}})
