@@ -89,7 +89,10 @@ def resolve_pom(pom: Path, dest: Path, goal: str = "copy-dependencies", log_file
         with open(log_file, "w") as log:
             log.write(" ".join(cmd) + "\n")
             log.flush()
-            env = dict(os.environ, MAVEN_OPTS=os.environ.get("MAVEN_OPTS", "-Xmx512m"))
+            env = dict(
+                os.environ,
+                MAVEN_OPTS=os.environ.get("MAVEN_OPTS", "-Xmx512m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC"),
+            )
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=pom.parent, env=env)
         if rc != 0:
             shutil.rmtree(staging, ignore_errors=True)
