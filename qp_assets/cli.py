@@ -1,8 +1,9 @@
 """``qp``: the platform's command line.
 
 Each area registers its own sub-commands from ``qp_assets/<area>/cli.py`` through a
-``register(subparsers)`` function, so this file stays a thin dispatcher. A sub-command handler
-returns an exit code (0 ok, 1 failure, 2 bad input).
+``register(subparsers)`` function, so this file stays a thin dispatcher. Only the area of the command
+being run is imported (heavy areas pull in Dagster or PySpark), except for ``qp --help``. A sub-command
+handler returns an exit code (0 ok, 1 failure, 2 bad input).
 """
 
 from __future__ import annotations
@@ -12,36 +13,37 @@ import importlib
 import logging
 import sys
 
-# (module, purpose) in the order they appear in ``qp --help``.
-_AREAS = [
-    ("qp_assets.stack.cli", "local service stack"),
-    ("qp_assets.vqe.cli", "VQE simulations"),
-    ("qp_assets.streaming.cli", "requests and results on Kafka"),
-    ("qp_assets.features.cli", "Iceberg feature tables"),
-    ("qp_assets.export.cli", "exports (Airflow)"),
-]
+# command -> module that registers it, in the order they appear in ``qp --help``.
+_COMMANDS = {
+    "stack": "qp_assets.stack.cli",
+    "vqe": "qp_assets.vqe.cli",
+    "request": "qp_assets.streaming.cli",
+    "results": "qp_assets.streaming.cli",
+    "features": "qp_assets.features.cli",
+    "monitoring": "qp_assets.monitoring.cli",
+    "e2e": "qp_assets.assets.cli",
+    "export": "qp_assets.export.cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every area's commands, or only the area that registers ``command``."""
     parser = argparse.ArgumentParser(
         prog="qp",
         description="Quantum Pipeline: VQE on Qiskit Aer -> Avro/Kafka -> S3 -> Iceberg, orchestrated by Dagster.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, _purpose in _AREAS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # area not built yet
-            if exc.name != module_name:
-                raise
-            continue
-        module.register(sub)
+    wanted = [_COMMANDS[command]] if command in _COMMANDS else list(_COMMANDS.values())
+    for module_name in dict.fromkeys(wanted):
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
