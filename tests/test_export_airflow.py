@@ -89,8 +89,13 @@ def test_generated_dags_load_in_airflow(airflow_python: Path, tmp_path: Path) ->
     vqe_results = feature["tasks"]["quantum_features__vqe_results"]
     assert vqe_results["operator"] == "airflow.providers.standard.operators.bash.BashOperator"
     assert vqe_results["retries"] == 3 and vqe_results["retry_delay_s"] == 1200.0
-    assert vqe_results["bash_command"].endswith(
+    assert (
         "asset materialize -m qp_assets.definitions --select quantum_features/vqe_results --partition {{ ds }}"
+        in (vqe_results["bash_command"])
+    )
+    # default executor: each task materializes in one process
+    assert vqe_results["bash_command"].endswith(
+        """ --config-json '{"execution": {"config": {"in_process": {}}}}'"""
     )
     # success mail once per run: on the sink task only
     assert [t for t, v in feature["tasks"].items() if v["on_success_callback"]] == ["processing_metadata"]

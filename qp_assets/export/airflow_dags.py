@@ -141,10 +141,33 @@ default_args = {{
 '''
 
 
+IN_PROCESS_CONFIG = '{"execution": {"config": {"in_process": {}}}}'
+
+
+def in_process_run_config(defs: dg.Definitions) -> str | None:
+    """Run config that keeps a single-asset materialization in one process, when the asset job allows it.
+
+    Each Airflow task already is its own process; Dagster's default executor would fork one more per
+    step. Only the default ``multi_or_in_process_executor`` accepts this config (None otherwise).
+    """
+    try:
+        executor = defs.resolve_implicit_global_asset_job_def().executor_def
+    except Exception:  # no implicit asset job (e.g. mixed partitions): keep the default
+        return None
+    return IN_PROCESS_CONFIG if executor is dg.multi_or_in_process_executor else None
+
+
 def render_feature_dag(
-    assets: Sequence[ExportedAsset], options: AirflowExportOptions, start_date: dt.date, source: str = ""
+    assets: Sequence[ExportedAsset],
+    options: AirflowExportOptions,
+    start_date: dt.date,
+    source: str = "",
+    run_config_json: str | None = None,
 ) -> str:
-    """Python source of the ``quantum_feature_processing`` DAG (one task per asset, edges as in ``assets``)."""
+    """Python source of the ``quantum_feature_processing`` DAG (one task per asset, edges as in ``assets``).
+
+    ``run_config_json`` is passed to every ``dagster asset materialize`` as ``--config-json``.
+    """
     if not assets:
         raise ExportError("no assets to export")
     task_env = {"DAGSTER_HOME": options.dagster_home} if options.dagster_home else {}
@@ -164,11 +187,12 @@ def render_feature_dag(
         head,
         f"DAGSTER = {_py(options.dagster_bin)}",
         f"MODULE = {_py(options.module)}",
+        f"EXTRA = {_py(' --config-json ' + shlex.quote(run_config_json) if run_config_json else '')}",
         "",
         "",
         "def materialize(selection: str) -> str:",
         '    """Shell command materializing one asset for the run\'s logical date (daily partition key = ds)."""',
-        '    return f"{DAGSTER} asset materialize -m {MODULE} --select {selection} --partition {{{{ ds }}}}"',
+        '    return f"{DAGSTER} asset materialize -m {MODULE} --select {selection} --partition {{{{ ds }}}}{EXTRA}"',
         "",
         "",
         "with DAG(",
@@ -304,7 +328,10 @@ def export_airflow(
         source = f" (job {options.job or 'feature_processing_job'!r})"
     written = []
     for name, text in (
-        (f"{FEATURE_DAG_ID}.py", render_feature_dag(assets, options, start, source)),
+        (
+            f"{FEATURE_DAG_ID}.py",
+            render_feature_dag(assets, options, start, source, in_process_run_config(defs)),
+        ),
         (f"{VQE_BATCH_DAG_ID}.py", render_vqe_batch_dag(options, start)),
     ):
         compile(text, name, "exec")  # a generated file must at least be valid Python
