@@ -65,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         from qp_assets.features.raw import s3_client
         from qp_assets.stack import ensure_up
 
-        base = ensure_up(["seaweedfs"])
+        for attempt in range(3):  # the shared stack may be restarting briefly
+            try:
+                base = ensure_up(["seaweedfs"])
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(10)
         settings = dataclasses.replace(
             base,
             iceberg_catalog_name="qp_bench",

@@ -4,6 +4,7 @@
 - ``qp features history TABLE``: snapshots of a table (id, time, operation, record counts)
 - ``qp features build DATE [--end DATE] [--run-id ID]``: build one day (or a date range in one Spark job)
 - ``qp features tables``: the ten tables, their keys and lineage
+- ``qp features jars``: resolve (once, cached) and list the Spark jars of ``infra/spark/pom.xml``
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ def _tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jars(args: argparse.Namespace) -> int:
+    from qp_assets.features.spark import resolve_spark_jars
+
+    try:
+        jars = resolve_spark_jars()
+    except Exception as exc:
+        print(f"error: resolving infra/spark/pom.xml failed: {exc}", file=sys.stderr)
+        return 1
+    for jar in jars:
+        print(jar)
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("features", help="Iceberg feature tables (build, show, history)")
     sub = parser.add_subparsers(dest="features_command", metavar="ACTION", required=True)
@@ -154,6 +168,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     common(build)
     build.set_defaults(handler=_build)
+
+    jars = sub.add_parser("jars", help="resolve the Spark jars of infra/spark/pom.xml (cached) and list them")
+    jars.set_defaults(handler=_jars)
 
     tables = sub.add_parser("tables", help="list the ten tables with keys and lineage")
     tables.set_defaults(handler=_tables)
