@@ -61,12 +61,14 @@ def test_aer_evaluator_matches_numpy_engine():
     circuit = _circuits()["uccsd_jw"]
     ham = SparsePauliOp.from_list([("ZZIIXX", 0.3), ("IZIZII", -0.7), ("YYIIII", 0.2)])
     theta = np.array([0.1, -0.2, 0.3, 0.05, -0.4, 0.2, 0.15, 0.1][: circuit.num_parameters])
-    aer = AerEnergyEvaluator(circuit, ham)
     ref = AerEnergyEvaluator(circuit, ham, use_aer=False)
-    e1, g1 = aer.energy_and_gradient(theta)
-    e2, g2 = ref.energy_and_gradient(theta)
-    assert e1 == pytest.approx(e2, abs=1e-12)
-    np.testing.assert_allclose(g1, g2, atol=1e-10)
+    e_ref, g_ref = ref.energy_and_gradient(theta)
+    for path in ("state", "run"):  # AerState replay and AerSimulator.run + save_statevector
+        aer = AerEnergyEvaluator(circuit, ham, aer_path=path)
+        assert aer.aer_path == path
+        energy, grad = aer.energy_and_gradient(theta)
+        assert energy == pytest.approx(e_ref, abs=1e-12)
+        np.testing.assert_allclose(grad, g_ref, atol=1e-10)
 
 
 def test_fast_jordan_wigner_equals_qiskit_nature():

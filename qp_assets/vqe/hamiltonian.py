@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +48,13 @@ def check_basis(molecule: Molecule, basis: str) -> None:
 
     for sym in sorted({canonical_symbol(s) for s in molecule.symbols}):
         try:
-            loaded = gto.basis.load(basis, sym)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded = gto.basis.load(basis, sym)
         except Exception as exc:  # noqa: BLE001 - PySCF raises several types
+            reason = " ".join(str(exc).split())
             raise InputError(
-                f"molecule {molecule.name}: field 'basis' = {basis!r} is unknown to PySCF for element {sym} ({exc})"
+                f"molecule {molecule.name}: field 'basis' = {basis!r} is unknown to PySCF for element {sym} ({reason})"
             ) from None
         if not loaded:
             raise InputError(

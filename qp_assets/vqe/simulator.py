@@ -1,7 +1,8 @@
 """Energy (and gradient) evaluation on Qiskit Aer.
 
-Exact mode: the ansatz is transpiled ONCE for Aer; each evaluation binds parameters (``parameter_binds``),
-takes the statevector from Aer (``save_statevector``) and computes <psi|H|psi> against a precomputed scipy
+Exact mode: the ansatz is transpiled ONCE for Aer; each evaluation replays it with the bound angles on an
+Aer ``AerState`` (see :mod:`qp_assets.vqe.aer_state_runner`; ``aer_path="run"`` uses ``AerSimulator.run``
+with ``parameter_binds`` and ``save_statevector`` instead), takes the statevector from Aer and computes <psi|H|psi> against a precomputed scipy
 sparse Hamiltonian; the gradient comes from one adjoint (reverse-mode) sweep over the circuit's gates on
 that statevector (:mod:`qp_assets.vqe.statevector_ops`), i.e. ~3 statevector passes for all parameters.
 
@@ -19,6 +20,7 @@ import psutil
 from qiskit import QuantumCircuit, transpile
 from qiskit.quantum_info import SparsePauliOp
 
+from qp_assets.vqe.aer_state_runner import AerStateRunner
 from qp_assets.vqe.errors import InputError
 from qp_assets.vqe.statevector_ops import CompiledCircuit
 
@@ -28,7 +30,7 @@ MAX_STATEVECTOR_QUBITS = 28
 MEMORY_FRACTION = 0.8
 # Gates every Aer method supports natively; transpiling against this list (once per run) avoids building
 # the full Aer target, which alone costs ~1 s.
-AER_BASIS = ["cx", "u", "rz", "ry", "rx", "h", "x", "sx", "sdg", "s", "rzz", "rxx", "ryy"]
+AER_BASIS = ["cx", "u", "rz", "ry", "rx", "h", "x", "sx", "sdg", "s"]
 
 
 def available_devices() -> tuple[str, ...]:
@@ -103,6 +105,7 @@ class AerEnergyEvaluator:
         seed: int | None = None,
         compiled: CompiledCircuit | None = None,
         use_aer: bool = True,
+        aer_path: str = "state",
     ):
         from qiskit_aer import AerSimulator
 
@@ -110,6 +113,7 @@ class AerEnergyEvaluator:
         self.hamiltonian = hamiltonian
         self.shots = shots
         self.use_aer = use_aer
+        self.aer_path = aer_path  # "state": AerState replay (default); "run": AerSimulator.run per evaluation
         self._rng = np.random.default_rng(seed)
         self.num_evaluations = 0
         self.simulator = AerSimulator(method=method, device=device, seed_simulator=seed)
@@ -117,6 +121,11 @@ class AerEnergyEvaluator:
             self.compiled = compiled or CompiledCircuit(ansatz, self.parameters)
             self.h_sparse = hamiltonian.to_matrix(sparse=True).tocsr()
             circ = transpile(ansatz, basis_gates=AER_BASIS, optimization_level=1)
+            try:
+                self._runner = AerStateRunner(circ, self.parameters, method=method, device=device, seed=seed)
+            except ValueError as exc:  # a gate AerState cannot replay: use AerSimulator.run
+                log.debug("AerState replay unavailable (%s); using AerSimulator.run", exc)
+                self.aer_path = "run"
             circ.save_statevector()
             self._circuits = [circ]
         else:
@@ -130,6 +139,8 @@ class AerEnergyEvaluator:
     def statevector(self, theta: np.ndarray) -> np.ndarray:
         if not self.use_aer:
             return self.compiled.statevector(theta)
+        if self.aer_path == "state":
+            return self._runner.statevector(theta)
         kwargs = {"parameter_binds": self._binds(theta)} if self.parameters else {}
         result = self.simulator.run(self._circuits[0], **kwargs).result()
         return np.asarray(result.get_statevector(0), dtype=complex)

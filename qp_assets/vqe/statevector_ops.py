@@ -229,6 +229,9 @@ class CompiledCircuit:
                 pair = c * pair + (1j * s * du) * moved
             else:
                 pair = np.stack(
-                    [self._apply_fixed(op, pair[0], adjoint=True), self._apply_fixed(op, pair[1], adjoint=True)]
+                    [
+                        self._apply_fixed(op, pair[0], adjoint=True),
+                        self._apply_fixed(op, pair[1], adjoint=True),
+                    ]
                 )
         return grad
