@@ -130,3 +130,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--static", action="store_true", help="only check against the exported-name registry")
     p.set_defaults(handler=_check_dashboards)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m qp_assets.monitoring.cli SUBCOMMAND ...`` (same as ``qp monitoring SUBCOMMAND ...``)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m qp_assets.monitoring.cli")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["monitoring", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
