@@ -213,6 +213,7 @@ def run_vqe_request(
         "total_s": result.timings.get("total_s"),
         "result_topic": outcome.topic,
         "published": outcome.published,
+        "kafka_partition": outcome.partition if outcome.partition is not None else -1,
         "kafka_offset": outcome.offset if outcome.offset is not None else -1,
     }
     try:
