@@ -104,10 +104,11 @@ def test_generated_dags_load_in_airflow(airflow_python: Path, tmp_path: Path) ->
     batch = bag["dags"]["vqe_batch_generation"]
     assert list(batch["tasks"]) == ["submit_vqe_requests"]
     assert (
-        "request submit --molecules {{ params.molecules_file }}"
+        "request submit --all --molecules-file {{ params.molecules_file }} --repeat {{ params.repeat }}"
         in batch["tasks"]["submit_vqe_requests"]["bash_command"]
     )
     assert batch["schedule"] is None and batch["params"]["molecules_file"].endswith(".json")
+    assert batch["params"]["repeat"] == 1
 
 
 @pytest.mark.slow
