@@ -201,6 +201,8 @@ def test_every_dashboard_and_rule_metric_exists_in_prometheus(h2_runs) -> None:
             settings, f'quantum_pipeline_feature_rows{{day="{day}",table="vqe_iterations"}}'
         )
         assert float(rows[0]["value"][1]) == 42
+        lag = wait_for_series(settings, 'quantum_pipeline_kafka_lag{consumer_group="connect-qp-test"}')
+        assert float(lag[0]["value"][1]) == 7 and lag[0]["metric"]["job"] == "quantum_pipeline_health"
         gpu = prom_query(settings, f'quantum_gpu_utilization_percent{{run_id="{gpu_run["run_id"]}"}}')
         assert float(gpu[0]["value"][1]) == 75.0 and gpu[0]["metric"]["device"] == "GPU"
     finally:
@@ -258,3 +260,47 @@ def test_cleanup_stale_groups_deletes_only_old_groups_of_its_job(stack: Settings
                 metrics.delete_group(stack, {"run_id": run}, job=job)
             except OSError:
                 pass
+
+
+@pytest.mark.timeout(120)
+def test_pipeline_health_measured_from_real_kafka_and_s3(stack: Settings) -> None:
+    """Kafka lag of a committed consumer group and landed files of a day, read from the real services."""
+    import datetime as dt
+
+    import boto3
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"qp-monitoring-test-{tag}", f"qp-monitoring-test-group-{tag}"
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
+    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint_url, aws_access_key_id=stack.aws_access_key_id,
+                      aws_secret_access_key=stack.aws_secret_access_key, region_name=stack.aws_region)  # fmt: skip
+    prefix = f"test-monitoring-{tag}/topics/"
+    day = dt.date(2001, 2, 3)
+    keys = [f"{prefix}vqe_result_v3.test/year=2001/month=02/day=03/hour=04/part-{i}.avro" for i in range(3)]
+    try:
+        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        for i in range(10):
+            producer.produce(topic, value=f"m{i}".encode())
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": group,
+                             "enable.auto.commit": False})  # fmt: skip
+        consumer.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
+        consumer.close()
+        lag = pipeline_metrics.kafka_consumer_lag(stack.kafka_bootstrap_servers, group_prefix=group)
+        assert lag == {(group, topic): 6}
+
+        for key in keys:
+            s3.put_object(Bucket=stack.bucket, Key=key, Body=b"x" * 100)
+        s3.put_object(Bucket=stack.bucket, Key=keys[0].rsplit("/", 1)[0] + "/.tmp-upload", Body=b"y")
+        landed = pipeline_metrics.landed_files_per_day(
+            stack, [day, day + dt.timedelta(days=1)], raw_prefix=prefix
+        )
+        assert landed == {day: (3, 300), day + dt.timedelta(days=1): (0, 0)}
+    finally:
+        admin.delete_topics([topic])[topic].result(timeout=30)
+        admin.delete_consumer_groups([group])[group].result(timeout=30)
+        for key in [*keys, keys[0].rsplit("/", 1)[0] + "/.tmp-upload"]:
+            s3.delete_object(Bucket=stack.bucket, Key=key)

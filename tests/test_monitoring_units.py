@@ -275,3 +275,26 @@ def test_parse_duration() -> None:
     )
     with pytest.raises(ValueError, match="older-than"):
         parse_duration_s("soon")
+
+
+def test_pipeline_metrics_outage_and_bad_day() -> None:
+    from qp_assets.monitoring import pipeline_metrics
+
+    url = f"127.0.0.1:{_closed_port()}"
+    t0 = time.monotonic()
+    assert (
+        pipeline_metrics.push_pipeline_metrics(url, kafka_lag=3, landed_files=1, feature_rows={"t": 1})
+        is False
+    )
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(ValueError, match="day"):
+        pipeline_metrics.push_pipeline_metrics(url, landed_files=1, day="yesterday")
+
+
+def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    from qp_assets.monitoring.cli import main
+
+    assert main(["check-dashboards", "--static"]) == 0
+    assert "0 not exported" in capsys.readouterr().out
+    assert main(["cleanup", "--older-than", "soon"]) == 2
+    assert main(["push-pipeline", "--days", "0"]) == 2
