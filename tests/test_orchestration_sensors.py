@@ -110,3 +110,35 @@ def test_landing_sensor_requests_exactly_the_touched_days(stack, monkeypatch):
             assert [r.partition_key for r in third.run_requests] == [today.date().isoformat()]
     finally:
         iso.cleanup()
+
+
+def test_raw_source_observation_counts_files_and_bytes_per_day(stack):
+    from dagster._core.definitions.observe import observe  # the public UI/daemon path runs the same op
+
+    from qp_assets.assets.raw import raw_vqe_results
+    from qp_assets.features.golden import make_result, write_landed_file
+
+    iso = isolated(stack)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    sink = iso.sink()
+    try:
+        for i in range(3):
+            write_landed_file(sink, [make_result(i, now)], offset=i)
+        client = iso.s3()
+        sizes = [
+            o["Size"]
+            for o in client.list_objects_v2(Bucket=stack.bucket, Prefix=iso.raw_prefix).get("Contents", [])
+        ]
+        resources = {
+            "s3": iso.resources()["s3"],
+            "landing": LandingResource(bucket=stack.bucket, raw_prefix=iso.raw_prefix),
+        }
+        with DagsterInstance.ephemeral() as instance:
+            result = observe([raw_vqe_results], instance=instance, resources=resources)
+            assert result.success
+            obs = result.asset_observations_for_node("raw_vqe_results")[0]
+        assert obs.metadata["files"].value == 3
+        assert obs.metadata["bytes"].value == sum(sizes)
+        assert obs.metadata["per_day"].value[now.date().isoformat()] == {"files": 3, "bytes": sum(sizes)}
+    finally:
+        iso.cleanup()
