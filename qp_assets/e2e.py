@@ -204,6 +204,19 @@ def iceberg_summary(settings: Settings, day: str, run_ids: list[str]) -> list[di
     return [{"run_id": r["run_id"], **{c: r[c] for c in cols}} for r in rows if r["run_id"] in wanted]
 
 
+def require_sink_connector(settings: Settings) -> list[str]:
+    """Names of the connectors registered in Kafka Connect; RuntimeError if none (nothing would land)."""
+    import httpx
+
+    names = httpx.get(f"{settings.kafka_connect_url}/connectors", timeout=10).json()
+    if not names:
+        raise RuntimeError(
+            f"Kafka Connect at {settings.kafka_connect_url} has no connector registered: results would never "
+            "land in S3 (register the S3 sink first)"
+        )
+    return list(names)
+
+
 def run_e2e(
     molecules: tuple[str, ...] = DEFAULT_MOLECULES,
     landing_timeout_s: float = 300.0,
@@ -222,6 +235,7 @@ def run_e2e(
     from qp_assets.sensors.kafka_offsets import dump_cursor, read_watermarks
 
     requests = molecule_requests(molecules)
+    require_sink_connector(settings)
     report = E2EReport(request_ids=[r["request_id"] for r in requests])
     started = _stamp(report, "stack_up", started, verbose)
 
