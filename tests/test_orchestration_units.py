@@ -251,3 +251,18 @@ def test_request_inputs_accepts_nested_and_flat_requests_and_names_bad_fields():
     with pytest.raises(ValueError, match="molecule"):
         request_inputs({"request_id": "c"})
     assert gpu_slots() >= 1
+
+
+def test_daily_schedule_requests_yesterday():
+    from dagster import build_schedule_context
+
+    from qp_assets.definitions import defs
+
+    schedule = defs.get_schedule_def("daily_feature_schedule")
+    ctx = build_schedule_context(
+        scheduled_execution_time=datetime(2026, 3, 2, 0, 30, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    requests = schedule.evaluate_tick(ctx).run_requests
+    assert [(r.partition_key, r.run_key) for r in requests] == [("2026-03-01", "daily:2026-03-01")]
+    assert schedule.cron_schedule == "30 0 * * *" and schedule.job_name == "feature_processing_job"
