@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     pair_ratio = statistics.median(b[0] / a[0] for a, b in zip(off, on, strict=True))
     print(f"\nwall-time overhead: {(wall_on / wall_off - 1) * 100:+.2f} % (medians), "
           f"{(pair_ratio - 1) * 100:+.2f} % (median of pair ratios)  (target < 5 %)")  # fmt: skip
-    print(f"CPU-time overhead:  {(cpu_on / cpu_off - 1) * 100:+.2f} % (medians; insensitive to other load)")
+    print(
+        f"CPU-time overhead:  {(cpu_on / cpu_off - 1) * 100:+.2f} % (medians; less sensitive to other load than wall time)"
+    )
     print(f"one monitor sample costs {sample_us:.1f} us on the sampler thread "
           f"({sample_us / (args.interval * 1e6) * 100:.4f} % of one core at this interval)")  # fmt: skip
     return 0

@@ -304,3 +304,37 @@ def test_pipeline_health_measured_from_real_kafka_and_s3(stack: Settings) -> Non
         admin.delete_consumer_groups([group])[group].result(timeout=30)
         for key in [*keys, keys[0].rsplit("/", 1)[0] + "/.tmp-upload"]:
             s3.delete_object(Bucket=stack.bucket, Key=key)
+
+
+@pytest.mark.timeout(90)
+def test_alert_rules_fire_for_bad_runs(stack: Settings) -> None:
+    """A run 5 mHa above exact that did not converge and one below exact trigger their alerts."""
+    exact = -1.137270174660903
+    above = vqe_record(run_id=f"test-alert-above-{uuid.uuid4().hex[:8]}", energies=(-1.12, exact + 0.005))
+    above["optimizer_result"]["success"] = False
+    below = vqe_record(run_id=f"test-alert-below-{uuid.uuid4().hex[:8]}", energies=(-1.12, exact - 0.001))
+    expected = {
+        ("VQEErrorAboveChemicalAccuracy", above["run_id"]),
+        ("VQEOptimizerDidNotConverge", above["run_id"]),
+        ("VQEBelowExactReference", below["run_id"]),
+    }
+    url = stack.prometheus_url.rstrip("/") + "/api/v1/alerts"
+    try:
+        assert metrics.push_vqe_metrics(above, stack.pushgateway_url)
+        assert metrics.push_vqe_metrics(below, stack.pushgateway_url)
+        deadline = time.monotonic() + 45
+        while True:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                alerts = json.loads(response.read())["data"]["alerts"]
+            active = {(a["labels"]["alertname"], a["labels"].get("run_id")): a for a in alerts}
+            if expected <= set(active) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        assert expected <= set(active), sorted(active)
+        assert float(active[("VQEErrorAboveChemicalAccuracy", above["run_id"])]["value"]) == pytest.approx(
+            5.0
+        )
+        assert ("VQEErrorAboveChemicalAccuracy", below["run_id"]) not in active  # |-1 mHa| < 1.6
+    finally:
+        metrics.delete_run_metrics(stack.pushgateway_url, above["run_id"])
+        metrics.delete_run_metrics(stack.pushgateway_url, below["run_id"])
