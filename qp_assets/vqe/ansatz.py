@@ -52,6 +52,13 @@ def initial_parameters(config: VQEConfig, num_parameters: int) -> np.ndarray:
 
 
 def ansatz_qasm3(circuit: QuantumCircuit) -> tuple[str, int]:
-    """OpenQASM 3 text of the parametrised circuit in a plain gate basis, and that circuit's depth."""
-    flat = transpile(circuit, basis_gates=QASM_BASIS, optimization_level=0)
+    """OpenQASM 3 text of the parametrised circuit in a plain gate basis, and that circuit's depth.
+
+    A circuit already in plain gates (e.g. the one transpiled for Aer) is exported as is.
+    """
+    plain = set(QASM_BASIS) | {"u", "barrier"}
+    if all(inst.operation.name in plain for inst in circuit.data):
+        flat = circuit
+    else:
+        flat = transpile(circuit, basis_gates=QASM_BASIS, optimization_level=0)
     return qasm3.dumps(flat), int(flat.depth())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import platform
@@ -30,14 +31,20 @@ log = logging.getLogger(__name__)
 _PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy")
 
 
-def package_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    return out
+    return tuple(out.items())
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the simulation stack (read once per process)."""
+    return dict(_package_versions())
 
 
 def molecule_record(molecule: Molecule) -> dict[str, Any]:
@@ -223,7 +230,7 @@ def run_vqe(
                 "%s: VQE energy %.8f is below the sector exact energy %.8f (state left the particle sector)",
                 molecule.name, final_energy, exact)  # fmt: skip
 
-    qasm, depth = ansatz_qasm3(ansatz)
+    qasm, depth = ansatz_qasm3(evaluator.transpiled_ansatz if config.shots is None else ansatz)
     snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
     total_energy = float(final_energy)
     if iterations and final_std is not None:

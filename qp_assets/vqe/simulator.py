@@ -121,6 +121,7 @@ class AerEnergyEvaluator:
             self.compiled = compiled or CompiledCircuit(ansatz, self.parameters)
             self.h_sparse = hamiltonian.to_matrix(sparse=True).tocsr()
             circ = transpile(ansatz, basis_gates=AER_BASIS, optimization_level=1)
+            self.transpiled_ansatz = circ.copy()  # without the save instruction (for QASM export)
             try:
                 self._runner = AerStateRunner(circ, self.parameters, method=method, device=device, seed=seed)
             except ValueError as exc:  # a gate AerState cannot replay: use AerSimulator.run
