@@ -3,9 +3,10 @@
 The exported DAG (real Definitions, real Airflow 3 in .qp/airflow-venv) materializes every feature asset
 of the golden day through the Dagster CLI, one task per asset, into an isolated bucket + Iceberg catalog
 (selected only through the Settings env vars QP_BUCKET / ICEBERG_CATALOG_URI / ICEBERG_WAREHOUSE).
-Then the Dagster job `feature_processing_job` runs the same partition; since each materialization
-overwrites exactly its day, the data tables must hold the same rows after both, and the counts must
-equal the golden expectation. The success mail of the sink task goes to a local aiosmtpd server.
+Then the Dagster job `feature_processing_job` runs the same partition on a Spark standalone master +
+worker (cluster mode, selected only by SPARK_MASTER); since each materialization overwrites exactly
+its day, the data tables must hold the same rows after both, and the counts must equal the golden
+expectation. The success mail of the sink task goes to a local aiosmtpd server.
 
 Slow: ten Dagster runs, each with its own Spark session (about 40 s each on an idle 2-core machine).
 """
@@ -158,7 +159,23 @@ def test_dags_test_runs_every_asset_task(airflow_day) -> None:
     assert "state=success" in output and "state=failed" not in output
 
 
-def test_airflow_rows_equal_dagster_run_rows(airflow_day) -> None:
+def _free_or(port: int) -> int:
+    from qp_assets.features.cluster import port_open
+
+    return _free_port() if port_open(port) else port
+
+
+def _completed_apps(webui_port: int) -> list[dict]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{webui_port}/json/", timeout=5) as resp:
+        return json.load(resp).get("completedapps", [])
+
+
+def test_dagster_job_on_spark_cluster_gives_airflow_rows(airflow_day) -> None:
+    """Parity + cluster mode: the Dagster job for the same day, on a Spark standalone master + worker
+    (selected only by SPARK_MASTER), leaves exactly the rows the Airflow run wrote."""
+    from qp_assets.features.cluster import start_local_cluster
     from qp_assets.features.golden import expected_rows, golden_files, records_of_day
     from qp_assets.features.transforms import DATA_TABLES
 
@@ -168,24 +185,38 @@ def test_airflow_rows_equal_dagster_run_rows(airflow_day) -> None:
     assert {t: len(v) for t, v in after_airflow.items()} == {t: expected[t] for t in DATA_TABLES}
     assert len(_rows("processing_metadata", day, settings)) == 1
 
-    dagster_run = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "dagster"),
-            "job",
-            "execute",
-            "-m",
-            "qp_assets.definitions",
-            "-j",
-            "feature_processing_job",
-            "--tags",
-            json.dumps({"dagster/partition": day.isoformat()}),
-        ],
-        env=airflow_day["env"],
-        capture_output=True,
-        text=True,
-        timeout=900,
+    cluster = start_local_cluster(
+        settings,
+        master_port=_free_or(7077),
+        master_webui_port=_free_or(8090),
+        worker_webui_port=_free_or(8091),
+        worker_memory="1g",
+        worker_cores=1,
     )
-    assert dagster_run.returncode == 0, dagster_run.stderr[-3000:]
+    try:
+        assert cluster.alive_workers() == 1
+        dagster_run = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "job",
+                "execute",
+                "-m",
+                "qp_assets.definitions",
+                "-j",
+                "feature_processing_job",
+                "--tags",
+                json.dumps({"dagster/partition": day.isoformat()}),
+            ],
+            env={**airflow_day["env"], "SPARK_MASTER": cluster.master_url},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert dagster_run.returncode == 0, dagster_run.stderr[-3000:]
+        apps = _completed_apps(cluster.master_webui_port)
+        assert len(apps) == 1, apps  # the job's Spark application ran on the standalone cluster
+    finally:
+        cluster.stop()
     after_dagster = {t: _rows(t, day, settings) for t in DATA_TABLES}
     for table in DATA_TABLES:
         assert after_dagster[table] == after_airflow[table], table
