@@ -47,6 +47,7 @@ def test_json_to_stdout_and_inline_molecule_in_bohr(capsys):
         (["-m", "LiH", "--active-space", "2,40"], "molecule LiH: field 'active_orbitals'"),
         (["-m", "H2", "--basis", "nope-basis"], "molecule H2: field 'basis'"),
         (["-m", "H2", "--device", "GPU"], "field 'device'"),
+        (["-m", "H2", "--basis", "cc-pvtz", "--ansatz", "puccd"], "molecule H2: field 'num_qubits' = 56"),
     ],
 )
 def test_bad_input_exits_2_with_one_clear_line(argv, needle, capsys):

@@ -21,6 +21,8 @@ from qp_assets.vqe.molecule import Molecule, canonical_symbol
 
 log = logging.getLogger(__name__)
 
+MAX_STATEVECTOR_QUBITS = 28  # statevector simulation limit (2^28 amplitudes = 4 GiB per vector)
+
 
 @dataclass
 class QubitProblem:
@@ -135,6 +137,12 @@ def build_problem(molecule: Molecule, config: VQEConfig) -> QubitProblem:
             f"molecule {molecule.name}: field 'active_space' ({config.active_electrons}, "
             f"{config.active_orbitals}) is invalid: {exc}"
         ) from None
+    n_qubits = 2 * int(problem.num_spatial_orbitals) - (2 if config.mapper == "parity" else 0)
+    if n_qubits > MAX_STATEVECTOR_QUBITS:  # refuse before building the (huge) qubit operator
+        raise InputError(
+            f"molecule {molecule.name}: field 'num_qubits' = {n_qubits} exceeds the simulator limit of "
+            f"{MAX_STATEVECTOR_QUBITS} qubits (basis {config.basis!r}; use --freeze-core or --active-space)"
+        )
     fermionic_op = problem.hamiltonian.second_q_op()
     energy_shift = float(sum(float(v) for v in problem.hamiltonian.constants.values()))
     num_particles = tuple(int(n) for n in problem.num_particles)

@@ -22,11 +22,11 @@ from qiskit.quantum_info import SparsePauliOp
 
 from qp_assets.vqe.aer_state_runner import AerStateRunner
 from qp_assets.vqe.errors import InputError
+from qp_assets.vqe.hamiltonian import MAX_STATEVECTOR_QUBITS
 from qp_assets.vqe.statevector_ops import CompiledCircuit
 
 log = logging.getLogger(__name__)
 
-MAX_STATEVECTOR_QUBITS = 28
 MEMORY_FRACTION = 0.8
 # Gates every Aer method supports natively; transpiling against this list (once per run) avoids building
 # the full Aer target, which alone costs ~1 s.
