@@ -8,6 +8,7 @@ socket that accepts and never answers (the shared PushGateway keeps running).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 
 from qp_assets.monitoring import dashboards, metrics, pipeline_metrics
+from qp_assets.monitoring.monitor import LivePusher, PerformanceMonitor
 from qp_assets.settings import Settings
 from tests.monitoring_helpers import vqe_record
 
@@ -48,7 +50,6 @@ def wait_for_series(settings: Settings, query: str, count: int = 1) -> list[dict
 
 def run_h2(pushgateway_url: str, timeout_s: float = 2.0):
     """One monitored H2 run + push; returns (result, run seconds, push seconds, pushed)."""
-    from qp_assets.monitoring.monitor import PerformanceMonitor
     from qp_assets.vqe.config import VQEConfig
     from qp_assets.vqe.molecule import load_molecules
     from qp_assets.vqe.runner import run_vqe
@@ -175,19 +176,26 @@ def test_pushgateway_outage_run_succeeds_within_normal_time_plus_timeout(h2_runs
 
 @pytest.mark.timeout(150)
 def test_every_dashboard_and_rule_metric_exists_in_prometheus(h2_runs) -> None:
-    """Real VQE runs (fixture) + pipeline health pushes; GPU gauges via a run record carrying NVML values
-    (the code path a GPU host takes; this machine has no GPU)."""
+    """Real VQE runs (fixture), a live-pushing monitor and pipeline health pushes; GPU gauges via a run
+    record carrying NVML values (the code path a GPU host takes; this machine has no GPU)."""
     settings, _runs = h2_runs
     day = "2000-01-01"  # test day, deleted again below
     gpu_snap = {"timestamp": int(time.time() * 1000), "cpu_percent": 50.0, "memory_percent": 40.0,
                 "process_rss_bytes": 300_000_000, "gpu_utilization_percent": 75.0, "gpu_memory_used_bytes": 2**31}  # fmt: skip
     gpu_run = vqe_record(run_id=f"test-gpu-{uuid.uuid4().hex[:8]}", snapshots=[gpu_snap])
     gpu_run["backend"]["device_used"] = "GPU"
+    live = PerformanceMonitor(
+        interval_s=0.2, push_url=settings, push_every_s=0.2, live_labels={"molecule": "H2"}
+    )
+    live_key = {"job": "quantum_pipeline_live", "host": socket.gethostname(), "pid": str(os.getpid())}
     try:
+        live.start()
         assert metrics.push_vqe_metrics(gpu_run, settings.pushgateway_url)
+        gpu_live = LivePusher(settings, {"molecule": "H2"}, grouping_key={"host": "gpu-test", "pid": "0"})
+        assert gpu_live.push(gpu_snap)
         assert pipeline_metrics.push_pipeline_metrics(
             settings, kafka_lag={("connect-qp-test", "vqe_result_v3.test"): 7}, landed_files=3, landed_bytes=4096,
-            feature_rows={"vqe_results": 3, "vqe_iterations": 42}, day=day,
+            feature_rows={"vqe_results": 3, "vqe_iterations": 42}, day=day, source="test",
         )  # fmt: skip
         refs = dashboards.referenced_metrics()
         deadline = time.monotonic() + SCRAPE_WAIT_S
@@ -203,14 +211,26 @@ def test_every_dashboard_and_rule_metric_exists_in_prometheus(h2_runs) -> None:
         assert float(rows[0]["value"][1]) == 42
         lag = wait_for_series(settings, 'quantum_pipeline_kafka_lag{consumer_group="connect-qp-test"}')
         assert float(lag[0]["value"][1]) == 7 and lag[0]["metric"]["job"] == "quantum_pipeline_health"
+        rss = wait_for_series(
+            settings, f'quantum_live_process_rss_bytes{{pid="{os.getpid()}",molecule="H2"}}'
+        )
+        sampled = [s["process_rss_bytes"] for s in live.snapshots()]
+        assert min(sampled) <= float(rss[0]["value"][1]) <= max(sampled)
+        assert any(g["labels"] == live_key for g in metrics.list_groups(settings))
+        live.stop()
+        assert not any(g["labels"] == live_key for g in metrics.list_groups(settings))  # deleted at stop
         gpu = prom_query(settings, f'quantum_gpu_utilization_percent{{run_id="{gpu_run["run_id"]}"}}')
         assert float(gpu[0]["value"][1]) == 75.0 and gpu[0]["metric"]["device"] == "GPU"
     finally:
+        live.stop()
+        metrics.delete_group(settings, {"host": "gpu-test", "pid": "0"}, job="quantum_pipeline_live")
         metrics.delete_run_metrics(settings.pushgateway_url, gpu_run["run_id"])
         for component in ("landing", "features"):
-            metrics.delete_group(settings.pushgateway_url, {"component": component, "day": day},
+            metrics.delete_group(settings.pushgateway_url, {"component": component, "day": day, "source": "test"},
                                  job=pipeline_metrics.JOB)  # fmt: skip
-        metrics.delete_group(settings.pushgateway_url, {"component": "kafka"}, job=pipeline_metrics.JOB)
+        metrics.delete_group(
+            settings.pushgateway_url, {"component": "kafka", "source": "test"}, job=pipeline_metrics.JOB
+        )
 
 
 @pytest.mark.timeout(60)

@@ -298,3 +298,17 @@ def test_cli_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0 not exported" in capsys.readouterr().out
     assert main(["cleanup", "--older-than", "soon"]) == 2
     assert main(["push-pipeline", "--days", "0"]) == 2
+
+
+def test_live_push_outage_never_reaches_the_run() -> None:
+    url = f"127.0.0.1:{_closed_port()}"
+    mon = PerformanceMonitor(interval_s=0.05, push_url=url, push_every_s=0.05, live_labels={"molecule": "H2"})
+    with mon:
+        time.sleep(0.3)
+    t0 = time.monotonic()
+    mon.stop()
+    assert time.monotonic() - t0 < 0.05
+    assert len(mon.snapshots()) >= 3
+    assert mon._live is not None and mon._live.pushed is False
+    with pytest.raises(ValueError, match="live_labels"):
+        PerformanceMonitor(push_url=url, live_labels={"pid": "1"})

@@ -363,6 +363,66 @@ panel(
     unit="bytes",
 )
 y += 8
+panel(
+    "timeseries",
+    "Runs in progress: CPU and memory (%)",
+    "Live samples pushed by PerformanceMonitor(push_url=...) while a VQE runs (job quantum_pipeline_live; the group is deleted when the run ends).",
+    [
+        target(
+            "max by (host, pid, molecule) (quantum_live_cpu_percent)",
+            "CPU {{host}}:{{pid}} {{molecule}}",
+            "A",
+        ),
+        target(
+            "max by (host, pid, molecule) (quantum_live_memory_percent)",
+            "memory {{host}}:{{pid}} {{molecule}}",
+            "B",
+        ),
+        target(
+            "max by (host, pid, molecule) (quantum_live_gpu_utilization_percent)",
+            "GPU {{host}}:{{pid}} {{molecule}}",
+            "C",
+        ),
+    ],
+    {"h": 8, "w": 12, "x": 0, "y": y},
+    unit="percent",
+)
+panel(
+    "timeseries",
+    "Runs in progress: memory (bytes)",
+    "Live process RSS and GPU memory of running VQE processes; sample age in seconds in the legend table.",
+    [
+        target(
+            "max by (host, pid, molecule) (quantum_live_process_rss_bytes)",
+            "RSS {{host}}:{{pid}} {{molecule}}",
+            "A",
+        ),
+        target(
+            "max by (host, pid, molecule) (quantum_live_gpu_memory_used_bytes)",
+            "GPU {{host}}:{{pid}} {{molecule}}",
+            "B",
+        ),
+        target(
+            "time() - max by (host, pid, molecule) (quantum_live_timestamp_seconds)",
+            "age s {{host}}:{{pid}}",
+            "C",
+        ),
+    ],
+    {"h": 8, "w": 12, "x": 12, "y": y},
+    unit="bytes",
+    extra={
+        "fieldConfig": {
+            "defaults": {"unit": "bytes"},
+            "overrides": [
+                {
+                    "matcher": {"id": "byFrameRefID", "options": "C"},
+                    "properties": [{"id": "unit", "value": "s"}],
+                }
+            ],
+        }
+    },
+)
+y += 8
 row("GPU", y)
 y += 1
 panel(

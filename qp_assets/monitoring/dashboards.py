@@ -138,11 +138,14 @@ def missing_metrics(prometheus_url: str) -> dict[str, list[str]]:
 
 
 def exported_metric_names() -> set[str]:
-    """Names the platform's code can export (VQE + pipeline health, histogram series expanded, ``up``)."""
+    """Names the platform's code can export (VQE, live, pipeline health; histogram series expanded; ``up``)."""
     from qp_assets.monitoring.metrics import VQE_METRICS
+    from qp_assets.monitoring.monitor import LIVE_METRICS
     from qp_assets.monitoring.pipeline_metrics import PIPELINE_METRICS
 
-    names = {"up", "push_time_seconds", "push_failure_time_seconds"} | set(PIPELINE_METRICS)
+    names = (
+        {"up", "push_time_seconds", "push_failure_time_seconds"} | set(PIPELINE_METRICS) | set(LIVE_METRICS)
+    )
     for name, (kind, _help) in VQE_METRICS.items():
         names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"} if kind == "histogram" else {name}
     return names

@@ -17,7 +17,11 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
+import os
+import re
+import socket
 import threading
+import time
 from types import TracebackType
 from typing import Any
 
@@ -115,13 +119,31 @@ class PerformanceMonitor:
     ``interval_s`` after start and once at stop, so even runs shorter than ``interval_s`` have a snapshot. At most
     ``max_snapshots`` are kept (oldest dropped). ``cpu_percent`` of a sample is the system-wide CPU use
     since the previous sample.
+
+    Live metrics (optional): with ``push_url`` (PushGateway ``host:port``/URL or Settings), the sampler
+    thread also pushes the latest sample every ``push_every_s`` seconds as ``quantum_live_*`` gauges to
+    the group ``job=quantum_pipeline_live, host=<hostname>, pid=<pid>`` with ``live_labels`` (e.g.
+    ``{"molecule": "H2"}``) as labels, and deletes that group on stop. Pushes run on the sampler thread with
+    a bounded timeout; an outage is logged once and never reaches the monitored code.
     """
 
-    def __init__(self, interval_s: float = 1.0, *, max_snapshots: int = 10_000) -> None:
+    def __init__(
+        self,
+        interval_s: float = 1.0,
+        *,
+        max_snapshots: int = 10_000,
+        push_url: Any = None,
+        push_every_s: float = 15.0,
+        live_labels: dict[str, str] | None = None,
+    ) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s must be > 0 seconds, got {interval_s!r}")
         if max_snapshots < 2:
             raise ValueError(f"max_snapshots must be >= 2, got {max_snapshots!r}")
+        if not push_every_s > 0:
+            raise ValueError(f"push_every_s must be > 0 seconds, got {push_every_s!r}")
+        self._live = LivePusher(push_url, live_labels or {}) if push_url is not None else None
+        self.push_every_s = float(push_every_s)
         self.interval_s = float(interval_s)
         self._snapshots: collections.deque[dict[str, Any]] = collections.deque(maxlen=max_snapshots)
         self._lock = threading.Lock()
@@ -162,6 +184,8 @@ class PerformanceMonitor:
             self._record()
             if self._gpu is not None:
                 self._gpu.close()
+            if self._live is not None:
+                self._live.finish()
         return self.snapshots()
 
     def __enter__(self) -> PerformanceMonitor:
@@ -216,8 +240,106 @@ class PerformanceMonitor:
                 self._snapshots.append(snap)
 
     def _loop(self) -> None:
+        last_push = float("-inf")
         while not self._stop.wait(self.interval_s):
             self._record()
+            if self._live is not None and time.monotonic() - last_push >= self.push_every_s:
+                last_push = time.monotonic()
+                with self._lock:
+                    latest = dict(self._snapshots[-1]) if self._snapshots else None
+                if latest is not None:
+                    self._live.push(latest)
+
+
+LIVE_JOB = "quantum_pipeline_live"
+LIVE_METRICS = {
+    "quantum_live_cpu_percent": ("cpu_percent", "System-wide CPU use of a host with a running VQE (%)."),
+    "quantum_live_memory_percent": (
+        "memory_percent",
+        "System-wide memory use of a host with a running VQE (%).",
+    ),
+    "quantum_live_process_rss_bytes": (
+        "process_rss_bytes",
+        "Resident memory of a running VQE process (bytes).",
+    ),
+    "quantum_live_gpu_utilization_percent": (
+        "gpu_utilization_percent",
+        "GPU utilisation during a running VQE (%).",
+    ),
+    "quantum_live_gpu_memory_used_bytes": (
+        "gpu_memory_used_bytes",
+        "GPU memory used during a running VQE (bytes).",
+    ),
+    "quantum_live_timestamp_seconds": ("timestamp", "When the live sample was taken (unix seconds)."),
+}
+
+
+class LivePusher:
+    """Pushes live samples of one monitored process to ``job=quantum_pipeline_live, host, pid``."""
+
+    def __init__(
+        self,
+        push_url: Any,
+        labels: dict[str, str],
+        timeout_s: float = 2.0,
+        grouping_key: dict[str, str] | None = None,
+    ) -> None:
+        from qp_assets.monitoring.metrics import gateway_url
+
+        self.url = gateway_url(push_url)
+        self.labels = {_label_name(k): str(v) for k, v in labels.items()}
+        self.grouping_key = grouping_key or {"host": socket.gethostname(), "pid": str(os.getpid())}
+        self.timeout_s = timeout_s
+        self.pushed = False
+        self.last_ok = False
+
+    def push(self, snapshot: dict[str, Any]) -> bool:
+        from prometheus_client import CollectorRegistry, Gauge
+        from prometheus_client.exposition import push_to_gateway
+
+        from qp_assets.monitoring.metrics import _bounded, _note_outage, _note_success
+
+        registry = CollectorRegistry()
+        names = list(self.labels)
+        for name, (key, help_text) in LIVE_METRICS.items():
+            value = snapshot.get(key)
+            if value is None:
+                continue
+            if key == "timestamp":
+                value = value / 1000.0
+            Gauge(name, help_text, names, registry=registry).labels(**self.labels).set(float(value))
+
+        def go() -> None:
+            push_to_gateway(self.url, job=LIVE_JOB, registry=registry, grouping_key=self.grouping_key,
+                            timeout=self.timeout_s)  # fmt: skip
+
+        try:
+            _bounded(go, self.timeout_s)
+        except Exception as exc:  # noqa: BLE001 - never disturb the monitored run
+            _note_outage(self.url, exc)
+            self.last_ok = False
+            return False
+        _note_success()
+        self.pushed = self.last_ok = True
+        return True
+
+    def finish(self) -> None:
+        """Delete the live group (only if the last push worked, so an outage costs the run nothing)."""
+        if not (self.pushed and self.last_ok):
+            return
+        from qp_assets.monitoring.metrics import _bounded, delete_group
+
+        try:
+            _bounded(lambda: delete_group(self.url, self.grouping_key, job=LIVE_JOB, timeout_s=0.5), 0.5)
+        except Exception as exc:  # noqa: BLE001 - leftover live groups are removed by cleanup
+            log.debug("could not delete live metrics group %s: %s", self.grouping_key, exc)
+
+
+def _label_name(key: str) -> str:
+    name = re.sub(r"[^a-zA-Z0-9_]", "_", str(key))
+    if not name or name[0].isdigit() or name.startswith("__") or name in ("host", "pid", "job"):
+        raise ValueError(f"live_labels: {key!r} is not a usable Prometheus label name")
+    return name
 
 
 def summarize_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, float | None]:

@@ -1,7 +1,7 @@
 """Pipeline health gauges for the PushGateway: Kafka consumer lag, landed files per day, feature rows per day.
 
-Pushed under ``job="quantum_pipeline_health"``, one PushGateway group per component (and day), so
-pushing one component never wipes another:
+Pushed under ``job="quantum_pipeline_health"``, one PushGateway group per component (and day) and
+``source`` (default ``qp``), so pushing one component never wipes another:
 
 - ``component=kafka``: ``quantum_pipeline_kafka_lag{consumer_group, topic}`` (messages not yet consumed,
   summed over partitions), e.g. the Kafka Connect S3 sink's group ``connect-<connector>``.
@@ -83,6 +83,7 @@ def push_pipeline_metrics(
     day: dt.date | str | None = None,
     landed_bytes: int | None = None,
     consumer_group: str = "all",
+    source: str = "qp",
     timeout_s: float = 2.0,
 ) -> bool:
     """Push the given pipeline health values; None values are skipped. True when every push succeeded.
@@ -90,7 +91,8 @@ def push_pipeline_metrics(
     ``url``: PushGateway ``host:port``/URL or Settings-like object. ``kafka_lag``: total lag (int), lag per
     topic (``{topic: lag}``, labelled ``consumer_group``) or per ``{(consumer_group, topic): lag}``.
     ``landed_files``/``landed_bytes``: for ``day``. ``feature_rows``: ``{table: rows}`` for ``day``.
-    ``day``: date or 'YYYY-MM-DD' (default: today UTC). Never raises on an outage (returns False).
+    ``day``: date or 'YYYY-MM-DD' (default: today UTC). ``source`` is part of the grouping key (pushers
+    with different sources never replace each other's values). Never raises on an outage (returns False).
     """
     base = gateway_url(url)
     ok = True
@@ -108,7 +110,7 @@ def push_pipeline_metrics(
                 gauge.labels(consumer_group=str(group), topic=str(topic)).set(int(lag))
         else:
             gauge.labels(consumer_group=consumer_group, topic="all").set(int(kafka_lag))
-        ok &= _push(base, {"component": "kafka"}, registry, timeout_s)
+        ok &= _push(base, {"component": "kafka", "source": source}, registry, timeout_s)
     if landed_files is not None or landed_bytes is not None:
         label = _day_label(day)
         registry = CollectorRegistry()
@@ -122,7 +124,7 @@ def push_pipeline_metrics(
                 "quantum_pipeline_landed_bytes", PIPELINE_METRICS["quantum_pipeline_landed_bytes"], ["day"],
                 registry=registry,
             ).labels(day=label).set(int(landed_bytes))  # fmt: skip
-        ok &= _push(base, {"component": "landing", "day": label}, registry, timeout_s)
+        ok &= _push(base, {"component": "landing", "day": label, "source": source}, registry, timeout_s)
     if feature_rows is not None:
         label = _day_label(day)
         registry = CollectorRegistry()
@@ -134,7 +136,7 @@ def push_pipeline_metrics(
         )
         for table, rows in feature_rows.items():
             gauge.labels(day=label, table=str(table)).set(int(rows))
-        ok &= _push(base, {"component": "features", "day": label}, registry, timeout_s)
+        ok &= _push(base, {"component": "features", "day": label, "source": source}, registry, timeout_s)
     return bool(ok)
 
 
