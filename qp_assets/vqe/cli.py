@@ -166,8 +166,15 @@ def _optional(module: str, what: str):
         raise RuntimeError(f"{what} is not available ({module}: {exc})") from None
 
 
+_CHATTY_LOGGERS = ("qiskit", "qiskit_nature", "qiskit_aer", "pyscf", "stevedore")
+
+
 def run_command(args: argparse.Namespace) -> int:
     from qp_assets.vqe.runner import run_vqe
+
+    if not getattr(args, "verbose", False):  # library INFO logs (transpiler passes, PySCF) only with -v
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     try:
         molecule = molecule_from_args(args)
