@@ -182,6 +182,11 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
             [str(BIN / "dagster"), "sensor", "cursor", "kafka_vqe_request_sensor", "--set", cursor, "-m", "qp_assets.definitions"],
             cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        # a stored cursor creates the sensor's state as STOPPED: start it explicitly
+        subprocess.run(
+            [str(BIN / "dagster"), "sensor", "start", "kafka_vqe_request_sensor", "-m", "qp_assets.definitions"],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
         daemon = subprocess.Popen(
