@@ -64,6 +64,27 @@ def check_basis(molecule: Molecule, basis: str) -> None:
             )
 
 
+def _driver_class():
+    """PySCFDriver that writes no checkpoint file (PySCF dumps one per SCF cycle by default)."""
+    from qiskit_nature.second_q.drivers import PySCFDriver
+
+    class NoCheckpointPySCFDriver(PySCFDriver):
+        def run_pyscf(self) -> None:  # documented extension point of PySCFDriver
+            from pyscf import scf
+
+            self._build_molecule()
+            self._calc = getattr(scf, self.method.value.upper())(self._mol)
+            self._calc.chkfile = None
+            self._calc.conv_tol = self._conv_tol
+            self._calc.max_cycle = self._max_cycle
+            self._calc.init_guess = self._init_guess
+            self._calc.kernel()
+            if not self._calc.converged:
+                log.warning("PySCF SCF did not converge (e_tot %.8f)", self._calc.e_tot)
+
+    return NoCheckpointPySCFDriver
+
+
 def make_mapper(name: str, num_particles: tuple[int, int]):
     from qiskit_nature.second_q.mappers import BravyiKitaevMapper, ParityMapper
 
@@ -79,13 +100,13 @@ def make_mapper(name: str, num_particles: tuple[int, int]):
 def build_problem(molecule: Molecule, config: VQEConfig) -> QubitProblem:
     """Run PySCF (RHF, or ROHF for open shells), apply frozen core / active space, map to qubits."""
     from pyscf import lib as pyscf_lib
-    from qiskit_nature.second_q.drivers import MethodType, PySCFDriver
+    from qiskit_nature.second_q.drivers import MethodType
     from qiskit_nature.second_q.transformers import ActiveSpaceTransformer, FreezeCoreTransformer
     from qiskit_nature.units import DistanceUnit
 
     check_basis(molecule, config.basis)
     t0 = time.perf_counter()
-    driver = PySCFDriver(
+    driver = _driver_class()(
         atom=molecule.pyscf_atom(),
         unit=DistanceUnit.ANGSTROM,
         charge=molecule.charge,
@@ -96,7 +117,8 @@ def build_problem(molecule: Molecule, config: VQEConfig) -> QubitProblem:
     threads = pyscf_lib.num_threads()
     pyscf_lib.num_threads(1)  # tiny SCF problems: threads only add contention on shared machines
     try:
-        problem = driver.run()
+        driver.run_pyscf()
+        problem = driver.to_problem(include_dipole=False)
     except Exception as exc:  # noqa: BLE001
         raise InputError(
             f"molecule {molecule.name}: PySCF failed for basis {config.basis!r}, charge {molecule.charge}, "
