@@ -351,6 +351,35 @@ def test_compose_dagster_instance_config_validates(tmp_path: Path, monkeypatch) 
     }
 
 
+def test_compose_grafana_uses_repo_provisioning(compose_model: dict) -> None:
+    grafana = ROOT / "infra" / "grafana"
+    if not grafana.exists():
+        pytest.skip("infra/grafana (monitoring) not in this checkout")
+    mounts = {
+        v["target"]: Path(v["source"])
+        for v in compose_model["services"]["grafana"]["volumes"]
+        if v["type"] == "bind"
+    }
+    provider = yaml.safe_load((grafana / "provisioning/dashboards/quantum_pipeline.yaml").read_text())
+    dashboards_path = provider["providers"][0]["options"]["path"]
+    assert mounts[dashboards_path] == grafana / "dashboards"
+    assert mounts["/etc/grafana/provisioning/dashboards"] == grafana / "provisioning/dashboards"
+    assert mounts["/etc/grafana/provisioning/alerting"] == grafana / "provisioning/alerting"
+    repo_ds = yaml.safe_load((grafana / "provisioning/datasources/prometheus.yaml").read_text())[
+        "datasources"
+    ][0]
+    compose_ds = yaml.safe_load(
+        (mounts["/etc/grafana/provisioning/datasources"] / "prometheus.yaml").read_text()
+    )
+    compose_ds = compose_ds["datasources"][0]
+    assert (compose_ds["uid"], compose_ds["name"], compose_ds["type"]) == (
+        repo_ds["uid"],
+        repo_ds["name"],
+        repo_ds["type"],
+    )
+    assert compose_ds["url"] == "http://prometheus:9090"
+
+
 def test_compose_prometheus_scrapes_pushgateway() -> None:
     prom = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
