@@ -1,0 +1,144 @@
+"""Kafka Connect: build/install the S3 Avro sink plugin and create its connector idempotently.
+
+``qp stack up`` calls :func:`install_plugins` before starting Connect and :func:`ensure_connectors` once
+Connect answers. The plugin is our own (``infra/connect/s3-avro-sink``, Java, Maven Central deps only):
+Confluent's S3 sink is not on Maven Central, and Aiven's needs Confluent's Avro converter, which is not
+either. Connector settings come from ``Settings`` and two environment variables:
+
+- ``QP_SINK_FLUSH_SIZE`` (default 100): records per landed file;
+- ``QP_SINK_ROTATE_INTERVAL_MS`` (default 10000): a file open this long is closed and uploaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from qp_assets.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+PLUGIN_SOURCE = PROJECT_ROOT / "infra" / "connect" / "s3-avro-sink"
+CONNECTORS_DIR = PROJECT_ROOT / "infra" / "connect" / "connectors"
+PLUGIN_NAME = "qp-s3-avro-sink"
+SINK_CONNECTOR = "qp-s3-avro-sink"
+
+
+class ConnectError(RuntimeError):
+    """The plugin could not be built or the connector is not running."""
+
+
+def source_digest(source: Path = PLUGIN_SOURCE) -> str:
+    """Hash of the plugin's pom and sources: the build cache key."""
+    digest = hashlib.sha256()
+    for path in sorted([source / "pom.xml", *(source / "src" / "main").rglob("*")]):
+        if path.is_file():
+            digest.update(str(path.relative_to(source)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def install_plugins(plugin_dir: Path, source: Path = PLUGIN_SOURCE) -> Path:
+    """Build the sink plugin (only when its sources changed) and install it into ``plugin_dir/<name>/``."""
+    target = plugin_dir / PLUGIN_NAME
+    marker = target / ".source-digest"
+    digest = source_digest(source)
+    if marker.exists() and marker.read_text() == digest:
+        return target
+    log.info("building the S3 Avro sink plugin (%s)", source)
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ConnectError("mvn not found on PATH: Maven is needed to build the Connect sink plugin")
+    proc = subprocess.run(
+        [mvn, "-B", "-q", "-DskipTests", "package"],
+        cwd=source,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MAVEN_OPTS": os.environ.get("MAVEN_OPTS", "-XX:TieredStopAtLevel=1")},
+    )
+    if proc.returncode != 0:
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+        raise ConnectError("building the sink plugin failed:\n" + "\n".join(tail))
+    jars = [*(source / "target").glob(f"{PLUGIN_NAME}-*.jar"), *(source / "target" / "plugin").glob("*.jar")]
+    staging = plugin_dir / f".{PLUGIN_NAME}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for jar in jars:
+        if not jar.name.startswith(("kafka-", "connect-", "slf4j-")):  # Connect provides these
+            shutil.copy2(jar, staging / jar.name)
+    (staging / ".source-digest").write_text(digest)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    log.info("installed %d jars into %s", len(list(target.glob("*.jar"))), target)
+    return target
+
+
+def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str, str]:
+    """The connector's config with endpoints and credentials rendered from ``settings``."""
+    template = json.loads((CONNECTORS_DIR / f"{name}.json").read_text())
+    values = {
+        "bucket": settings.bucket,
+        "s3_endpoint_url": settings.s3_endpoint_url,
+        "aws_region": settings.aws_region,
+        "aws_access_key_id": settings.aws_access_key_id,
+        "aws_secret_access_key": settings.aws_secret_access_key,
+        "schema_registry_url": settings.schema_registry_url,
+        "flush_size": os.environ.get("QP_SINK_FLUSH_SIZE", "100"),
+        "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "10000"),
+    }
+    rendered = {}
+    for key, value in template.items():
+        text = str(value)
+        for name_, val in values.items():
+            text = text.replace("{" + name_ + "}", str(val))
+        rendered[key] = text
+    return rendered
+
+
+def connector_status(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str, Any] | None:
+    resp = httpx.get(f"{settings.kafka_connect_url}/connectors/{name}/status", timeout=10)
+    return None if resp.status_code == 404 else resp.raise_for_status().json()
+
+
+def ensure_connectors(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Create or update every connector under infra/connect/connectors (PUT is idempotent); wait for RUNNING."""
+    for path in sorted(CONNECTORS_DIR.glob("*.json")):
+        name = path.stem
+        config = connector_config(settings, name)
+        resp = httpx.put(f"{settings.kafka_connect_url}/connectors/{name}/config", json=config, timeout=30)
+        if resp.status_code >= 400:
+            raise ConnectError(
+                f"connector {name}: Connect refused its config (HTTP {resp.status_code}): {resp.text}"
+            )
+        wait_running(settings, name, timeout_s)
+
+
+def wait_running(settings: Settings, name: str = SINK_CONNECTOR, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until the connector and all its tasks are RUNNING; raise with the task's trace if one FAILED."""
+    deadline = time.monotonic() + timeout_s
+    status: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        status = connector_status(settings, name)
+        if status:
+            tasks = status.get("tasks", [])
+            failed = [t for t in tasks if t.get("state") == "FAILED"]
+            if failed:
+                trace = (failed[0].get("trace") or "").strip().splitlines()[:3]
+                raise ConnectError(f"connector {name} task {failed[0].get('id')} FAILED: {' | '.join(trace)}")
+            if (
+                status["connector"]["state"] == "RUNNING"
+                and tasks
+                and all(t["state"] == "RUNNING" for t in tasks)
+            ):
+                return status
+        time.sleep(1)
+    raise ConnectError(f"connector {name} not RUNNING within {timeout_s:.0f} s (last status: {status})")
