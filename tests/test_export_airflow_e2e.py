@@ -165,11 +165,13 @@ def _free_or(port: int) -> int:
     return _free_port() if port_open(port) else port
 
 
-def _completed_apps(webui_port: int) -> list[dict]:
+def _cluster_apps(webui_port: int) -> list[dict]:
+    """Applications the standalone master has seen (active ones finish registering a moment after exit)."""
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{webui_port}/json/", timeout=5) as resp:
-        return json.load(resp).get("completedapps", [])
+        status = json.load(resp)
+    return status.get("completedapps", []) + status.get("activeapps", [])
 
 
 def test_dagster_job_on_spark_cluster_gives_airflow_rows(airflow_day) -> None:
@@ -213,7 +215,7 @@ def test_dagster_job_on_spark_cluster_gives_airflow_rows(airflow_day) -> None:
             timeout=900,
         )
         assert dagster_run.returncode == 0, dagster_run.stderr[-3000:]
-        apps = _completed_apps(cluster.master_webui_port)
+        apps = _cluster_apps(cluster.master_webui_port)
         assert len(apps) == 1, apps  # the job's Spark application ran on the standalone cluster
     finally:
         cluster.stop()
