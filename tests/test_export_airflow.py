@@ -81,7 +81,8 @@ def test_generated_dags_load_in_airflow(airflow_python: Path, tmp_path: Path) ->
     got = {task_id: task["upstream"] for task_id, task in feature["tasks"].items()}
     assert got == _expected_edges(defs)
     assert got["processing_metadata"] == ["molecules", "vqe_iterations"]
-    assert feature["schedule"] == "@daily" and feature["catchup"] is False
+    assert feature["timetable"] == "CronDataIntervalTimetable" and feature["timetable_summary"] == "0 0 * * *"
+    assert feature["timetable_timezone"] in ("UTC", "Timezone('UTC')") and feature["catchup"] is False
     assert feature["start_date"] == "2026-01-01T00:00:00+00:00"
     assert feature["default_args"]["retries"] == 3
     assert feature["default_args"]["retry_delay_s"] == 1200.0

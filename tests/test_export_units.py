@@ -140,6 +140,11 @@ def test_bad_options_are_named(tmp_path: Path) -> None:
         export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(email=("nobody",)))
     with pytest.raises(ExportError, match="retries must be >= 0, got -1"):
         export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(retries=-1))
+    with pytest.raises(
+        ExportError, match="schedule: expected a 5-field cron expression or @daily, got 'daily'"
+    ):
+        export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(schedule="daily"))
+    assert AirflowExportOptions(schedule="@daily").cron == "0 0 * * *"
 
 
 def test_rendered_feature_dag_settings(tmp_path: Path) -> None:
@@ -150,7 +155,7 @@ def test_rendered_feature_dag_settings(tmp_path: Path) -> None:
     for needle in (
         "from airflow.sdk import DAG",
         "from airflow.providers.standard.operators.bash import BashOperator",
-        "schedule='@daily'",
+        "schedule=CronDataIntervalTimetable('0 0 * * *', timezone='UTC')",
         "catchup=False",
         '"retries": 3',
         "dt.timedelta(minutes=20.0)",

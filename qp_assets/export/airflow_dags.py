@@ -2,7 +2,7 @@
 
 Two DAGs are written:
 
-* ``quantum_feature_processing``: daily, one BashOperator per exported feature asset in the asset
+* ``quantum_feature_processing``: daily (data-interval timetable, so ``ds`` is the finished day), one BashOperator per exported feature asset in the asset
   graph's dependency order; each task runs ``dagster asset materialize -m <module> --select <key>
   --partition {{ ds }}`` so Dagster stays the single implementation of every table.
 * ``vqe_batch_generation``: manually triggered (or on a configurable schedule); submits the VQE
@@ -54,7 +54,7 @@ class AirflowExportOptions:
     smtp_conn_id: str = "smtp_default"
     retries: int = 3
     retry_delay_minutes: float = 20.0
-    schedule: str = "@daily"
+    schedule: str = "0 0 * * *"
     catchup: bool = False
     module: str = DEFAULT_MODULE
     job: str | None = None
@@ -80,8 +80,17 @@ class AirflowExportOptions:
         for address in self.email:
             if "@" not in address or any(c.isspace() for c in address):
                 raise ExportError(f"email: not an e-mail address: {address!r}")
-        if not self.schedule.strip():
-            raise ExportError("schedule must not be empty")
+        if len(self.cron.split()) != 5:
+            raise ExportError(
+                f"schedule: expected a 5-field cron expression or @daily, got {self.schedule!r}"
+            )
+
+    @property
+    def cron(self) -> str:
+        """The feature DAG's cron (``@daily`` -> ``0 0 * * *``)."""
+        return {"@daily": "0 0 * * *", "@midnight": "0 0 * * *"}.get(
+            self.schedule.strip(), self.schedule.strip()
+        )
 
 
 def _py(value: object) -> str:
@@ -114,7 +123,7 @@ import datetime as dt
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG
+from airflow.sdk import DAG, CronDataIntervalTimetable
 
 PROJECT_DIR = {project_dir}
 TASK_ENV = {task_env}
@@ -192,13 +201,16 @@ def render_feature_dag(
         "",
         "def materialize(selection: str) -> str:",
         '    """Shell command materializing one asset for the run\'s logical date (daily partition key = ds)."""',
-        '    return f"{DAGSTER} asset materialize -m {MODULE} --select {selection} --partition {{{{ ds }}}}{EXTRA}"',
+        '    prepare = \'mkdir -p "$DAGSTER_HOME" && \' if "DAGSTER_HOME" in TASK_ENV else ""',
+        '    return f"{prepare}{DAGSTER} asset materialize -m {MODULE} --select {selection} --partition {{{{ ds }}}}{EXTRA}"',
         "",
         "",
         "with DAG(",
         f"    dag_id={_py(FEATURE_DAG_ID)},",
         '    description="Materialize the daily-partitioned Iceberg feature assets through Dagster",',
-        f"    schedule={_py(options.schedule)},",
+        # Data-interval semantics: the run for day D starts after D ends and its logical date (ds) is D,
+        # i.e. the complete day partition (Airflow 3's plain cron default would pass the run time instead).
+        f"    schedule=CronDataIntervalTimetable({_py(options.cron)}, timezone='UTC'),",
         f"    start_date=dt.datetime({start_date.year}, {start_date.month}, {start_date.day}, tzinfo=dt.timezone.utc),",
         f"    catchup={options.catchup},",
         "    max_active_runs=1,",

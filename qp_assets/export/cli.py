@@ -93,7 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--retry-delay-minutes", type=float, default=20.0, help="minutes between retries (default 20)"
     )
-    p.add_argument("--schedule", default="@daily", help="feature DAG schedule (default @daily)")
+    p.add_argument("--schedule", default="@daily", help="feature DAG cron (default @daily = 0 0 * * * UTC)")
     p.add_argument("--module", default=DEFAULT_MODULE, help="module holding the Dagster Definitions `defs`")
     sel = p.add_mutually_exclusive_group()
     sel.add_argument(

@@ -61,6 +61,10 @@ def describe(dags_dir: str) -> dict:
             "schedule": str(getattr(dag, "schedule", None))
             if getattr(dag, "schedule", None) is not None
             else None,
+            "timetable": type(dag.timetable).__name__,
+            "timetable_summary": getattr(dag.timetable, "summary", None)
+            or getattr(dag.timetable, "expression", None),
+            "timetable_timezone": str(getattr(dag.timetable, "timezone", "")),
             "catchup": dag.catchup,
             "start_date": dag.start_date.isoformat() if dag.start_date else None,
             "max_active_runs": dag.max_active_runs,
