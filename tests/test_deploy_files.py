@@ -113,6 +113,8 @@ def test_dockerfile_lint(variant: str) -> None:
     installs = re.findall(r'pip install [^&]*?"?\.\[([a-z,]+)\]"?', runs)
     assert installs, f"{path.name}: no `pip install .[extra]`"
     extras = {e for group in installs for e in group.split(",")}
+    # editable: qp_assets.settings.PROJECT_ROOT must be /opt/qp (infra/spark/pom.xml, workspace.yaml)
+    assert re.search(r'pip install [^&]*-e "\.\[', runs), f"{path.name}: install is not editable"
     if variant == "cpu":
         assert extras == {"cpu"}
         assert base.startswith("python:3.11")
