@@ -131,6 +131,7 @@ def test_hardware_efficient_ansatzes_run_and_record():
 def test_spsa_and_budgets_are_recorded():
     spsa = run("H2", optimizer="SPSA", max_iterations=20, seed=5)
     assert spsa.optimizer_result["nit"] == 20 and len(spsa.iterations) == 20
+    assert spsa.optimizer_result["success"] is True
     assert spsa.total_energy < spsa.hf_energy + 1e-3
     capped = run("LiH", freeze_core=True, max_evaluations=3)
     assert capped.optimizer_result["success"] is False
@@ -154,6 +155,12 @@ def test_open_shell_active_space_and_basis_options():
     assert (h3.active_space["num_alpha"], h3.active_space["num_beta"]) == (2, 1)
     assert abs(h3.error_vs_exact_mha) <= 1.6
     assert_variational(h3)
+    h_atom = run(
+        Molecule.from_dict({"name": "H", "symbols": ["H"], "coords": [[0, 0, 0]], "multiplicity": 2})
+    )
+    assert h_atom.ansatz["num_parameters"] == 0 and h_atom.total_energy == pytest.approx(
+        -0.466581850, abs=1e-6
+    )
     lih = run("LiH", active_electrons=2, active_orbitals=2)
     assert lih.num_qubits == 4 and abs(lih.error_vs_exact_mha) <= 1.6
     h2 = run("H2", basis="6-31g")

@@ -26,6 +26,10 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
     if config.ansatz in CHEMISTRY_ANSATZES:
         cls = {"uccsd": UCCSD, "puccd": PUCCD, "succd": SUCCD}[config.ansatz]
         ansatz = cls(n_orb, n_part, mapper, reps=config.reps, initial_state=hf)
+        if not ansatz.excitation_list:  # e.g. one electron in one orbital: the reference is exact
+            circuit = QuantumCircuit(problem.num_qubits, name=config.ansatz)
+            circuit.compose(hf, inplace=True)
+            return circuit
         circuit = ansatz.decompose()  # HF X gates + one PauliEvolutionGate per excitation
         circuit.name = config.ansatz
         return circuit

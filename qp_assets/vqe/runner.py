@@ -198,12 +198,15 @@ def run_vqe(
         bar.set_postfix(E=f"{energy:.6f}")
         if on_iteration is not None:
             on_iteration(rec)
-        if config.max_iterations is not None and len(iterations) >= config.max_iterations:
+        spsa_done = config.optimizer == "SPSA"  # SPSA runs exactly max_iterations and ends by itself
+        if config.max_iterations is not None and len(iterations) >= config.max_iterations and not spsa_done:
             raise BudgetExceeded(f"max_iterations ({config.max_iterations}) reached")
 
     success, message = True, ""
     try:
-        if config.optimizer == "SPSA":
+        if ansatz.num_parameters == 0:  # nothing to optimise (e.g. no excitations in the space)
+            x_final, message = x0, "no parameters: energy of the reference state"
+        elif config.optimizer == "SPSA":
             outcome = run_spsa(
                 lambda x: objective(x), x0, callback=record_iteration, options=config.optimizer_options,
                 max_iterations=config.max_iterations, seed=config.seed,
@@ -214,7 +217,8 @@ def run_vqe(
                 options=config.optimizer_options, max_iterations=config.max_iterations,
                 max_evaluations=config.max_evaluations,
             )  # fmt: skip
-        x_final, success, message = outcome.x, outcome.success, outcome.message
+        if ansatz.num_parameters:
+            x_final, success, message = outcome.x, outcome.success, outcome.message
     except BudgetExceeded as stop:
         x_final = np.array(iterations[-1]["parameters"]) if iterations else x0
         success, message = False, f"stopped: {stop}"
