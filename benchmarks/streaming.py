@@ -31,6 +31,7 @@ from qp_assets.features.golden import make_result
 from qp_assets.stack import ensure_up
 from qp_assets.streaming.connect import connector_config, wait_running
 from qp_assets.streaming.publisher import (
+    _json_default,
     ensure_topic,
     produce_acked,
     producer_config,
