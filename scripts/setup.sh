@@ -36,7 +36,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 EXTRAS=${QP_EXTRAS:-cpu,dev}
 log "installing qp-assets[$EXTRAS] (pinned by constraints.txt)"
-$UV pip install -q --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
+$UV pip install -q --compile-bytecode --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
 
 # 3. JVM dependencies and Debian-packaged services for the local stack (cached; second run downloads nothing).
 log "resolving JVM dependencies (cached under .qp/lib and ~/.m2)"
