@@ -109,7 +109,11 @@ def airflow_day(stack):
     env = airflow_env(
         work / "airflow_home",
         work / "dags",
-        {**env_extra, "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp_conn)},
+        {
+            **env_extra,
+            "AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(smtp_conn),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # task starts/ends and callbacks in the log
+        },
     )
     airflow = str(airflow_python.parent / "airflow")
     try:

@@ -71,6 +71,25 @@ def test_new_asset_appears_without_touching_exporter() -> None:
     assert "ansatz_info" in ids and ids.index("molecules") < ids.index("ansatz_info")
 
 
+def test_assets_read_by_checks_become_upstream_edges() -> None:
+    """A task materializes its asset with its checks, so a check's additional deps must run first."""
+
+    @dg.asset(partitions_def=DAILY, group_name="g")
+    def results(): ...
+
+    @dg.asset(partitions_def=DAILY, group_name="g")
+    def iterations(): ...
+
+    @dg.asset_check(asset=iterations, additional_deps=[results])
+    def iterations_match_results() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=True)
+
+    defs = dg.Definitions(assets=[results, iterations], asset_checks=[iterations_match_results])
+    by_id = {a.task_id: a for a in exported_assets(defs, group="g")}
+    assert by_id["iterations"].upstream == ("results",)
+    assert by_id["results"].upstream == ()
+
+
 def test_group_selection() -> None:
     assets = exported_assets(_synthetic_defs(), group="staging")
     assert [a.task_id for a in assets] == ["staged_iterations"]

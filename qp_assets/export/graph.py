@@ -4,7 +4,8 @@ The exporter never lists assets by hand: it resolves the Definitions' asset grap
 assets of a job (default ``feature_processing_job``) or of an asset group, checks that every
 selected asset is daily partitioned, and returns them in dependency order with their upstream
 edges restricted to the selection (an edge through an unselected asset is kept as the transitive
-dependency it implies).
+dependency it implies). Each task materializes its asset *with its asset checks*, so assets that
+a check reads (``AssetCheckSpec.additional_deps``) are upstream edges too.
 """
 
 from __future__ import annotations
@@ -161,9 +162,17 @@ def exported_assets(
                 f"asset {key.to_user_string()!r} has partitions {node.partitions_def}; expected daily time windows"
             )
 
+    def check_deps(key: dg.AssetKey) -> set[dg.AssetKey]:
+        """Assets the asset checks of ``key`` read (``AssetCheckSpec.additional_deps``): run after them."""
+        deps: set[dg.AssetKey] = set()
+        for check_key in graph.get(key).check_keys:
+            spec = graph.get_check_spec(check_key)
+            deps.update(dep.asset_key for dep in spec.additional_deps or ())
+        return deps - {key}
+
     def selected_ancestors(key: dg.AssetKey) -> set[dg.AssetKey]:
         found: set[dg.AssetKey] = set()
-        stack = list(graph.get(key).parent_keys)
+        stack = list(graph.get(key).parent_keys | check_deps(key))
         visited: set[dg.AssetKey] = set()
         while stack:
             parent = stack.pop()
