@@ -123,3 +123,16 @@ def test_real_definitions_export_loads_in_airflow(airflow_python: Path, tmp_path
     got = {t: v["upstream"] for t, v in bag["dags"]["quantum_feature_processing"]["tasks"].items()}
     assert got == _expected_edges(defs)
     assert len(got) >= 10  # the ten Iceberg feature tables
+    # independent of the exporter: every asset-graph edge between feature assets is an Airflow edge
+    from qp_assets.export.graph import task_id_for
+
+    graph = defs.resolve_asset_graph()
+    job_keys = set(defs.resolve_job_def("feature_processing_job").asset_layer.selected_asset_keys)
+    assert {task_id_for(k) for k in job_keys} == set(got)
+    for key in job_keys:
+        for parent in graph.get(key).parent_keys & job_keys:
+            assert task_id_for(parent) in got[task_id_for(key)], (parent, key)
+    sink = [t for t, ups in got.items() if len(ups) == len(got) - 1]
+    assert sink == ["quantum_features__processing_metadata"]
+    # the iteration/result consistency check reads vqe_results: that asset runs first
+    assert "quantum_features__vqe_results" in got["quantum_features__vqe_iterations"]
