@@ -71,14 +71,16 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     )
 
 
-_PRODUCERS: dict[str, Producer] = {}
+_PRODUCERS: dict[str, Producer] = {}  # keyed by the full client configuration
 _SERIALIZERS: dict[tuple[str, str, str, int], ValueSerializer] = {}
 
 
 def _producer(settings: Settings) -> Producer:
-    key = settings.kafka_bootstrap_servers
+    """One producer per distinct client configuration (endpoint, security, timeouts) per process."""
+    config = producer_config(settings)
+    key = repr(sorted(config.items()))
     if key not in _PRODUCERS:
-        _PRODUCERS[key] = Producer(producer_config(settings))
+        _PRODUCERS[key] = Producer(config)
     return _PRODUCERS[key]
 
 
