@@ -224,8 +224,10 @@ def run_command(args: argparse.Namespace) -> int:
             print("result published", file=out)
         if args.push_metrics:
             metrics = _optional("qp_assets.monitoring.metrics", "--push-metrics")
-            metrics.push_vqe_metrics(result, settings.pushgateway_url, timeout_s=2.0)
-            print(f"metrics pushed to {settings.pushgateway_url}", file=out)
+            if metrics.push_vqe_metrics(result, settings.pushgateway_url, timeout_s=2.0):
+                print(f"metrics pushed to {settings.pushgateway_url}", file=out)
+            else:  # the run is fine; its metrics stay in the JSON result (performance_snapshots)
+                print(f"warning: metrics not pushed to {settings.pushgateway_url} (unreachable)", file=out)
     except Exception as exc:  # noqa: BLE001 - report and fail, the result itself is fine
         print(f"error: {exc}", file=sys.stderr)
         code = 1
