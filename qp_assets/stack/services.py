@@ -682,8 +682,10 @@ def render_prometheus_config(ctx: StackContext) -> Path:
     source = INFRA / "prometheus" / "prometheus.yml"
     text = source.read_text()
     pg, prom = ctx.pushgateway, ctx.prometheus
-    text = text.replace("127.0.0.1:9091", f"{pg.host}:{pg.port}").replace(
-        "127.0.0.1:9090", f"127.0.0.1:{prom.port}"
+    text = (
+        text.replace("127.0.0.1:9091", f"{pg.host}:{pg.port}")
+        .replace("127.0.0.1:9090", f"127.0.0.1:{prom.port}")
+        .replace("127.0.0.1:8085", f"127.0.0.1:{ctx.registry_management_port}")
     )
     config = yaml.safe_load(text) or {}
     for key in ("rule_files",):
