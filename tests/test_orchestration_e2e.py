@@ -174,17 +174,31 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
         "QP_REQUEST_SENSOR_INTERVAL_S": "2",
         "QP_LANDING_SENSOR_INTERVAL_S": "5",
         "QP_LANDING_LOOKBACK_DAYS": "0",
+        # the shared SQLite catalog can be busy with other writers: retry soon rather than in 20 minutes
+        "QP_FEATURE_RETRY_DELAY_S": "5",
     }
     env.pop("QP_SENSORS_RUNNING", None)
-    cursor = _cursor_at_end(stack)
-    if cursor:  # start the sensor at the current end of the shared topic
+    # start both sensors at the present: the end of the shared request topic, today's files as landed now
+    from qp_assets.features.raw import s3_client
+    from qp_assets.sensors.landing import changed_days, landed_per_day
+
+    today = datetime.now(UTC).date()
+    _, landing_cursor = changed_days(
+        None, landed_per_day(s3_client(stack), stack.bucket, "raw/topics/", [today])
+    )
+    for name, cursor in (
+        ("kafka_vqe_request_sensor", _cursor_at_end(stack)),
+        ("landing_sensor", landing_cursor),
+    ):
+        if not cursor:
+            continue
         subprocess.run(
-            [str(BIN / "dagster"), "sensor", "cursor", "kafka_vqe_request_sensor", "--set", cursor, "-m", "qp_assets.definitions"],
+            [str(BIN / "dagster"), "sensor", "cursor", name, "--set", cursor, "-m", "qp_assets.definitions"],
             cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
         # a stored cursor creates the sensor's state as STOPPED: start it explicitly
         subprocess.run(
-            [str(BIN / "dagster"), "sensor", "start", "kafka_vqe_request_sensor", "-m", "qp_assets.definitions"],
+            [str(BIN / "dagster"), "sensor", "start", name, "-m", "qp_assets.definitions"],
             cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
         )  # fmt: skip
     log_path = tmp_path / "daemon.log"
