@@ -34,7 +34,9 @@ def _positive(value: str) -> int:
     return n
 
 
-def _print_table(rows: list[dict], columns: list[str], out=sys.stdout) -> None:
+def _print_table(rows: list[dict], columns: list[str], out=None) -> None:
+    out = out or sys.stdout  # resolved per call (sys.stdout may be swapped, e.g. by pytest capture)
+
     def fmt(v: object) -> str:
         text = json.dumps(v, default=str) if isinstance(v, list | dict) else ("" if v is None else str(v))
         return text if len(text) <= 48 else text[:45] + "..."
