@@ -227,9 +227,24 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
                     time.sleep(5)
             assert rows, "request not in Iceberg after 420 s; daemon log:\n" + log_path.read_text()[-3000:]
             assert len(rows) == 1 and abs(rows[0]["total_energy"] - H2_FCI) < 1.6e-3
+            # the daemon's runs finish cleanly: the runner run and the landing-triggered feature run
+            with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+                while time.monotonic() < deadline:
+                    runs = instance.get_runs()
+                    if runs and all(r.is_finished for r in runs):
+                        break
+                    time.sleep(3)
+                jobs = {(r.job_name, r.status.value) for r in instance.get_runs()}
+            assert ("vqe_runner_job", "SUCCESS") in jobs and ("feature_processing_job", "SUCCESS") in jobs, (
+                jobs
+            )
         finally:
             os.killpg(daemon.pid, 15)
             try:
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
+                pass
+            try:  # run workers / code servers the daemon started may outlive it: end the whole group
                 os.killpg(daemon.pid, 9)
+            except ProcessLookupError:
+                pass

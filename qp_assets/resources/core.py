@@ -55,7 +55,27 @@ class SparkResource(ConfigurableResource):
         from qp_assets.features.spark import get_spark_session
 
         settings = settings or Settings.from_env()
+        _drop_dead_session()
         return get_spark_session(dataclasses.replace(settings, spark_master=self.master), self.master)
+
+
+def _drop_dead_session() -> None:
+    """Forget an active SparkSession whose JVM is gone (e.g. killed), so a retry starts a fresh one."""
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    try:
+        active = SparkSession.getActiveSession()
+        if active is None:
+            return
+        active.sparkContext._jsc.sc().isStopped()
+        return
+    except Exception:  # py4j cannot reach the JVM: reset pyspark's process-wide singletons
+        SparkSession._instantiatedSession = None
+        SparkSession._activeSession = None
+        SparkContext._active_spark_context = None
+        SparkContext._gateway = None
+        SparkContext._jvm = None
 
 
 class IcebergCatalogResource(ConfigurableResource):
