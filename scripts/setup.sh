@@ -41,4 +41,5 @@ $UV pip install -q --compile-bytecode --python .venv/bin/python -c constraints.t
 # 3. JVM dependencies and Debian-packaged services for the local stack (cached; second run downloads nothing).
 log "resolving JVM dependencies (cached under .qp/lib and ~/.m2)"
 .venv/bin/qp stack fetch
+.venv/bin/qp features jars >/dev/null
 log "setup complete: activate with 'source $ROOT/.venv/bin/activate'"
