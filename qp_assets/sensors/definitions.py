@@ -90,19 +90,44 @@ def request_sensor_result(
 
 
 def landing_sensor_result(
-    cursor: str | None, s3: S3Resource, landing: LandingResource, lookback_days: int, first_day: str
+    cursor: str | None,
+    s3: S3Resource,
+    landing: LandingResource,
+    lookback_days: int,
+    first_day: str,
+    pending_days: set[str] | None = None,
 ) -> SensorResult | SkipReason:
-    """One tick of the landing sensor: partitions of the recent days whose landed files changed."""
+    """One tick of the landing sensor: partitions of the recent days whose landed files changed.
+
+    Days in ``pending_days`` (a feature run for them is queued and has not started yet, so it will list
+    the new files itself) are not requested again.
+    """
     days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
     landed = landed_per_day(s3.get_client(), landing.bucket, landing.raw_prefix, days)
     changed, new_cursor = changed_days(cursor, landed)
+    covered = [d for d in changed if d.isoformat() in (pending_days or set())]
+    changed = [d for d in changed if d not in covered]
     if not changed:
-        return SensorResult(skip_reason=SkipReason("no new landed files"), cursor=new_cursor)
+        reason = (
+            "no new landed files" if not covered else f"new files for {covered}: a queued run covers them"
+        )
+        return SensorResult(skip_reason=SkipReason(reason), cursor=new_cursor)
     requests = [
         RunRequest(run_key=f"landing:{d.isoformat()}:{landed[d].signature()}", partition_key=d.isoformat())
         for d in changed
     ]
     return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def queued_partitions(instance, job_name: str) -> set[str]:
+    """Partitions of ``job_name`` runs that are queued / not started yet (they will list files when they start)."""
+    from dagster import RunsFilter
+
+    runs = instance.get_runs(
+        RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]),
+        limit=100,
+    )
+    return {r.tags["dagster/partition"] for r in runs if r.tags.get("dagster/partition")}
 
 
 def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = None) -> tuple[str, str]:
@@ -149,7 +174,8 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         description="New files under the recent day prefixes -> feature partitions of those days",
     )
     def landing_sensor(context: SensorEvaluationContext, s3: S3Resource, landing: LandingResource):
-        return landing_sensor_result(context.cursor, s3, landing, lookback, first_day)
+        pending = queued_partitions(context.instance, feature_job.name)
+        return landing_sensor_result(context.cursor, s3, landing, lookback, first_day, pending)
 
     @run_failure_sensor(
         name="feature_run_failure_email",
