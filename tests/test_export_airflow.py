@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -136,3 +137,90 @@ def test_real_definitions_export_loads_in_airflow(airflow_python: Path, tmp_path
     assert sink == ["quantum_features__processing_metadata"]
     # the iteration/result consistency check reads vqe_results: that asset runs first
     assert "quantum_features__vqe_results" in got["quantum_features__vqe_iterations"]
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], str]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
+        self.messages.append((list(envelope.rcpt_tos), envelope.content.decode("utf8", "replace")))
+        return "250 OK"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outcome", ["success", "failure"])
+def test_dags_test_mails_on_success_and_failure(airflow_python: Path, tmp_path: Path, outcome: str) -> None:
+    """`airflow dags test` of the exported DAG with a stand-in for the dagster executable (`true`/`false`):
+    the task order runs through and exactly one success mail (sink task) reaches the configured address,
+    or failure mails naming the failed root task (retries 0) and no success mail."""
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inbox = _Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        stand_in = "/bin/true" if outcome == "success" else "/bin/false"
+        options = AirflowExportOptions(email=("ops@example.org",), retries=0, dagster_bin=stand_in)
+        export_airflow(_defs(), tmp_path / "dags", options)
+        home = tmp_path / "airflow_home"
+        home.mkdir()
+        conn = {
+            "conn_type": "smtp",
+            "host": "127.0.0.1",
+            "port": port,
+            "extra": {"disable_ssl": True, "disable_tls": True},
+        }
+        env = airflow_env(
+            home,
+            tmp_path / "dags",
+            {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(conn), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"},
+        )
+        airflow = str(airflow_python.parent / "airflow")
+        migrate = subprocess.run(
+            [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert migrate.returncode == 0, migrate.stderr[-2000:]
+        run = subprocess.run(
+            [airflow, "dags", "test", "quantum_feature_processing", "2026-01-14"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        output = run.stdout + run.stderr
+        for _ in range(40):
+            if inbox.messages:
+                break
+            time.sleep(0.25)
+    finally:
+        controller.stop()
+    if outcome == "success":
+        assert run.returncode == 0, output[-3000:]
+        ends = [
+            line.split("task_id=")[1].split()[0]
+            for line in output.splitlines()
+            if "[DAG TEST] end task" in line
+        ]
+        assert ends[-1] == "processing_metadata" and set(ends) == set(_expected_edges(_defs()))
+        assert len(inbox.messages) == 1, [m[1][:300] for m in inbox.messages]
+        assert "quantum_feature_processing 2026-01-14 succeeded" in inbox.messages[0][1]
+    else:
+        import email
+        from email.header import decode_header, make_header
+
+        assert run.returncode != 0
+        # one failure mail per failed task: the root tasks fail, their downstream tasks never start
+        roots = sorted(t for t, ups in _expected_edges(_defs()).items() if not ups)
+        subjects = sorted(
+            str(make_header(decode_header(email.message_from_string(m[1])["Subject"])))
+            for m in inbox.messages
+        )
+        # (`airflow dags test` stops at the first failed task and may invoke its callback twice)
+        assert subjects and set(subjects) <= {f"[quantum-pipeline] task {t} failed" for t in roots}, subjects
+    assert all(m[0] == ["ops@example.org"] for m in inbox.messages)
