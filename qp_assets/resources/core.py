@@ -50,13 +50,24 @@ class SparkResource(ConfigurableResource):
     """SparkSession factory over ``qp_assets.features.spark.get_spark_session`` (local[*] or spark://)."""
 
     master: str = Field(description="Spark master URL: local[*] or spark://host:7077")
+    sqlite_busy_timeout_ms: int = Field(
+        default=60000, description="how long a write waits for a busy SQLite Iceberg catalog (milliseconds)"
+    )
 
     def get_session(self, settings: Settings | None = None) -> Any:
         from qp_assets.features.spark import get_spark_session
 
         settings = settings or Settings.from_env()
         _drop_dead_session()
-        return get_spark_session(dataclasses.replace(settings, spark_master=self.master), self.master)
+        session = get_spark_session(dataclasses.replace(settings, spark_master=self.master), self.master)
+        if "sqlite" in settings.iceberg_catalog_uri:
+            # The embedded SQLite catalog has one writer at a time: wait for the lock (ms) instead of
+            # failing at once. Read when the catalog is first loaded in this session (lazily).
+            session.conf.set(
+                f"spark.sql.catalog.{settings.iceberg_catalog_name}.jdbc.busy_timeout",
+                str(self.sqlite_busy_timeout_ms),
+            )
+        return session
 
 
 def _drop_dead_session() -> None:
