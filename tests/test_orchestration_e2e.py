@@ -175,7 +175,7 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
         "QP_LANDING_SENSOR_INTERVAL_S": "5",
         "QP_LANDING_LOOKBACK_DAYS": "0",
         # the shared SQLite catalog can be busy with other writers: retry soon rather than in 20 minutes
-        "QP_FEATURE_RETRY_DELAY_S": "5",
+        "QP_FEATURE_RETRY_DELAY_S": "15",
     }
     env.pop("QP_SENSORS_RUNNING", None)
     # start both sensors at the present: the end of the shared request topic, today's files as landed now
