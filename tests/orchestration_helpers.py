@@ -2,6 +2,7 @@
 golden landed files and a Definitions bound to them."""
 
 import dataclasses
+import os
 import uuid
 from typing import Any
 
@@ -75,6 +76,8 @@ def feature_definitions(resources: dict[str, Any], job_name: str = "feature_proc
     from qp_assets.assets.jobs import build_feature_job
     from qp_assets.assets.raw import raw_vqe_results
 
+    # tests retry a failed feature step after seconds, not the product's 20 minutes
+    os.environ.setdefault("QP_FEATURE_RETRY_DELAY_S", "10")
     return Definitions(
         assets=[raw_vqe_results, build_feature_assets()],
         asset_checks=[feature_table_checks],

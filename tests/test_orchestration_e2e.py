@@ -68,7 +68,10 @@ def runner_outcome(stack, tmp_path_factory):
     home = _home(tmp_path_factory.mktemp("e2e"))
     old_home = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    from qp_assets.definitions import defs
+    os.environ.setdefault("QP_FEATURE_RETRY_DELAY_S", "10")  # not the product's 20 minutes
+    from qp_assets.definitions import build_definitions
+
+    defs = build_definitions()
 
     h2 = e2e.molecule_requests(("H2",))[0]["molecule"]
     requests = [
