@@ -29,3 +29,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if destructive:
         others = [item for item in items if not item.path.name.startswith("test_stack_zz_")]
         items[:] = others + destructive
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_spark_after_module():
+    """Stop the in-process Spark session after each test module.
+
+    A live session keeps JDBC connections to the SQLite Iceberg catalog open; left running, it makes
+    writers in other processes (Dagster runs launched by the daemon, Airflow tasks) fail with SQLITE_BUSY.
+    """
+    yield
+    import sys
+
+    if "pyspark" in sys.modules:
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
