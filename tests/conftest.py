@@ -42,8 +42,8 @@ def _stop_spark_after_module():
     import sys
 
     if "pyspark" in sys.modules:
-        from pyspark.sql import SparkSession
+        from pyspark import SparkContext
 
-        session = SparkSession.getActiveSession()
-        if session is not None:
-            session.stop()
+        context = SparkContext._active_spark_context  # any thread's session, not only this thread's
+        if context is not None:
+            context.stop()
