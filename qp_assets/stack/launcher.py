@@ -106,6 +106,20 @@ def _wait_ready(ctx: StackContext, svc: Service, proc, started: float, pid: int 
         time.sleep(0.5)
 
 
+def _wait_ports_released(ctx: StackContext, svc: Service, timeout_s: float = 10.0) -> None:
+    """After a stop, wait until the service's ports no longer accept connections.
+
+    A killed process can keep accepting for a moment after it left the process table (seen with
+    SeaweedFS after SIGKILL); an immediate ``up`` would then take the port for a foreign one.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (port := _foreign_port(ctx, svc)) is not None:
+        if time.monotonic() > deadline:
+            log.warning("%s stopped but port %d still accepts connections after %.0fs", svc.name, port, timeout_s)
+            return
+        time.sleep(0.1)
+
+
 def _check_ports(ctx: StackContext, svc: Service) -> None:
     port = _foreign_port(ctx, svc)
     if port is not None:
@@ -222,6 +236,7 @@ def down(services: list[str] | None = None, settings: Settings | None = None) ->
             pid = process.live_pid(pidfile)
             if pid is not None:
                 forced = process.stop_group(pid, svc.stop_grace)
+                _wait_ports_released(ctx, svc)
                 log.info("%s stopped%s", name, " (SIGKILL after grace)" if forced else "")
                 stopped.append(name)
             pidfile.unlink(missing_ok=True)
