@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, Producer
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
-from qp_assets.streaming.requests import consume_range
+from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
 from qp_assets.streaming.schemas import schema_dict, schema_text
 from qp_assets.streaming.serde import SchemaIncompatibleError, deserialize, registry, value_deserializer
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
@@ -121,3 +121,18 @@ def test_requests_read_by_exact_offset_range_and_garbage_goes_to_dlq(stack: Sett
     headers = dict(ours[0].headers())
     assert ours[0].value() == b"\x00\x00\x00\x00\x01not-avro" and headers["qp.source.offset"] == b"1"
     assert b"qp.error" in [k.encode() for k in headers]
+
+
+def test_registry_outage_while_reading_requests_raises_and_dead_letters_nothing(stack: Settings) -> None:
+    topic = f"qp_test_requests_{uuid.uuid4().hex[:8]}"
+    ensure_topic(stack, topic, 1)
+    rid = f"outage-{uuid.uuid4().hex[:8]}"
+    publish_request({"request_id": rid, "molecule": H2, "seed": 1}, stack, topic=topic)
+    # a fresh registry URL (no cached schema) on a port where nothing listens: the registry is "down"
+    down = dataclasses.replace(stack, schema_registry_url="http://127.0.0.1:1/apis/ccompat/v7")
+    with pytest.raises(RegistryUnavailableError, match=f"{topic}:0@0"):
+        consume_range(topic, 0, 0, 1, down, timeout_s=30)
+    dlq = _read_all(stack, REQUESTS_DLQ_TOPIC, 10_000, timeout_s=5)
+    assert [m for m in dlq if dict(m.headers() or []).get("qp.source.topic") == topic.encode()] == []
+    # the registry back: the same range reads the request (nothing was lost)
+    assert [r["request_id"] for r in consume_range(topic, 0, 0, 1, stack)] == [rid]

@@ -170,3 +170,19 @@ def test_request_record_validates_and_fills_defaults() -> None:
         request_record({"molecule": mol, "optimizer": "ADAMW"})
     with pytest.raises(InputError, match="symbols"):
         request_record({"molecule": {**mol, "symbols": ["H", "Xx"]}})
+
+
+def test_registry_outage_is_told_apart_from_a_bad_payload() -> None:
+    import httpx
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    from qp_assets.streaming.requests import is_registry_outage
+
+    assert is_registry_outage(httpx.ConnectError("refused"))
+    assert is_registry_outage(SchemaRegistryError(503, 50301, "unavailable"))
+    wrapped = ValueError("decode failed")
+    wrapped.__cause__ = httpx.ReadTimeout("slow")
+    assert is_registry_outage(wrapped)
+    assert not is_registry_outage(SchemaRegistryError(404, 40403, "schema not found"))
+    assert not is_registry_outage(ValueError("not avro"))
+    assert not is_registry_outage(EOFError())

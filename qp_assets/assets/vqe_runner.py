@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dagster import (
+    Backoff,
     Config,
     DynamicOut,
     DynamicOutput,
@@ -32,6 +33,7 @@ from dagster import (
     OpExecutionContext,
     Out,
     Output,
+    RetryPolicy,
     job,
     multiprocess_executor,
     op,
@@ -119,7 +121,11 @@ def send_to_dlq(request: dict[str, Any], error: str, source: dict[str, Any], set
     )
 
 
-@op(out=DynamicOut(dict), tags={"kind": "kafka"})
+# A registry or broker outage while reading the range must not lose the batch: retry the same range.
+REQUEST_READ_RETRY = RetryPolicy(max_retries=5, delay=10, backoff=Backoff.EXPONENTIAL)
+
+
+@op(out=DynamicOut(dict), tags={"kind": "kafka"}, retry_policy=REQUEST_READ_RETRY)
 def load_request_batch(
     context: OpExecutionContext, config: RequestBatchConfig, kafka: KafkaResource
 ) -> Iterator[DynamicOutput]:

@@ -3,7 +3,8 @@
 The Kafka sensor plans offset ranges from watermarks; a run then reads exactly ``[start, end)`` of one
 partition with ``assign`` + explicit offsets (no consumer-group commits), so correctness never depends on
 a group's committed position. A message that cannot be decoded goes to ``vqe.requests.dlq`` with the
-reason in its headers and is never silently dropped.
+reason in its headers and is never silently dropped. A registry that cannot be reached is not a reason to
+dead-letter: that raises :class:`RegistryUnavailableError` so the run retries the same range.
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ from qp_assets.streaming.serde import deserialize, value_deserializer
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
 
 log = logging.getLogger(__name__)
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The schema registry could not be reached (or answered 5xx) while decoding; retry, don't dead-letter."""
+
+
+def is_registry_outage(exc: BaseException) -> bool:
+    """True for transport failures and 5xx answers of the registry (transient), False for bad payloads."""
+    import httpx
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code < 0 or exc.http_status_code >= 500
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_registry_outage(cause)
 
 
 def normalize_request(record: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +89,8 @@ def consume_range(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Decoded requests at offsets ``[start, end)`` of ``topic``/``partition``, in offset order.
 
-    Undecodable messages are dead-lettered and skipped. Raises TimeoutError if the range cannot be read
+    Undecodable messages are dead-lettered and skipped. Raises RegistryUnavailableError when the registry
+    cannot be reached (nothing is dead-lettered then; the caller retries the range), TimeoutError if the range cannot be read
     within ``timeout_s`` (e.g. the offsets were deleted by retention).
     """
     settings = settings or Settings.from_env()
@@ -115,6 +134,11 @@ def consume_range(
                 record = deserialize(deserializer, topic, msg.value())
                 out.append(normalize_request(record))
             except Exception as exc:  # undecodable: dead-letter, never drop
+                if is_registry_outage(exc):
+                    raise RegistryUnavailableError(
+                        f"schema registry {settings.schema_registry_url} unavailable while decoding "
+                        f"{topic}:{partition}@{offset} ({exc!r}); nothing was consumed or dead-lettered"
+                    ) from exc
                 send_to_dead_letter(settings, topic, partition, offset, msg.key(), msg.value(), repr(exc))
     finally:
         consumer.close()
