@@ -479,6 +479,9 @@ def test_helm_values_shape() -> None:
     assert set(dep) <= USER_DEPLOYMENT_KEYS, set(dep) - USER_DEPLOYMENT_KEYS
     assert dep["codeServerArgs"] == ["-m", "qp_assets.definitions"] and dep["port"] == 4000
     assert_pinned_image(f"{dep['image']['repository']}:{dep['image']['tag']}", "user deployment")
+    env = {e["name"]: e["value"] for e in dep["env"]}
+    assert env["QP_VQE_EXECUTOR"] == "k8s"  # the runner job's executor comes from configuration
+    assert_pinned_image(env["QP_VQE_RUNNER_IMAGE"], "VQE runner step image")
     pg = values["postgresql"]
     assert pg["enabled"] is True and pg["postgresqlPassword"] == ""  # never a committed password
     assert {"postgresqlHost", "postgresqlUsername", "postgresqlDatabase", "service"} <= set(pg)

@@ -266,3 +266,22 @@ def test_daily_schedule_requests_yesterday():
     requests = schedule.evaluate_tick(ctx).run_requests
     assert [(r.partition_key, r.run_key) for r in requests] == [("2026-03-01", "daily:2026-03-01")]
     assert schedule.cron_schedule == "30 0 * * *" and schedule.job_name == "feature_processing_job"
+
+
+def test_runner_executor_is_selected_by_configuration(monkeypatch) -> None:
+    from qp_assets.assets.vqe_runner import executor_from_env
+    from qp_assets.definitions import build_definitions
+
+    monkeypatch.setenv("QP_VQE_EXECUTOR", "k8s")
+    monkeypatch.setenv("QP_VQE_RUNNER_IMAGE", "registry.example.org/qp-vqe-runner:gpu-1")
+    executor = build_definitions().resolve_job_def("vqe_runner_job").executor_def
+    assert executor.name == "k8s_gpu_executor"
+    resolved = executor.config_schema.resolve_config({})  # validated against k8s_job_executor's schema
+    assert resolved.success
+    config = resolved.value["config"]
+    assert config["job_image"] == "registry.example.org/qp-vqe-runner:gpu-1"
+    assert config["job_namespace"] == "quantum-pipeline"
+    monkeypatch.delenv("QP_VQE_EXECUTOR")
+    assert build_definitions().resolve_job_def("vqe_runner_job").executor_def.name == "local_gpu_executor"
+    with pytest.raises(ValueError, match="QP_VQE_EXECUTOR='slurm'"):
+        executor_from_env({"QP_VQE_EXECUTOR": "slurm"})

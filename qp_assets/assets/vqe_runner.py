@@ -10,7 +10,7 @@ publishes the Avro result, pushes metrics, attaches the convergence plot and the
         config: {topic: vqe.requests, partition: 0, start_offset: 0, end_offset: 3}
 
 Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the number of GPUs (1 slot for
-the CPU fallback, ``QP_VQE_CPU_SLOTS`` to raise it); on Kubernetes ``k8s_gpu_executor`` requests
+the CPU fallback, ``QP_VQE_CPU_SLOTS`` to raise it); with ``QP_VQE_EXECUTOR=k8s`` ``k8s_gpu_executor`` requests
 ``nvidia.com/gpu`` for those ops (see docs/orchestration.md).
 """
 
@@ -329,12 +329,33 @@ def k8s_gpu_executor(image: str = "qp-vqe-runner:gpu", namespace: str = "quantum
     )
 
 
+#: ``QP_VQE_EXECUTOR`` values -> executor factories (read when the code location loads).
+EXECUTORS = {"local": local_gpu_executor, "k8s": k8s_gpu_executor}
+
+
+def executor_from_env(env: dict[str, str] | None = None):
+    """The runner executor chosen by configuration: ``QP_VQE_EXECUTOR=local`` (default) or ``k8s``.
+
+    For ``k8s``, ``QP_VQE_RUNNER_IMAGE`` and ``QP_K8S_NAMESPACE`` set the step image and namespace (run config
+    ``execution.config`` can still override both per run).
+    """
+    env = os.environ if env is None else env
+    name = env.get("QP_VQE_EXECUTOR", "local").strip().lower()
+    if name not in EXECUTORS:
+        raise ValueError(f"QP_VQE_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
+    if name == "k8s":
+        return k8s_gpu_executor(
+            env.get("QP_VQE_RUNNER_IMAGE", "qp-vqe-runner:gpu"), env.get("QP_K8S_NAMESPACE", "quantum-pipeline")
+        )
+    return local_gpu_executor()
+
+
 def build_vqe_runner_job(executor=None):
-    """The job with the local executor (or the given one, e.g. ``k8s_gpu_executor()``)."""
+    """The job with the given executor, else the one ``QP_VQE_EXECUTOR`` selects (see :func:`executor_from_env`)."""
 
     @job(
         name="vqe_runner_job",
-        executor_def=executor or local_gpu_executor(),
+        executor_def=executor or executor_from_env(),
         tags={"qp/kind": "vqe"},
         description="Run one offset range of VQE requests: simulate, publish, push metrics.",
     )
