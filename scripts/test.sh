@@ -16,6 +16,7 @@ fi
 
 echo "[test] ruff"
 .venv/bin/ruff check . || status=1
+.venv/bin/ruff format --check . || status=1
 
 echo "[test] dagster definitions validate"
 .venv/bin/dagster definitions validate -m qp_assets.definitions || status=1

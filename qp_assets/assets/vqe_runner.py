@@ -345,7 +345,8 @@ def executor_from_env(env: dict[str, str] | None = None):
         raise ValueError(f"QP_VQE_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
     if name == "k8s":
         return k8s_gpu_executor(
-            env.get("QP_VQE_RUNNER_IMAGE", "qp-vqe-runner:gpu"), env.get("QP_K8S_NAMESPACE", "quantum-pipeline")
+            env.get("QP_VQE_RUNNER_IMAGE", "qp-vqe-runner:gpu"),
+            env.get("QP_K8S_NAMESPACE", "quantum-pipeline"),
         )
     return local_gpu_executor()
 

@@ -115,7 +115,9 @@ def _wait_ports_released(ctx: StackContext, svc: Service, timeout_s: float = 10.
     deadline = time.monotonic() + timeout_s
     while (port := _foreign_port(ctx, svc)) is not None:
         if time.monotonic() > deadline:
-            log.warning("%s stopped but port %d still accepts connections after %.0fs", svc.name, port, timeout_s)
+            log.warning(
+                "%s stopped but port %d still accepts connections after %.0fs", svc.name, port, timeout_s
+            )
             return
         time.sleep(0.1)
 
