@@ -95,3 +95,23 @@ def test_memory_guard_refuses_before_allocating():
         check_memory("big", 40, 1 << 44)
     with pytest.raises(InputError, match="GiB"):
         check_memory("big", 20, 1 << 60)
+
+
+def test_incore_mo_transform_equals_pyscf_out_of_core_and_is_scoped() -> None:
+    from pyscf import ao2mo, gto, scf
+
+    from qp_assets.vqe.hamiltonian import incore_ao2mo
+
+    original = ao2mo.full, ao2mo.general
+    for atom, spin in (("Li 0 0 0; H 0 0 1.595", 0), ("O 0 0 0; H 0 0 0.97", 1)):  # RHF and ROHF
+        mol = gto.M(atom=atom, spin=spin, basis="sto3g", verbose=0)
+        mf = (scf.ROHF if spin else scf.RHF)(mol).run()
+        mo, flipped = mf.mo_coeff, mf.mo_coeff[:, ::-1]
+        out_of_core = ao2mo.full(mol, mo, aosym=4), ao2mo.general(mol, [flipped, flipped, mo, mo], aosym=4)
+        with incore_ao2mo(mol):
+            assert (ao2mo.full, ao2mo.general) != original
+            in_memory = ao2mo.full(mol, mo, aosym=4), ao2mo.general(mol, [flipped, flipped, mo, mo], aosym=4)
+        for a, b in zip(out_of_core, in_memory, strict=True):
+            assert a.shape == b.shape
+            np.testing.assert_allclose(b, a, atol=1e-12)
+    assert (ao2mo.full, ao2mo.general) == original
