@@ -329,8 +329,8 @@ def k8s_gpu_executor(image: str = "qp-vqe-runner:gpu", namespace: str = "quantum
     )
 
 
-#: ``QP_VQE_EXECUTOR`` values -> executor factories (read when the code location loads).
-EXECUTORS = {"local": local_gpu_executor, "k8s": k8s_gpu_executor}
+#: ``QP_VQE_EXECUTOR`` values (read when the code location loads).
+EXECUTORS = ("local", "k8s")
 
 
 def executor_from_env(env: dict[str, str] | None = None):

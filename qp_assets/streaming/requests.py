@@ -90,8 +90,8 @@ def consume_range(
     """Decoded requests at offsets ``[start, end)`` of ``topic``/``partition``, in offset order.
 
     Undecodable messages are dead-lettered and skipped. Raises RegistryUnavailableError when the registry
-    cannot be reached (nothing is dead-lettered then; the caller retries the range), TimeoutError if the range cannot be read
-    within ``timeout_s`` (e.g. the offsets were deleted by retention).
+    cannot be reached (nothing is dead-lettered then; the caller retries the range), and TimeoutError if
+    the range cannot be read within ``timeout_s`` (e.g. the offsets were deleted by retention).
     """
     settings = settings or Settings.from_env()
     if end <= start:

@@ -76,7 +76,7 @@ def incore_ao2mo(mol):
     """Within the block, ``pyscf.ao2mo.full/general(mol, ...)`` transform in memory instead of via HDF5.
 
     PySCFDriver.to_qcschema calls them with the Mole, which selects PySCF's out-of-core path (a temporary
-    HDF5 file per call: ~35 ms for H2, 100x the in-memory transform). The result is the same array;
+    HDF5 file per call: 16 ms for H2 against 0.4 ms in memory). The result is the same array;
     calls with any other first argument, or molecules whose AO integrals exceed INCORE_ERI_LIMIT_BYTES, go
     to PySCF unchanged.
     """
@@ -88,13 +88,7 @@ def incore_ao2mo(mol):
     if npair * (npair + 1) // 2 * 8 > INCORE_ERI_LIMIT_BYTES:
         yield
         return
-    eri: list = []
-
-    def ao_eri():
-        if not eri:
-            eri.append(mol.intor("int2e", aosym="s8"))
-        return eri[0]
-
+    eri = mol.intor("int2e", aosym="s8")  # the driver always transforms: no need to defer this
     full, general = ao2mo.full, ao2mo.general
 
     def same_call(eri_or_mol, args, kwargs) -> bool:  # the driver's call: (mol, mo, aosym=4) -> compact pairs
@@ -103,12 +97,12 @@ def incore_ao2mo(mol):
     def full_incore(eri_or_mol, mo_coeff, *args, **kwargs):
         if not same_call(eri_or_mol, args, kwargs):
             return full(eri_or_mol, mo_coeff, *args, **kwargs)
-        return incore.full(ao_eri(), mo_coeff, compact=True)
+        return incore.full(eri, mo_coeff, compact=True)
 
     def general_incore(eri_or_mol, mo_coeffs, *args, **kwargs):
         if not same_call(eri_or_mol, args, kwargs):
             return general(eri_or_mol, mo_coeffs, *args, **kwargs)
-        return incore.general(ao_eri(), mo_coeffs, compact=True)
+        return incore.general(eri, mo_coeffs, compact=True)
 
     with _AO2MO_LOCK:
         ao2mo.full, ao2mo.general = full_incore, general_incore
