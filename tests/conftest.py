@@ -35,8 +35,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _stop_spark_after_module():
     """Stop the in-process Spark session after each test module.
 
-    A live session keeps JDBC connections to the SQLite Iceberg catalog open; left running, it makes
-    writers in other processes (Dagster runs launched by the daemon, Airflow tasks) fail with SQLITE_BUSY.
+    Frees the driver's heap between modules (Dagster runs and Airflow tasks start their own drivers) and
+    makes each module start from the session configuration it asks for.
     """
     yield
     import sys

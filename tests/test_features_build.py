@@ -149,6 +149,24 @@ def test_day1_golden_rows_exact(env):
     env["snapshots"]["after_day1"] = dict(result.snapshot_ids)
 
 
+def test_live_spark_session_does_not_lock_the_sqlite_catalog(env):
+    """Writers in other processes (daemon-launched runs, Airflow tasks) must not wait on this session.
+
+    Regression: Iceberg's JDBC catalog init left a metadata ResultSet open, holding SQLite's shared lock
+    for the session's lifetime; an exclusive lock from elsewhere then failed with SQLITE_BUSY.
+    """
+    import sqlite3
+
+    spark, settings = env["spark"], env["settings"]
+    spark.sql(f"SHOW NAMESPACES IN {settings.iceberg_catalog_name}").collect()  # loads the catalog
+    other = sqlite3.connect(settings.iceberg_catalog_uri[len("sqlite:///") :], timeout=5, isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # needs every other connection's shared lock released
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
 def test_day2_and_pyiceberg_reads_what_spark_wrote(env):
     from pyiceberg.expressions import EqualTo
 

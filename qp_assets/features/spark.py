@@ -149,6 +149,12 @@ def catalog_conf(settings: Settings) -> dict[str, str]:
         f"{prefix}.cache-enabled": "false",
     }
     conf.update({f"{prefix}.{k}": v for k, v in jdbc_props.items()})
+    if jdbc_uri.startswith("jdbc:sqlite:"):
+        # Iceberg's JdbcCatalog.initialize() probes for its tables with DatabaseMetaData.getTables and
+        # never closes that ResultSet when they exist: the open statement holds SQLite's shared lock for
+        # the session's lifetime, and every writer in another process fails with SQLITE_BUSY. The tables
+        # are created beforehand by ``catalog.ensure_catalog_tables`` (get_spark_session does it).
+        conf[f"{prefix}.jdbc.init-catalog-tables"] = "false"
     if settings.iceberg_warehouse.startswith(("s3://", "s3a://")):
         conf.update(
             {
@@ -229,6 +235,10 @@ def get_spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = resolve_spark_jars(settings)
+    if "sqlite" in settings.iceberg_catalog_uri:
+        from qp_assets.features.catalog import ensure_catalog_tables
+
+        ensure_catalog_tables(settings)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in session_conf(settings, master, jars).items():
         builder = builder.config(key, value)
