@@ -159,7 +159,9 @@ def test_live_spark_session_does_not_lock_the_sqlite_catalog(env):
 
     spark, settings = env["spark"], env["settings"]
     spark.sql(f"SHOW NAMESPACES IN {settings.iceberg_catalog_name}").collect()  # loads the catalog
-    other = sqlite3.connect(settings.iceberg_catalog_uri[len("sqlite:///") :], timeout=5, isolation_level=None)
+    other = sqlite3.connect(
+        settings.iceberg_catalog_uri[len("sqlite:///") :], timeout=5, isolation_level=None
+    )
     try:
         other.execute("BEGIN EXCLUSIVE")  # needs every other connection's shared lock released
         other.execute("ROLLBACK")
