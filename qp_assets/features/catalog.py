@@ -8,7 +8,6 @@ snapshot id or a point in time); ``snapshot_history`` lists a table's snapshots.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from qp_assets.features.transforms import NAMESPACE, TABLES
@@ -39,14 +38,10 @@ def sql_catalog(settings: Settings | None = None):
 def ensure_catalog_tables(settings: Settings | None = None) -> None:
     """Create the catalog's own tables (``iceberg_tables``, ``iceberg_namespace_properties``) if missing.
 
-    PyIceberg's SqlCatalog creates them on construction; Spark's JDBC catalog is configured not to (see
-    ``spark.catalog_conf``). Idempotent; the connection is closed before returning.
+    PyIceberg's SqlCatalog creates them on construction; Spark's JDBC catalog is configured not to on
+    SQLite (see ``spark.catalog_conf``, which also creates the file's directory). Idempotent; the
+    connection is closed before returning.
     """
-    settings = settings or Settings.from_env()
-    uri = settings.iceberg_catalog_uri
-    if "sqlite" in uri:
-        path = uri.split(":", 2)[-1] if uri.startswith("jdbc:sqlite:") else uri[len("sqlite:///") :]
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
     sql_catalog(settings).engine.dispose()
 
 

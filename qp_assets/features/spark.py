@@ -235,12 +235,13 @@ def get_spark_session(
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = resolve_spark_jars(settings)
-    if "sqlite" in settings.iceberg_catalog_uri:
+    conf = session_conf(settings, master, jars)
+    if conf.get(f"spark.sql.catalog.{settings.iceberg_catalog_name}.jdbc.init-catalog-tables") == "false":
         from qp_assets.features.catalog import ensure_catalog_tables
 
-        ensure_catalog_tables(settings)
+        ensure_catalog_tables(settings)  # Spark will not create them (see catalog_conf)
     builder = SparkSession.builder.master(master).appName(app_name)
-    for key, value in session_conf(settings, master, jars).items():
+    for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
