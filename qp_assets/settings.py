@@ -19,6 +19,23 @@ def _env(name: str, default: str) -> str:
     return value if value not in (None, "") else default
 
 
+def port_offset() -> int:
+    """``QP_PORT_OFFSET`` (default 0): added to every default port of the local stack.
+
+    One number moves a whole stack (Kafka 9092 -> 9092 + offset, registry, Connect, S3, PushGateway,
+    Prometheus and every internal listener), so a second stack (the test suite's, a benchmark's) runs
+    beside the user's without touching it. Explicit endpoint variables still win.
+    """
+    raw = os.environ.get("QP_PORT_OFFSET", "") or "0"
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise ValueError(f"QP_PORT_OFFSET={raw!r} is not an integer") from None
+    if not 0 <= offset <= 40000:
+        raise ValueError(f"QP_PORT_OFFSET={raw!r} is out of range 0-40000")
+    return offset
+
+
 def runtime_dir() -> Path:
     """Project-local runtime directory (logs, PID files, data, cached jars); ``QP_HOME`` overrides."""
     return Path(_env("QP_HOME", str(PROJECT_ROOT / ".qp"))).resolve()
@@ -47,18 +64,19 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         rt = runtime_dir()
+        off = port_offset()
         bucket = _env("QP_BUCKET", "local-vqe-results")
         return cls(
-            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-            schema_registry_url=_env("SCHEMA_REGISTRY_URL", "http://127.0.0.1:8081/apis/ccompat/v7"),
-            kafka_connect_url=_env("KAFKA_CONNECT_URL", "http://127.0.0.1:8083"),
-            s3_endpoint_url=_env("S3_ENDPOINT_URL", "http://127.0.0.1:8333"),
+            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{9092 + off}"),
+            schema_registry_url=_env("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{8081 + off}/apis/ccompat/v7"),
+            kafka_connect_url=_env("KAFKA_CONNECT_URL", f"http://127.0.0.1:{8083 + off}"),
+            s3_endpoint_url=_env("S3_ENDPOINT_URL", f"http://127.0.0.1:{8333 + off}"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID", "qp-local"),
             aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY", "qp-local-secret"),
             aws_region=_env("AWS_REGION", "us-east-1"),
             bucket=bucket,
-            pushgateway_url=_env("PUSHGATEWAY_URL", "127.0.0.1:9091"),
-            prometheus_url=_env("PROMETHEUS_URL", "http://127.0.0.1:9090"),
+            pushgateway_url=_env("PUSHGATEWAY_URL", f"127.0.0.1:{9091 + off}"),
+            prometheus_url=_env("PROMETHEUS_URL", f"http://127.0.0.1:{9090 + off}"),
             iceberg_catalog_name=_env("ICEBERG_CATALOG_NAME", "qp"),
             iceberg_catalog_uri=_env("ICEBERG_CATALOG_URI", f"sqlite:///{rt / 'iceberg' / 'catalog.db'}"),
             iceberg_warehouse=_env("ICEBERG_WAREHOUSE", f"s3://{bucket}/warehouse"),

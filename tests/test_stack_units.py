@@ -165,6 +165,26 @@ def test_ports_follow_client_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
         SERVICES["kafka"].ports(ctx)
 
 
+def test_port_offset_moves_every_default_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qp_assets.settings import Settings
+
+    monkeypatch.setenv("QP_PORT_OFFSET", "20000")
+    monkeypatch.setenv("KAFKA_CONNECT_URL", "http://127.0.0.1:8183")  # an explicit endpoint still wins
+    settings = Settings.from_env()
+    ctx = StackContext(settings)
+    assert settings.kafka_bootstrap_servers == "127.0.0.1:29092"
+    assert settings.schema_registry_url == "http://127.0.0.1:28081/apis/ccompat/v7"
+    assert SERVICES["kafka"].ports(ctx) == [29092, 29093]
+    assert SERVICES["registry"].ports(ctx) == [28081, 28085]
+    assert SERVICES["connect"].ports(ctx) == [8183]
+    assert SERVICES["seaweedfs"].ports(ctx) == [28333, 29333, 29340, 28888, 27333, 43646, 28181, 29101]
+    assert SERVICES["pushgateway"].ports(ctx) == [29091]
+    assert SERVICES["prometheus"].ports(ctx) == [29090]
+    monkeypatch.setenv("QP_PORT_OFFSET", "lots")
+    with pytest.raises(ValueError, match="QP_PORT_OFFSET='lots'"):
+        Settings.from_env()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_resolve_pom_caches_and_reports_failed_download(tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,8 @@ Ports come from the client-side endpoints in :class:`~qp_assets.settings.Setting
 ``KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092`` makes the stack start Kafka on 19092), so the stack always
 listens where the clients connect. An endpoint whose host is not loopback is *external*: the stack does
 not start that service and only probes it. Ports without a client endpoint have their own variables:
-``QP_KAFKA_CONTROLLER_PORT`` (9093) and ``QP_REGISTRY_MANAGEMENT_PORT`` (8085).
+``QP_KAFKA_CONTROLLER_PORT`` (9093) and ``QP_REGISTRY_MANAGEMENT_PORT`` (8085). ``QP_PORT_OFFSET`` shifts every
+default port at once (see :func:`qp_assets.settings.port_offset`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.settings import PROJECT_ROOT, Settings, port_offset
 from qp_assets.stack.errors import StackError
 from qp_assets.stack.maven import is_resolved, resolve_pom
 
@@ -113,7 +114,7 @@ class StackContext:
 
     @property
     def kafka_controller_port(self) -> int:
-        return _env_port("QP_KAFKA_CONTROLLER_PORT", 9093)
+        return _env_port("QP_KAFKA_CONTROLLER_PORT", 9093 + port_offset())
 
     @property
     def registry(self) -> Endpoint:
@@ -121,7 +122,7 @@ class StackContext:
 
     @property
     def registry_management_port(self) -> int:
-        return _env_port("QP_REGISTRY_MANAGEMENT_PORT", 8085)
+        return _env_port("QP_REGISTRY_MANAGEMENT_PORT", 8085 + port_offset())
 
     @property
     def connect(self) -> Endpoint:
@@ -133,8 +134,8 @@ class StackContext:
 
     @property
     def seaweed_internal_ports(self) -> dict[str, int]:
-        """weed mini's other listeners (flag -> port), shifted by ``QP_SEAWEEDFS_PORT_OFFSET`` (default 0)."""
-        raw = os.environ.get("QP_SEAWEEDFS_PORT_OFFSET", "") or "0"
+        """weed mini's other listeners (flag -> port), shifted by ``QP_SEAWEEDFS_PORT_OFFSET`` (default ``QP_PORT_OFFSET``)."""
+        raw = os.environ.get("QP_SEAWEEDFS_PORT_OFFSET", "") or str(port_offset())
         try:
             offset = int(raw)
         except ValueError:
