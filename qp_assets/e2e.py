@@ -14,33 +14,19 @@ Steps (each printed with its duration):
 """
 
 import json
-import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.settings import Settings, prepare_dagster_home
 
 DEFAULT_MOLECULES = ("H2", "HeH+", "LiH")
 #: VQE configuration per molecule (anything not named uses VQEConfig defaults: sto3g, JW, UCCSD, L-BFGS-B).
 MOLECULE_CONFIGS: dict[str, dict[str, Any]] = {
     "LiH": {"freeze_core": True, "active_electrons": 2, "active_orbitals": 3},
 }
-
-
-def prepare_dagster_home(home: Path | None = None) -> Path:
-    """Create ``DAGSTER_HOME`` (default ``<runtime_dir>/dagster_home``) with dagster.yaml; set the env var."""
-    home = Path(home or os.environ.get("DAGSTER_HOME") or Settings.from_env().runtime_dir / "dagster_home")
-    home.mkdir(parents=True, exist_ok=True)
-    target = home / "dagster.yaml"
-    if not target.exists():
-        shutil.copy(PROJECT_ROOT / "dagster.yaml", target)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
 
 
 def build_request(

@@ -8,6 +8,7 @@ the throwaway keys of the loopback-only SeaweedFS that the stack starts.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,22 @@ def port_offset() -> int:
 def runtime_dir() -> Path:
     """Project-local runtime directory (logs, PID files, data, cached jars); ``QP_HOME`` overrides."""
     return Path(_env("QP_HOME", str(PROJECT_ROOT / ".qp"))).resolve()
+
+
+def prepare_dagster_home(home: Path | None = None) -> Path:
+    """Make ``DAGSTER_HOME`` ready for ``dagster dev`` / ``dagster job execute`` and export it.
+
+    The home is ``home``, else ``$DAGSTER_HOME``, else ``<runtime_dir>/dagster_home``. The repo's
+    ``dagster.yaml`` (run queue limits, pools, telemetry off) is copied in when the home has none; an
+    existing one is the user's and is left alone. Called by ``qp stack up``, ``qp e2e`` and the scripts.
+    """
+    home = Path(home or os.environ.get("DAGSTER_HOME") or runtime_dir() / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    if not target.exists():
+        shutil.copy(PROJECT_ROOT / "dagster.yaml", target)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 @dataclass(frozen=True)

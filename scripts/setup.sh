@@ -38,6 +38,15 @@ EXTRAS=${QP_EXTRAS:-cpu,dev}
 log "installing qp-assets[$EXTRAS] (pinned by constraints.txt)"
 $UV pip install -q --compile-bytecode --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
 
+# The venv's activate script points DAGSTER_HOME at the project's runtime dir, so `dagster dev` after
+# `source .venv/bin/activate` uses the instance that `qp stack up` prepares (dagster.yaml: queue, pools).
+if ! grep -q "QP_DAGSTER_HOME_DEFAULT" .venv/bin/activate; then
+  cat >>.venv/bin/activate <<EOF
+# QP_DAGSTER_HOME_DEFAULT (added by scripts/setup.sh)
+export DAGSTER_HOME="\${DAGSTER_HOME:-\${QP_HOME:-$ROOT/.qp}/dagster_home}"
+EOF
+fi
+
 # 3. JVM dependencies and Debian-packaged services for the local stack (cached; second run downloads nothing).
 log "resolving JVM dependencies (cached under .qp/lib and ~/.m2)"
 .venv/bin/qp stack fetch

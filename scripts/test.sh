@@ -1,12 +1,33 @@
 #!/usr/bin/env bash
-# Sets everything up, starts the local stack, and runs the whole test suite against the real services
-# (pytest, plus the Java sink plugin's own unit tests). Extra arguments go to pytest,
+# Sets everything up, starts the suite's own local stack, and runs the whole test suite against the real
+# services (pytest, plus the Java sink plugin's own unit tests). Extra arguments go to pytest,
 # e.g. `scripts/test.sh -m "not services"` for the fast subset.
+#
+# The suite never touches the user's stack or data: it runs in its own runtime directory
+# (QP_TEST_HOME, default .qp-test/, wiped at the start of every run so each run starts from empty
+# state; the resolved jars are shared with .qp/lib) with every port shifted by QP_TEST_PORT_OFFSET
+# (default 20000: Kafka 29092, registry 28081, Connect 28083, S3 28333, ...). Endpoint variables of the
+# user's environment are ignored for the same reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
 scripts/setup.sh
-export DAGSTER_HOME=${DAGSTER_HOME:-$(pwd)/.qp/dagster_home}
-mkdir -p "$DAGSTER_HOME"
+USER_LIB=${QP_HOME:-$ROOT/.qp}/lib
+
+unset KAFKA_BOOTSTRAP_SERVERS SCHEMA_REGISTRY_URL KAFKA_CONNECT_URL S3_ENDPOINT_URL PUSHGATEWAY_URL \
+  PROMETHEUS_URL ICEBERG_CATALOG_URI ICEBERG_WAREHOUSE ICEBERG_CATALOG_NAME SPARK_MASTER QP_BUCKET \
+  QP_KAFKA_CONTROLLER_PORT QP_REGISTRY_MANAGEMENT_PORT QP_SEAWEEDFS_PORT_OFFSET DAGSTER_HOME
+export QP_HOME=${QP_TEST_HOME:-$ROOT/.qp-test}
+export QP_PORT_OFFSET=${QP_TEST_PORT_OFFSET:-20000}
+export DAGSTER_HOME=$QP_HOME/dagster_home
+
+echo "[test] fresh runtime $QP_HOME (ports +$QP_PORT_OFFSET)"
+.venv/bin/qp stack down >/dev/null 2>&1 || true
+if [ -d "$QP_HOME" ]; then
+  find "$QP_HOME" -mindepth 1 -maxdepth 1 ! -name lib -exec rm -rf {} +
+fi
+mkdir -p "$QP_HOME"
+[ -e "$QP_HOME/lib" ] || ln -s "$USER_LIB" "$QP_HOME/lib"
 
 status=0
 if [ -f infra/connect/s3-avro-sink/pom.xml ]; then
@@ -21,7 +42,7 @@ echo "[test] ruff"
 echo "[test] dagster definitions validate"
 .venv/bin/dagster definitions validate -m qp_assets.definitions || status=1
 
-echo "[test] starting the local stack"
+echo "[test] starting the suite's stack"
 .venv/bin/qp stack up
 trap '.venv/bin/qp stack down >/dev/null 2>&1 || true' EXIT
 

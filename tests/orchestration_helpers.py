@@ -54,6 +54,15 @@ class Isolated:
         return LandingSink(s3_client=self.s3(), bucket=self.settings.bucket, prefix=self.prefix)
 
     def cleanup(self) -> None:
+        """Remove the test's landed objects, its Iceberg tables and namespace."""
+        from qp_assets.features.catalog import sql_catalog
+
+        catalog = sql_catalog(self.settings)
+        if (self.namespace,) in catalog.list_namespaces():
+            for ident in catalog.list_tables(self.namespace):
+                catalog.purge_table(ident)
+            catalog.drop_namespace(self.namespace)
+        catalog.engine.dispose()
         client = self.s3()
         pages = client.get_paginator("list_objects_v2").paginate(
             Bucket=self.settings.bucket, Prefix=self.prefix

@@ -379,3 +379,54 @@ def test_empty_day_writes_nothing(env):
         result.empty and result.runs == 0 and result.row_counts == {} and "nothing written" in result.message
     )
     assert {t: current_snapshot_id(env["spark"], ident(env, t)) for t in TABLES} == before
+
+
+def _tables_holding(env, run_ids: list[str]) -> dict[str, list[str]]:
+    """Which of ``run_ids`` each data table holds (any day)."""
+    wanted = ", ".join(f"'{r}'" for r in run_ids)
+    return {
+        t: [
+            r.run_id
+            for r in env["spark"]
+            .sql(f"SELECT DISTINCT run_id FROM {ident(env, t)} WHERE run_id IN ({wanted}) ORDER BY run_id")
+            .collect()
+        ]
+        for t in DATA_TABLES
+    }
+
+
+def test_a_rerun_request_keeps_one_row_its_latest_result(env):
+    """A request processed twice (cursor reset, new instance) ends as one row: the latest result, in every
+    table, whether the re-run falls on the same day or a later one, and whichever day is rebuilt last."""
+    rerun_day = date(2026, 1, 17)
+    day1_before = counts(env, DAY1)
+    # same day: request 0 of day 1 ran again at 16:00
+    env["sink"].put(
+        golden.landed_key(golden.DEFAULT_TOPIC, 2, 0, golden._at(DAY1, 16)),
+        golden.avro_bytes(
+            [golden.make_result(0, golden._at(DAY1, 16, 5), run_id="run-rerun-a", num_iterations=4)]
+        ),
+    )
+    result = build(env, DAY1, "dagster-run-rerun-1")
+    assert result.duplicate_runs_dropped >= 1
+    vqe = day_rows(env, "vqe_results", DAY1, "run_id")
+    assert [r.run_id for r in vqe if r.request_id == "req-000000"] == ["run-rerun-a"]
+    assert counts(env, DAY1)["vqe_results"] == day1_before["vqe_results"]
+    assert counts(env, DAY1)["vqe_iterations"] == day1_before["vqe_iterations"] - 3 + 4  # run 0 had 3
+
+    # a later day: request 4 of day 2 ran again on Jan 17 -> day 2 loses run 4 in every table
+    env["sink"].put(
+        golden.landed_key(golden.DEFAULT_TOPIC, 2, 1, golden._at(rerun_day, 9)),
+        golden.avro_bytes([golden.make_result(4, golden._at(rerun_day, 9, 1), run_id="run-rerun-b")]),
+    )
+    build(env, rerun_day, "dagster-run-rerun-2")
+    held = _tables_holding(env, ["run-000004", "run-rerun-b"])
+    assert all(held[t] == ["run-rerun-b"] for t in DATA_TABLES), held
+    # rebuilding day 2 later does not bring the older result back
+    day2 = build(env, DAY2, "dagster-run-rerun-3")
+    assert day2.runs == 1 and day2.duplicate_runs_dropped == 1
+    assert [r.run_id for r in day_rows(env, "vqe_results", DAY2, "run_id")] == ["run-000005"]
+    per_request = env["spark"].sql(
+        f"SELECT request_id, count(*) AS n FROM {ident(env, 'vqe_results')} GROUP BY request_id HAVING n > 1"
+    )
+    assert per_request.collect() == []

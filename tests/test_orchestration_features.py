@@ -2,6 +2,7 @@
 in one run. Input is the golden landed data of the feature module, under a unique prefix / namespace."""
 
 from collections import defaultdict
+from datetime import timedelta
 
 import pytest
 from dagster import DagsterEventType, DagsterInstance
@@ -66,11 +67,13 @@ def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed):
     assert [m["dagster_run_id"] for m in meta] == [result.run_id]
 
 
-def test_two_day_backfill_is_one_run(landed):
+def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
+    """A range whose first day has no landed data: one run, every day written, every check passes."""
+    empty_day = GOLDEN_DAY1 - timedelta(days=1)
     defs = feature_definitions(landed.resources())
     job = defs.resolve_job_def("feature_processing_job")
     tags = {
-        "dagster/asset_partition_range_start": GOLDEN_DAY1.isoformat(),
+        "dagster/asset_partition_range_start": empty_day.isoformat(),
         "dagster/asset_partition_range_end": GOLDEN_DAY2.isoformat(),
     }
     with DagsterInstance.ephemeral() as instance:
@@ -79,11 +82,13 @@ def test_two_day_backfill_is_one_run(landed):
     assert result.success
     mats = _materializations(result)
     per_day = mats["vqe_results"][0].metadata["rows_per_day"].value
-    assert per_day == {GOLDEN_DAY1.isoformat(): 5, GOLDEN_DAY2.isoformat(): 2}
-    assert all(_checks(result).values())
+    assert per_day == {empty_day.isoformat(): 0, GOLDEN_DAY1.isoformat(): 5, GOLDEN_DAY2.isoformat(): 2}
+    checks = _checks(result)
+    assert len(checks) == 12 and all(checks.values()), checks
     rows = read_rows("vqe_results", settings=landed.settings, namespace=landed.namespace)
     assert rows.num_rows == 7  # day 1 overwritten, not duplicated
     meta = read_rows("processing_metadata", settings=landed.settings, namespace=landed.namespace).to_pylist()
+    # an empty day writes nothing, so it has no processing_metadata row either
     assert sorted(m["event_date"].isoformat() for m in meta if m["dagster_run_id"] == result.run_id) == [
         GOLDEN_DAY1.isoformat(),
         GOLDEN_DAY2.isoformat(),

@@ -1,6 +1,7 @@
 """Asset checks of the feature tables (one multi-check op reading Iceberg through PyIceberg).
 
-Checked days are the run's partition window (``dagster/partition`` or the partition range tags); a run
+Every check is blocking: a failed check fails its step, so the run (and a backfill of it) shows the
+failure instead of a green materialization. Checked days are the run's partition window (``dagster/partition`` or the partition range tags); a run
 without partition tags checks the whole tables. The variational tolerance is ``QP_VARIATIONAL_TOL_HA``
 (hartree, default 1e-6).
 """
@@ -34,7 +35,10 @@ def days_from_tags(tags: dict[str, str]) -> list[date] | None:
 def _check_specs() -> list[AssetCheckSpec]:
     specs = [
         AssetCheckSpec(
-            "no_null_keys", asset=feature_asset_key(name), description=f"key columns {spec.keys} never null"
+            "no_null_keys",
+            asset=feature_asset_key(name),
+            description=f"key columns {spec.keys} never null",
+            blocking=True,
         )
         for name, spec in TABLES.items()
     ]
@@ -43,6 +47,7 @@ def _check_specs() -> list[AssetCheckSpec]:
             "variational_bound",
             asset=feature_asset_key("vqe_results"),
             description="VQE total energy >= exact reference - tolerance (hartree)",
+            blocking=True,
         )
     )
     specs.append(
@@ -51,21 +56,17 @@ def _check_specs() -> list[AssetCheckSpec]:
             asset=feature_asset_key("vqe_iterations"),
             additional_deps=[feature_asset_key("vqe_results")],
             description="each run has num_iterations distinct iteration rows whose minimum energy is the result's",
+            blocking=True,
         )
     )
     return specs
 
 
 def _read(iceberg: IcebergCatalogResource, table: str, days: list[date] | None):
-    import pyarrow as pa
-
+    """The checked window of ``table`` in one scan (all days when ``days`` is None)."""
     from qp_assets.features.catalog import read_rows
 
-    settings = iceberg.settings()
-    if days is None:
-        return read_rows(table, settings=settings, namespace=iceberg.namespace)
-    parts = [read_rows(table, day=d, settings=settings, namespace=iceberg.namespace) for d in days]
-    return pa.concat_tables(parts)
+    return read_rows(table, settings=iceberg.settings(), namespace=iceberg.namespace, days=days)
 
 
 @multi_asset_check(specs=_check_specs(), can_subset=True, name="feature_table_checks")

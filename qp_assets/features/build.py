@@ -6,7 +6,9 @@
    that finished before midnight but landed after it) and read them with the v3 reader schema;
 2. set aside non-Avro files and records violating the contract (missing run_id / event_time, negative
    iteration): they are counted and reported, the good records still land;
-3. keep runs whose ``event_time`` falls on ``day`` (one row per run_id), run the nine pure transforms;
+3. keep runs whose ``event_time`` falls on ``day``, one per ``request_id`` across all days (its latest
+   result: a re-run of a request replaces its older result, in whatever day that one lies), run the nine
+   pure transforms;
 4. overwrite exactly ``event_date = day`` in each table (so re-running a day never duplicates rows and
    never touches other days); if any table write fails, the tables already written are rolled back to
    their previous snapshot (no partial day);
@@ -235,8 +237,9 @@ def build_days(
             "event_date", F.to_date("event_time")
         )
         in_days = in_days.where(F.col("event_date").isin(*day_lits))
-        latest_first = Window.partitionBy("run_id").orderBy(
-            F.col("event_time").desc(), F.col("source_file").desc()
+        # one row per request (its latest result); records without a request_id (older schemas) per run
+        latest_first = Window.partitionBy(F.coalesce("request_id", "run_id")).orderBy(
+            F.col("event_time").desc(), F.col("run_id").desc(), F.col("source_file").desc()
         )
         ranked = in_days.withColumn("_rank", F.row_number().over(latest_first))
         good = (
@@ -265,8 +268,15 @@ def build_days(
     write_days = [d for d in target_days if results[d].runs > 0]
     data_tables = [t for t in selected if t in DATA_TABLES]
     ensure_tables(spark, catalog, namespace, selected)
-    if write_days and data_tables and good is not None:
-        _write_data_tables(spark, good, catalog, namespace, data_tables, write_days, results)
+    superseded: list[str] = []
+    to_write = good
+    if write_days and good is not None:
+        to_write, superseded = _latest_result_per_request(
+            spark, good, catalog, namespace, write_days, results
+        )
+        write_days = [d for d in target_days if results[d].runs > 0]
+    if write_days and data_tables and to_write is not None:
+        _write_data_tables(spark, to_write, catalog, namespace, data_tables, write_days, results, superseded)
     for cached in (good, checked):  # unpersist only now: good is computed from checked during the writes
         if cached is not None:
             cached.unpersist()
@@ -301,7 +311,10 @@ def _write_data_tables(
     data_tables: list[str],
     write_days: list[date],
     results: dict[date, DayBuildResult],
+    superseded_runs: Sequence[str] = (),
 ) -> None:
+    """Overwrite ``write_days`` of each table with ``good``, first deleting ``superseded_runs`` (older
+    results of the same requests, in other days); any failure rolls every touched table back."""
     from tqdm import tqdm
 
     day_lits = [F.lit(d) for d in write_days]
@@ -310,6 +323,9 @@ def _write_data_tables(
         for name in tqdm(data_tables, desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"):
             ident = table_identifier(catalog, namespace, name)
             before[name] = current_snapshot_id(spark, ident)
+            if superseded_runs:
+                run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
+                spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
             table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
             table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
     except Exception:
@@ -322,6 +338,55 @@ def _write_data_tables(
             results[d].row_counts[name] = counts.get(d, 0)
             if snap is not None:
                 results[d].snapshot_ids[name] = snap
+
+
+def _latest_result_per_request(
+    spark: SparkSession,
+    good: DataFrame,
+    catalog: str,
+    namespace: str,
+    write_days: list[date],
+    results: dict[date, DayBuildResult],
+) -> tuple[DataFrame, list[str]]:
+    """Keep one result per ``request_id`` across all days, the latest one (event_time, then run_id).
+
+    ``good`` already holds one run per request within the built days. Requests that also have a row in
+    another day of ``vqe_results`` (a re-run after a cursor reset, a replay, a new Dagster instance) are
+    resolved here: if the other day's result is newer, this build drops its own run (counted in
+    ``duplicate_runs_dropped`` of its day); if this build's is newer, the other day's run is returned as
+    superseded and deleted from every written table in the same transaction-like step as the overwrite.
+    Returns (the runs to write, the superseded run ids).
+    """
+    ident = table_identifier(catalog, namespace, "vqe_results")
+    if not spark.catalog.tableExists(ident):
+        return good, []
+    day_lits = [F.lit(d) for d in write_days]
+    others = (
+        spark.table(ident)
+        .where(F.col("request_id").isNotNull() & ~F.col("event_date").isin(*day_lits))
+        .select("request_id", F.col("run_id").alias("other_run"), F.col("event_time").alias("other_time"))
+    )
+    mine = good.where(F.col("request_id").isNotNull()).select("request_id", "run_id", "event_time")
+    clashes = mine.join(others, "request_id").collect()
+    if not clashes:
+        return good, []
+    dropped: set[str] = set()
+    superseded: set[str] = set()
+    for row in clashes:
+        if (row["other_time"], row["other_run"]) > (row["event_time"], row["run_id"]):
+            dropped.add(row["run_id"])
+        else:
+            superseded.add(row["other_run"])
+    superseded -= {row["other_run"] for row in clashes if row["run_id"] in dropped}
+    if dropped:
+        for row in (
+            good.where(F.col("run_id").isin(*dropped)).select(F.to_date("event_time").alias("d")).collect()
+        ):
+            results[row["d"]].runs -= 1
+            results[row["d"]].duplicate_runs_dropped += 1
+        good = good.where(~F.col("run_id").isin(*dropped))
+    log.info("requests seen in other days: %d newer there, %d superseded here", len(dropped), len(superseded))
+    return good, sorted(superseded)
 
 
 def _append_processing_metadata(

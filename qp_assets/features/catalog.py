@@ -73,6 +73,32 @@ def load_feature_table(table: str, settings: Settings | None = None, namespace: 
     return sql_catalog(settings).load_table(f"{namespace}.{check_table_name(table)}")
 
 
+def _small_arrow_types(arrow: Any) -> Any:
+    """``arrow`` with large_string/large_binary/large_list columns cast to their 32-bit-offset types.
+
+    PyIceberg answers a scan that matches no data file with large types and one that reads Parquet with
+    plain ones; callers that concatenate or compare tables (checks over a day range with empty days) need
+    one answer whatever the data, so every read goes through this.
+    """
+    import pyarrow as pa
+
+    def small(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_large_string(t):
+            return pa.string()
+        if pa.types.is_large_binary(t):
+            return pa.binary()
+        if pa.types.is_large_list(t) or pa.types.is_list(t):
+            return pa.list_(pa.field(t.value_field.name, small(t.value_type), t.value_field.nullable))
+        if pa.types.is_struct(t):
+            return pa.struct([pa.field(f.name, small(f.type), f.nullable, f.metadata) for f in t])
+        if pa.types.is_map(t):
+            return pa.map_(small(t.key_type), small(t.item_type))
+        return t
+
+    schema = pa.schema([pa.field(f.name, small(f.type), f.nullable, f.metadata) for f in arrow.schema])
+    return arrow if schema.equals(arrow.schema) else arrow.cast(schema)
+
+
 def read_rows(
     table: str,
     day: date | None = None,
@@ -80,13 +106,17 @@ def read_rows(
     limit: int | None = None,
     settings: Settings | None = None,
     namespace: str = NAMESPACE,
+    days: list[date] | None = None,
 ):
-    """Rows of ``table`` as a pyarrow Table: one ``event_date`` if ``day``, at a snapshot if ``as_of``.
+    """Rows of ``table`` as a pyarrow Table: one ``event_date`` if ``day``, those in ``days`` if given
+    (one scan), at a snapshot if ``as_of``.
 
-    ``as_of`` is a snapshot id or an ISO timestamp (the snapshot current at that time). Raises
-    ValueError for an unknown table, snapshot id, or a time before the table's first snapshot.
+    Column types are the same whether or not the scan matched data (no pyarrow large types), so reads of
+    empty and non-empty days concatenate and compare. ``as_of`` is a snapshot id or an ISO timestamp (the
+    snapshot current at that time). Raises ValueError for an unknown table, snapshot id, or a time before
+    the table's first snapshot.
     """
-    from pyiceberg.expressions import AlwaysTrue, EqualTo
+    from pyiceberg.expressions import AlwaysTrue, EqualTo, In
 
     tbl = load_feature_table(table, settings, namespace)
     snapshot_id = None
@@ -100,8 +130,11 @@ def read_rows(
             if snap is None:
                 raise ValueError(f"--as-of: {as_of!r} is before the first snapshot of {namespace}.{table}")
             snapshot_id = snap.snapshot_id
-    row_filter = EqualTo("event_date", day.isoformat()) if day else AlwaysTrue()
-    return tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id, limit=limit).to_arrow()
+    if days is not None:
+        row_filter = In("event_date", {d.isoformat() for d in [*days, *([day] if day else [])]})
+    else:
+        row_filter = EqualTo("event_date", day.isoformat()) if day else AlwaysTrue()
+    return _small_arrow_types(tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id, limit=limit).to_arrow())
 
 
 def snapshot_history(

@@ -48,12 +48,14 @@ def _print_status(services: list[str] | None) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from qp_assets.settings import prepare_dagster_home
     from qp_assets.stack.launcher import ensure_up
 
     def go() -> int:
         t0 = time.monotonic()
         ensure_up(_service_list(args.only))
-        print(f"stack up in {time.monotonic() - t0:.1f}s")
+        home = prepare_dagster_home()
+        print(f"stack up in {time.monotonic() - t0:.1f}s; DAGSTER_HOME={home}")
         return _print_status(_service_list(args.only))
 
     return _run(go)
