@@ -134,7 +134,9 @@ def read_rows(
         row_filter = In("event_date", {d.isoformat() for d in [*days, *([day] if day else [])]})
     else:
         row_filter = EqualTo("event_date", day.isoformat()) if day else AlwaysTrue()
-    return _small_arrow_types(tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id, limit=limit).to_arrow())
+    return _small_arrow_types(
+        tbl.scan(row_filter=row_filter, snapshot_id=snapshot_id, limit=limit).to_arrow()
+    )
 
 
 def snapshot_history(
