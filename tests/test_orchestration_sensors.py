@@ -44,6 +44,7 @@ def _tick(sensor, cursor, kafka, instance):
 
 def test_kafka_sensor_plans_each_offset_once(stack, monkeypatch):
     monkeypatch.setenv("QP_REQUESTS_PER_RUN", "3")
+    monkeypatch.setenv("QP_REQUEST_SENSOR_START", "earliest")
     topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
     _produce(stack, topic, 7)
     sensor = _sensors()["kafka_vqe_request_sensor"]
@@ -69,6 +70,30 @@ def test_kafka_sensor_plans_each_offset_once(stack, monkeypatch):
         # re-evaluating from the older cursor re-plans the same keys -> Dagster dedups them by run key
         replay, _ = _tick(sensor, first.cursor, kafka, instance)
         assert [r.run_key for r in replay.run_requests] == [r.run_key for r in third.run_requests]
+
+
+def test_kafka_sensor_new_instance_starts_at_the_end_but_reads_a_topic_created_later(stack, monkeypatch):
+    """Default start: history already there is not re-run; a topic that appears after the first tick is
+    read from offset 0 (the first requests on a fresh stack are not skipped)."""
+    monkeypatch.delenv("QP_REQUEST_SENSOR_START", raising=False)
+    sensor = _sensors()["kafka_vqe_request_sensor"]
+    old_topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
+    _produce(stack, old_topic, 4)
+    kafka = KafkaResource(bootstrap_servers=stack.kafka_bootstrap_servers, requests_topic=old_topic)
+    new_topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
+    later = KafkaResource(bootstrap_servers=stack.kafka_bootstrap_servers, requests_topic=new_topic)
+    with DagsterInstance.ephemeral() as instance:
+        first, _ = _tick(sensor, None, kafka, instance)
+        assert not first.run_requests and json.loads(first.cursor)["next"] == {"0": 2, "1": 2}
+        _produce_more(stack, old_topic, 2)
+        second, _ = _tick(sensor, first.cursor, kafka, instance)
+        assert [r.run_key for r in second.run_requests] == [f"{old_topic}:0:2-3", f"{old_topic}:1:2-3"]
+
+        before, _ = _tick(sensor, None, later, instance)  # the topic does not exist yet
+        assert not before.run_requests and json.loads(before.cursor) == {"topic": new_topic, "next": {}}
+        _produce(stack, new_topic, 3)
+        after, _ = _tick(sensor, before.cursor, later, instance)
+        assert [r.run_key for r in after.run_requests] == [f"{new_topic}:0:0-2", f"{new_topic}:1:0-1"]
 
 
 def _produce_more(settings, topic: str, n: int) -> None:

@@ -50,13 +50,24 @@ def _mail_status() -> DefaultSensorStatus:
 def request_sensor_result(
     cursor: str | None, kafka: KafkaResource, max_per_run: int, start: str
 ) -> SensorResult | SkipReason:
-    """One tick of the Kafka request sensor (watermarks only; see kafka_offsets)."""
+    """One tick of the Kafka request sensor (watermarks only; see kafka_offsets).
+
+    ``start`` applies to the partitions that exist at the sensor's very first tick (no cursor yet):
+    ``latest`` (the default) starts a new instance at the current end, so history another instance or
+    ``qp e2e`` already processed is not re-run. Partitions that appear later (the topic created after the
+    sensor started, or grown) start at their beginning: every request submitted while the sensor runs
+    is processed.
+    """
     started = time.monotonic()
     topic = kafka.requests_topic
     marks = kafka.watermarks(topic)
+    first_tick = not cursor
     if not marks:
-        return SkipReason(f"topic {topic} has no partitions yet")
-    ranges, next_offsets = plan_ranges(topic, parse_cursor(cursor, topic), marks, max_per_run, start)  # type: ignore[arg-type]
+        return SensorResult(
+            skip_reason=SkipReason(f"topic {topic} has no partitions yet"), cursor=dump_cursor(topic, {})
+        )
+    policy = start if first_tick else "earliest"
+    ranges, next_offsets = plan_ranges(topic, parse_cursor(cursor, topic), marks, max_per_run, policy)  # type: ignore[arg-type]
     new_cursor = dump_cursor(topic, next_offsets)
     if not ranges:
         return SensorResult(
@@ -147,7 +158,7 @@ def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = 
 def build_sensors(vqe_runner_job, feature_job) -> list:
     """All sensors, bound to the given jobs."""
     max_per_run = _env_int("QP_REQUESTS_PER_RUN", 10)
-    start = os.environ.get("QP_REQUEST_SENSOR_START") or "earliest"
+    start = os.environ.get("QP_REQUEST_SENSOR_START") or "latest"
     if start not in ("earliest", "latest"):
         raise ValueError(f"QP_REQUEST_SENSOR_START: expected earliest or latest, got {start!r}")
 
