@@ -12,6 +12,7 @@ from qiskit import QuantumCircuit, qasm3, transpile
 
 from qp_assets.vqe.config import CHEMISTRY_ANSATZES, VQEConfig
 from qp_assets.vqe.hamiltonian import QubitProblem
+from qp_assets.vqe.sector_kernel import SectorAnsatz, SectorSpace, build_tables
 
 QASM_BASIS = ["cx", "rz", "ry", "rx", "h", "x", "sx", "s", "sdg"]
 
@@ -32,6 +33,7 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
             return circuit
         circuit = ansatz.decompose()  # HF X gates + one PauliEvolutionGate per excitation
         circuit.name = config.ansatz
+        circuit.metadata = {"excitation_groups": _excitation_groups(ansatz)}
         return circuit
     n = problem.num_qubits
     body = {
@@ -44,6 +46,57 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
         circuit.compose(hf, inplace=True)
     circuit.compose(body, inplace=True)
     return circuit
+
+
+def _excitation_groups(ansatz) -> list[list[tuple[tuple[int, ...], tuple[int, ...]]]] | None:
+    """The excitations behind each evolved operator of a qiskit-nature UCC ansatz (one per operator, or
+    SUCCD's mirrored pairs sharing a parameter), or None when a shared operator is not an exact product
+    of its excitations (its Pauli terms do not all commute, so the circuit is a Trotter product)."""
+    groups_by_level = getattr(ansatz, "_excitations_dict", None)  # SUCCD: one entry per shared parameter
+    if groups_by_level is None:
+        return [[exc] for exc in ansatz.excitation_list]
+    groups = [list(g) for g in groups_by_level.values()]
+    if len(groups) != len(ansatz.operators):
+        return None
+    for group, op in zip(groups, ansatz.operators, strict=True):
+        if len(group) > 1:
+            x, z = op.paulis.x, op.paulis.z
+            anti = (x.astype(np.uint8) @ z.T.astype(np.uint8) + z.astype(np.uint8) @ x.T.astype(np.uint8)) % 2
+            if anti.any():
+                return None
+    return groups
+
+
+def sector_ansatz(circuit: QuantumCircuit, problem: QubitProblem) -> SectorAnsatz | None:
+    """The electron-sector form of a UCC-family circuit built by :func:`build_ansatz`, or None when the
+    circuit is not a product of excitation rotations on the HF state (hardware-efficient ansatzes, SUCCD
+    with non-commuting shared operators)."""
+    from qiskit.circuit import ParameterExpression
+    from qiskit.circuit.library import PauliEvolutionGate
+
+    groups = (circuit.metadata or {}).get("excitation_groups")
+    if groups is None:
+        return None
+    pindex = {p: i for i, p in enumerate(circuit.parameters)}
+    excitations, params, scales = [], [], []
+    gate = 0
+    for inst in circuit.data:
+        op = inst.operation
+        if not isinstance(op, PauliEvolutionGate):
+            continue
+        t = op.params[0]
+        if not isinstance(t, ParameterExpression) or len(t.parameters) != 1:
+            return None
+        (p,) = t.parameters
+        if float(t.bind({p: 0.0})) != 0.0:
+            return None
+        for exc in groups[gate % len(groups)]:
+            excitations.append(exc)
+            params.append(pindex[p])
+            scales.append(float(t.gradient(p)))
+        gate += 1
+    space = SectorSpace(problem.num_spatial_orbitals, *problem.num_particles)
+    return SectorAnsatz(space, build_tables(space, excitations, params, scales), circuit.num_parameters)
 
 
 def initial_parameters(config: VQEConfig, num_parameters: int) -> np.ndarray:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qp_assets.vqe.config import ANSATZES, BACKEND_METHODS, INITIAL_STATES, MAPPERS, OPTIMIZERS
+from qp_assets.vqe.config import ANSATZES, BACKEND_METHODS, INITIAL_STATES, KERNELS, MAPPERS, OPTIMIZERS
 from qp_assets.vqe.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,11 @@ def register(subparsers: Any) -> None:
     g.add_argument("--charge", type=int, default=None, help="override/inline charge")
     g.add_argument("--multiplicity", type=int, default=None, help="override/inline multiplicity 2S+1")
     g.add_argument("--units", choices=["angstrom", "bohr"], default=None, help="inline coordinate units")
-    add_config_arguments(run.add_argument_group("configuration"))
+    c = run.add_argument_group("configuration")
+    add_config_arguments(c)
+    c.add_argument(
+        "--kernel", default="auto", help=f"simulation kernel: one of {', '.join(KERNELS)} (see docs/vqe.md)"
+    )
     o = run.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-' for stdout)")
     o.add_argument("--request-id", default=None)
@@ -153,7 +157,7 @@ def config_from_args(args: argparse.Namespace):
         active_orbitals=active_o, ansatz=args.ansatz, reps=args.reps, initial_state=args.initial_state,
         optimizer=args.optimizer, optimizer_options=options, backend_method=args.backend, device=args.device,
         shots=args.shots, seed=args.seed, max_iterations=args.max_iterations,
-        max_evaluations=args.max_evaluations,
+        max_evaluations=args.max_evaluations, kernel=getattr(args, "kernel", "auto"),
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ GRADIENT_OPTIMIZERS = ("L-BFGS-B", "BFGS", "SLSQP", "CG", "TNC", "trust-constr")
 
 BACKEND_METHODS = ("statevector", "matrix_product_state")
 DEVICES = ("CPU", "GPU", "auto")
+KERNELS = ("auto", "sector", "aer")
 
 
 def _norm(s: str) -> str:
@@ -61,6 +62,9 @@ class VQEConfig:
     - optimizer: scipy.optimize.minimize method or SPSA; optimizer_options passed through.
     - backend_method: statevector | matrix_product_state; device: CPU | GPU | auto.
     - shots: None = exact expectation values, else sampled estimates with a standard deviation.
+    - kernel: auto (electron-sector kernel for UCC-family ansatzes with exact estimation on CPU, else Aer) |
+      sector (that kernel or an InputError saying why not) | aer (always Qiskit Aer). Both agree to 1e-10,
+      so the kernel is not part of the experiment id.
     - seed: makes a run reproducible bit for bit on the same machine.
     - max_iterations: optimizer iteration budget; max_evaluations: energy evaluation budget.
     """
@@ -81,6 +85,7 @@ class VQEConfig:
     seed: int | None = None
     max_iterations: int | None = 500
     max_evaluations: int | None = None
+    kernel: str = "auto"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -103,6 +108,7 @@ class VQEConfig:
         self.backend_method = _choose("backend_method", self.backend_method, BACKEND_METHODS,
                                       {"mps": "matrix_product_state"})  # fmt: skip
         self.device = _choose("device", self.device, DEVICES)
+        self.kernel = _choose("kernel", self.kernel, KERNELS)
         self.freeze_core = bool(self.freeze_core)
         for name in ("reps",):
             v = getattr(self, name)
@@ -155,9 +161,9 @@ class VQEConfig:
         return d
 
     def experiment_key(self) -> dict[str, Any]:
-        """The fields that define an experiment (everything but seed and budgets)."""
+        """The fields that define an experiment (everything but seed, budgets and the simulation kernel)."""
         d = self.to_dict()
-        for k in ("seed", "max_iterations", "max_evaluations"):
+        for k in ("seed", "max_iterations", "max_evaluations", "kernel"):
             d.pop(k)
         return d
 

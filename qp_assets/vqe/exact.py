@@ -16,6 +16,9 @@ from qiskit.quantum_info import SparsePauliOp
 from scipy.sparse.linalg import eigsh
 
 MAX_SECTOR_DIM = 1_000_000
+#: Above this sector dimension the runner takes the exact energy from PySCF's FCI solver on the integrals
+#: (building the sparse matrix from tens of thousands of Pauli terms would take minutes).
+MAX_SPARSE_EXACT_DIM = 50_000
 EXACT_METHOD = "sparse_eigsh_sector"
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from qiskit.quantum_info import SparsePauliOp
 
 from qp_assets.vqe.config import VQEConfig
@@ -40,6 +41,9 @@ class QubitProblem:
     energy_shift: float
     hamiltonian_s: float
     mapping_s: float
+    #: active-space (h1 (norb x norb), eri (norb^4, chemists' order)) in hartree when both spins share the
+    #: integrals (RHF / ROHF), else None; what the electron-sector kernel needs.
+    integrals: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def num_qubits(self) -> int:
@@ -135,6 +139,37 @@ def _driver_class():
                 log.warning("PySCF SCF did not converge (e_tot %.8f)", self._calc.e_tot)
 
     return NoCheckpointPySCFDriver
+
+
+def spin_free_integrals(problem) -> tuple[np.ndarray, np.ndarray] | None:
+    """(h1, eri) of an ElectronicStructureProblem in hartree, eri as a full norb^4 array in chemists' order
+    (pq|rs), when the alpha, beta and beta-alpha integrals all agree and are real; else None."""
+    from qiskit_nature.second_q.operators.symmetric_two_body import unfold
+    from qiskit_nature.second_q.operators.tensor_ordering import to_chemist_ordering
+
+    def dense(tensor) -> np.ndarray:
+        return np.asarray(getattr(tensor, "array", tensor))
+
+    def chemist(two_body) -> np.ndarray:
+        return dense(unfold(to_chemist_ordering(two_body), validate=False))
+
+    ints = problem.hamiltonian.electronic_integrals
+    h1, eri = dense(ints.alpha["+-"]), chemist(ints.alpha["++--"])
+    others = []
+    if not ints.beta.is_empty():
+        others += [(dense(ints.beta["+-"]), h1), (chemist(ints.beta["++--"]), eri)]
+    if not ints.beta_alpha.is_empty():
+        others.append((chemist(ints.beta_alpha["++--"]), eri))
+    if any(a.shape != b.shape or not np.allclose(a, b, atol=1e-12) for a, b in others):
+        return None
+    if (
+        np.iscomplexobj(h1)
+        and np.abs(h1.imag).max() > 1e-12
+        or np.iscomplexobj(eri)
+        and np.abs(eri.imag).max() > 1e-12
+    ):
+        return None
+    return np.ascontiguousarray(np.real(h1)), np.ascontiguousarray(np.real(eri))
 
 
 def make_mapper(name: str, num_particles: tuple[int, int]):
@@ -239,4 +274,5 @@ def build_problem(molecule: Molecule, config: VQEConfig) -> QubitProblem:
         energy_shift=energy_shift,
         hamiltonian_s=t1 - t0,
         mapping_s=t2 - t1,
+        integrals=spin_free_integrals(problem),
     )

@@ -15,20 +15,28 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from qp_assets.vqe.ansatz import ansatz_qasm3, build_ansatz, initial_parameters
+from qp_assets.vqe import sector_kernel
+from qp_assets.vqe.ansatz import ansatz_qasm3, build_ansatz, initial_parameters, sector_ansatz
 from qp_assets.vqe.config import CHEMISTRY_ANSATZES, GRADIENT_OPTIMIZERS, VQEConfig, experiment_id
 from qp_assets.vqe.errors import InputError
-from qp_assets.vqe.exact import EXACT_METHOD, exact_sector_energy
+from qp_assets.vqe.exact import (
+    EXACT_METHOD,
+    MAX_SECTOR_DIM,
+    MAX_SPARSE_EXACT_DIM,
+    exact_sector_energy,
+    sector_dimension,
+)
 from qp_assets.vqe.fast_jw import jordan_wigner
 from qp_assets.vqe.hamiltonian import QubitProblem, build_problem
 from qp_assets.vqe.molecule import Molecule
 from qp_assets.vqe.optimizers import BudgetExceeded, run_scipy, run_spsa
 from qp_assets.vqe.result import VQEResult, now_ms
+from qp_assets.vqe.sector_kernel import SectorAnsatz, SectorEnergyEvaluator, SectorHamiltonian
 from qp_assets.vqe.simulator import AerEnergyEvaluator, check_memory, estimate_memory_bytes, resolve_device
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy")
+_PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy", "numba")
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,14 +78,52 @@ def molecule_key(molecule: Molecule) -> dict[str, Any]:
     return rec
 
 
-def exact_reference(problem: QubitProblem, config: VQEConfig) -> float | None:
-    """Exact total energy of the active space, or None above the tractable sector size."""
+def exact_reference(
+    problem: QubitProblem, config: VQEConfig, hamiltonian: SectorHamiltonian | None = None
+) -> tuple[float | None, str]:
+    """Exact total energy of the active space (hartree) and the method, or (None, "none") above
+    MAX_SECTOR_DIM. Up to MAX_SPARSE_EXACT_DIM from the Jordan-Wigner operator (independent of the
+    sector kernel's Hamiltonian); above it PySCF's FCI solver on the integrals."""
+    dim = sector_dimension(problem.num_spatial_orbitals, problem.num_particles)
+    if dim > MAX_SECTOR_DIM:
+        return None, "none"
+    if dim > MAX_SPARSE_EXACT_DIM and problem.integrals is not None:
+        if hamiltonian is None:
+            space = sector_kernel.SectorSpace(problem.num_spatial_orbitals, *problem.num_particles)
+            hamiltonian = SectorHamiltonian(space, *problem.integrals)
+        energy, method = hamiltonian.ground_energy()
+        return energy + problem.energy_shift, method
     if config.mapper == "jordan_wigner":
         jw = problem.qubit_op
     else:
         jw = jordan_wigner(problem.fermionic_op, 2 * problem.num_spatial_orbitals)
     e = exact_sector_energy(jw, problem.num_spatial_orbitals, problem.num_particles)
-    return None if e is None else e + problem.energy_shift
+    return (None, "none") if e is None else (e + problem.energy_shift, EXACT_METHOD)
+
+
+def select_sector_ansatz(
+    config: VQEConfig, device_used: str, problem: QubitProblem, ansatz
+) -> SectorAnsatz | None:
+    """The electron-sector form of the run's ansatz when ``config.kernel`` allows and the run fits it
+    (UCC-family ansatz, exact estimation, statevector method, CPU, spin-free integrals); None means Aer.
+    ``kernel='sector'`` on a run that does not fit is an InputError naming the reason."""
+    if config.kernel == "aer":
+        return None
+    reasons = []
+    if config.shots is not None:
+        reasons.append(f"shots = {config.shots} (sampling runs on Aer)")
+    if config.backend_method != "statevector":
+        reasons.append(f"backend_method = {config.backend_method!r}")
+    if device_used != "CPU":
+        reasons.append(f"device = {device_used!r} (GPU runs on Aer)")
+    if problem.integrals is None:
+        reasons.append("alpha and beta integrals differ")
+    sector = None if reasons else sector_ansatz(ansatz, problem)
+    if sector is None and not reasons:
+        reasons.append(f"ansatz {config.ansatz!r} is not a product of excitation rotations on the HF state")
+    if reasons and config.kernel == "sector":
+        raise InputError(f"config: field 'kernel' = 'sector' is not possible here: {'; '.join(reasons)}")
+    return sector
 
 
 class _Objective:
@@ -154,18 +200,30 @@ def run_vqe(
     problem = build_problem(molecule, config)
     ansatz = build_ansatz(problem, config)
     num_qubits = ansatz.num_qubits
-    needed = estimate_memory_bytes(num_qubits, problem.qubit_op, ansatz.size(), config.shots is not None)
+    sector = select_sector_ansatz(config, device_used, problem, ansatz)
+    if sector is not None:
+        needed = sector_kernel.estimate_memory_bytes(sector.space, sector.tables.nbytes)
+    else:
+        needed = estimate_memory_bytes(num_qubits, problem.qubit_op, ansatz.size(), config.shots is not None)
     check_memory(molecule.name, num_qubits, needed)
 
+    t_setup = time.perf_counter()  # the sector Hamiltonian is part of the VQE time, shared with exact
+    sector_h = None if sector is None else SectorHamiltonian(sector.space, *problem.integrals)
+    sector_setup_s = time.perf_counter() - t_setup
+
     t_exact = time.perf_counter()
-    exact = exact_reference(problem, config)
+    exact, exact_method = exact_reference(problem, config, sector_h)
     exact_s = time.perf_counter() - t_exact
 
     t_vqe = time.perf_counter()
-    evaluator = AerEnergyEvaluator(
-        ansatz, problem.qubit_op, method=config.backend_method, device=device_used,
-        shots=config.shots, seed=config.seed, use_aer=use_aer,
-    )  # fmt: skip
+    evaluator: AerEnergyEvaluator | SectorEnergyEvaluator
+    if sector is not None:
+        evaluator = SectorEnergyEvaluator(sector, sector_h)
+    else:
+        evaluator = AerEnergyEvaluator(
+            ansatz, problem.qubit_op, method=config.backend_method, device=device_used,
+            shots=config.shots, seed=config.seed, use_aer=use_aer,
+        )  # fmt: skip
     x0 = initial_parameters(config, ansatz.num_parameters)
     with_gradient = config.shots is None and config.optimizer in GRADIENT_OPTIMIZERS
     objective = _Objective(evaluator, problem.energy_shift, with_gradient, config.max_evaluations)
@@ -227,14 +285,16 @@ def run_vqe(
 
     objective.max_evaluations = None  # the final energy is always evaluated
     final_energy, final_std, _ = objective.evaluate(x_final, need_gradient=False)
-    vqe_s = time.perf_counter() - t_vqe
+    vqe_s = time.perf_counter() - t_vqe + sector_setup_s
     if exact is not None and config.shots is None and final_energy < exact - 1e-6:
         sector_ok = config.ansatz in CHEMISTRY_ANSATZES or config.ansatz == "excitation_preserving"
         log.log(logging.ERROR if sector_ok else logging.WARNING,
                 "%s: VQE energy %.8f is below the sector exact energy %.8f (state left the particle sector)",
                 molecule.name, final_energy, exact)  # fmt: skip
 
-    qasm, depth = ansatz_qasm3(evaluator.transpiled_ansatz if config.shots is None else ansatz)
+    qasm, depth = ansatz_qasm3(
+        ansatz if sector is not None or config.shots is not None else evaluator.transpiled_ansatz
+    )
     snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
     total_energy = float(final_energy)
     if iterations and final_std is not None:
@@ -289,7 +349,7 @@ def run_vqe(
         reference_energies={
             "hf": problem.hf_energy,
             "exact": exact,
-            "exact_method": EXACT_METHOD if exact is not None else "none",
+            "exact_method": exact_method,
             "nuclear_repulsion": problem.nuclear_repulsion,
         },
         electronic_energy=total_energy - problem.nuclear_repulsion,
@@ -307,7 +367,7 @@ def run_vqe(
             "vqe_s": vqe_s,
             "total_s": time.perf_counter() - t_start,
         },
-        package_versions=package_versions(),
+        package_versions={**package_versions(), "kernel": "sector" if sector is not None else "aer"},
         performance_snapshots=snapshots,
     )
     log.info("%s: E=%.8f Ha exact=%s in %.2fs (exact reference %.2fs)", molecule.name, total_energy,
