@@ -178,6 +178,7 @@ def kafka_consumer_lag(
 def landed_files_per_day(settings: Any, days: Iterable[dt.date], raw_prefix: str = "raw/topics/") -> dict:
     """{day: (files, bytes)} of raw Avro objects under ``s3://<bucket>/<raw_prefix><topic>/year=/month=/day=/``."""
     import boto3
+    from botocore.config import Config
 
     from qp_assets.sensors.landing import landed_per_day
 
@@ -187,6 +188,7 @@ def landed_files_per_day(settings: Any, days: Iterable[dt.date], raw_prefix: str
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         region_name=settings.aws_region,
+        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}),
     )
     landed = landed_per_day(client, settings.bucket, raw_prefix, list(days))
     return {d: (info.files, info.bytes) for d, info in landed.items()}

@@ -39,11 +39,50 @@ class SchemaRegistryResource(ConfigurableResource):
     """Confluent-compatible schema registry (Apicurio's ``/apis/ccompat/v7`` locally)."""
 
     url: str = Field(description="base URL of the Confluent-compatible API")
+    timeout_s: float = Field(default=10.0, description="seconds one registry HTTP request may take")
 
     def client(self) -> Any:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
+        """A ``SchemaRegistryClient`` with a request timeout (built by the one factory, never bare)."""
+        from qp_assets.streaming.serde import registry_client
 
-        return SchemaRegistryClient({"url": self.url})
+        return registry_client(self.url, timeout_s=self.timeout_s)
+
+
+class BoundedS3Resource(S3Resource):
+    """dagster-aws's S3Resource with connect/read timeouts (botocore's defaults are 60 s each, x5 attempts).
+
+    An S3 endpoint that accepts connections and never answers fails a sensor tick or op after at most
+    ``max_attempts * 2 * read_timeout_s`` (measured; botocore reconnects once per attempt), not 10 minutes.
+    """
+
+    connect_timeout_s: float = Field(default=5.0, description="seconds to establish a connection to S3")
+    read_timeout_s: float = Field(default=30.0, description="seconds to wait for bytes of an S3 answer")
+
+    def get_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session(profile_name=self.profile_name)
+        client = session.client(
+            "s3",
+            region_name=self.region_name,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+            config=Config(
+                connect_timeout=self.connect_timeout_s,
+                read_timeout=self.read_timeout_s,
+                retries={"max_attempts": self.max_attempts, "mode": "standard"},
+            ),
+        )
+        if self.use_unsigned_session:
+            from botocore import UNSIGNED
+
+            client.meta.events.register("choose-signer.s3.*", lambda **kwargs: UNSIGNED)
+        return client
 
 
 class SparkResource(ConfigurableResource):
@@ -192,7 +231,8 @@ def default_resources(settings: Settings | None = None) -> dict[str, Any]:
             bootstrap_servers=_env_or("KAFKA_BOOTSTRAP_SERVERS", s.kafka_bootstrap_servers)
         ),
         "schema_registry": SchemaRegistryResource(url=_env_or("SCHEMA_REGISTRY_URL", s.schema_registry_url)),
-        "s3": S3Resource(
+        "s3": BoundedS3Resource(
+            max_attempts=3,
             endpoint_url=_env_or("S3_ENDPOINT_URL", s.s3_endpoint_url),
             aws_access_key_id=_env_or("AWS_ACCESS_KEY_ID", s.aws_access_key_id),
             aws_secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key),

@@ -33,8 +33,22 @@ PLUGIN_NAME = "qp-s3-avro-sink"
 SINK_CONNECTOR = "qp-s3-avro-sink"
 
 
+REST_TIMEOUT_S = 30.0  # one Connect REST request (PUT of a config can take a rebalance)
+
+
 class ConnectError(RuntimeError):
-    """The plugin could not be built or the connector is not running."""
+    """The plugin could not be built, the connector is not running, or Connect's REST API did not answer."""
+
+
+def rest(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One bounded request to Connect's REST API; no answer within REST_TIMEOUT_S -> ConnectError naming it."""
+    url = f"{settings.kafka_connect_url.rstrip('/')}{path}"
+    try:
+        return httpx.request(method, url, timeout=kwargs.pop("timeout", REST_TIMEOUT_S), **kwargs)
+    except httpx.TransportError as exc:  # connect errors, timeouts, broken answers
+        raise ConnectError(
+            f"Kafka Connect REST at {settings.kafka_connect_url}: {method} {path} failed: {exc!r}"
+        ) from exc
 
 
 def source_digest(source: Path = PLUGIN_SOURCE) -> str:
@@ -105,7 +119,7 @@ def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str
 
 
 def connector_status(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str, Any] | None:
-    resp = httpx.get(f"{settings.kafka_connect_url}/connectors/{name}/status", timeout=10)
+    resp = rest(settings, "GET", f"/connectors/{name}/status", timeout=10)
     return None if resp.status_code == 404 else resp.raise_for_status().json()
 
 
@@ -114,7 +128,7 @@ def ensure_connectors(settings: Settings, timeout_s: float = 60.0) -> None:
     for path in sorted(CONNECTORS_DIR.glob("*.json")):
         name = path.stem
         config = connector_config(settings, name)
-        resp = httpx.put(f"{settings.kafka_connect_url}/connectors/{name}/config", json=config, timeout=30)
+        resp = rest(settings, "PUT", f"/connectors/{name}/config", json=config)
         if resp.status_code >= 400:
             raise ConnectError(
                 f"connector {name}: Connect refused its config (HTTP {resp.status_code}): {resp.text}"

@@ -2,8 +2,14 @@
 
 A result counts as published only when Kafka acknowledged it (idempotent producer, ``acks=all``,
 zstd compression, bounded delivery timeout). If Kafka or the registry cannot be reached, the result is
-spooled to ``<runtime dir>/spool/<run_id>.json`` and ``qp results replay`` republishes it later; the
-feature tables are keyed by ``run_id``, so a replay can never duplicate rows.
+spooled to ``<runtime dir>/spool/<run_id>.json`` (directory 0700, files 0600: results are private) and
+``qp results replay`` republishes it later; the feature tables are keyed by ``run_id``, so a replay can never
+duplicate rows. Every step is bounded: registry calls by ``QP_REGISTRY_TIMEOUT_S`` (10 s), topic creation
+by ``ADMIN_TIMEOUT_S``, the acknowledgement by ``QP_KAFKA_DELIVERY_TIMEOUT_MS`` (30 s).
+
+A result topic is created (idempotently, once per process) before its first publish, so it exists
+with the intended partition count even where brokers do not auto-create topics; the Connect sink's regex
+subscription discovers it within its ``metadata.max.age.ms`` (see docs/streaming.md).
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.schemas import REQUEST_SCHEMA, RESULT_SCHEMA, latest_version
 from qp_assets.streaming.serde import SchemaIncompatibleError, ValueSerializer
-from qp_assets.streaming.topics import REQUESTS_TOPIC, result_topic
+from qp_assets.streaming.topics import REQUESTS_TOPIC, RESULT_TOPIC_PREFIX, result_topic
 
 log = logging.getLogger(__name__)
 
 REQUEST_PARTITIONS = 3
+RESULT_PARTITIONS = 1  # one sink task; per-configuration topics are low-volume
+ADMIN_TIMEOUT_S = 10.0  # each AdminClient request (metadata, create_topics)
 
 
 def delivery_timeout_ms() -> int:
@@ -120,9 +128,25 @@ def _json_default(value: Any) -> Any:
 
 
 def spool_dir(settings: Settings) -> Path:
+    """``<runtime dir>/spool``, readable by the owner only (results can be unpublished science)."""
     path = settings.runtime_dir / "spool"
-    path.mkdir(parents=True, exist_ok=True)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
     return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, created 0600 (never readable by others, even briefly)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def publish_record(
@@ -134,13 +158,17 @@ def publish_record(
     schema_name: str,
     version: int,
     spool_on_failure: bool = True,
+    topic_partitions: int | None = None,
 ) -> PublishOutcome:
     """Serialize ``record`` with ``schema_name`` v``version`` and publish it; spool it if Kafka/registry fail.
 
+    ``topic_partitions``: create ``topic`` with that many partitions first (once per process) if missing.
     An incompatible schema is never spooled (replaying cannot fix it): it raises SchemaIncompatibleError.
     """
     try:
         value = serializer(settings, topic, schema_name, version)(record)
+        if topic_partitions:
+            ensure_topic_once(settings, topic, topic_partitions)
         partition, offset = produce_acked(settings, topic, key, value)
     except SchemaIncompatibleError:
         raise
@@ -148,10 +176,8 @@ def publish_record(
         if not spool_on_failure:
             raise
         path = spool_dir(settings) / f"{key}.json"
-        tmp = path.with_suffix(".tmp")
         entry = {"topic": topic, "key": key, "schema": schema_name, "version": version, "record": record}
-        tmp.write_text(json.dumps(entry, default=_json_default))
-        tmp.replace(path)
+        write_private(path, json.dumps(entry, default=_json_default))
         log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
         return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
     log.info("published %s to %s[%d]@%d", key, topic, partition, offset)
@@ -172,21 +198,46 @@ def publish_result(
     topic = result_topic(record, version)
     return publish_record(
         record, settings, topic=topic, key=record["run_id"], schema_name=RESULT_SCHEMA, version=version,
-        spool_on_failure=spool_on_failure,
+        spool_on_failure=spool_on_failure, topic_partitions=RESULT_PARTITIONS,
     )  # fmt: skip
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
-    """Create ``topic`` if it does not exist (idempotent)."""
-    admin = AdminClient(client_config(settings.kafka_bootstrap_servers))
-    if topic in admin.list_topics(timeout=10).topics:
-        return
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+    """Create ``topic`` if it does not exist (idempotent; replication factor: the brokers' default).
+
+    Bounded: each admin request gives up after ADMIN_TIMEOUT_S with a KafkaException naming the brokers.
+    """
+    admin = AdminClient(client_config(settings.kafka_bootstrap_servers, **{"socket.timeout.ms": 10_000}))
     try:
-        futures[topic].result(15)
+        existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
+    except KafkaException as exc:
+        raise KafkaException(
+            f"Kafka at {settings.kafka_bootstrap_servers} did not answer a metadata request "
+            f"within {ADMIN_TIMEOUT_S:.0f} s: {exc}"
+        ) from exc
+    if topic in existing:
+        return
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
+        request_timeout=ADMIN_TIMEOUT_S,
+        operation_timeout=ADMIN_TIMEOUT_S,
+    )
+    try:
+        futures[topic].result(ADMIN_TIMEOUT_S + 5)
     except KafkaException as exc:
         if "TOPIC_ALREADY_EXISTS" not in str(exc):
             raise
+
+
+_TOPICS_ENSURED: set[tuple[str, str]] = set()
+
+
+def ensure_topic_once(settings: Settings, topic: str, partitions: int) -> None:
+    """:func:`ensure_topic` at most once per (brokers, topic) and process (then only on failure again)."""
+    key = (settings.kafka_bootstrap_servers, topic)
+    if key not in _TOPICS_ENSURED:
+        ensure_topic(settings, topic, partitions)
+        _TOPICS_ENSURED.add(key)
 
 
 def request_record(request: dict[str, Any]) -> dict[str, Any]:
@@ -232,6 +283,8 @@ def replay_spool(settings: Settings | None = None) -> tuple[int, int]:
         entry = json.loads(path.read_text())
         try:
             value = serializer(settings, entry["topic"], entry["schema"], entry["version"])(entry["record"])
+            if entry["topic"].startswith(RESULT_TOPIC_PREFIX):
+                ensure_topic_once(settings, entry["topic"], RESULT_PARTITIONS)
             produce_acked(settings, entry["topic"], entry["key"], value)
         except Exception as exc:
             failed += 1

@@ -3,8 +3,10 @@
 The Kafka sensor plans offset ranges from watermarks; a run then reads exactly ``[start, end)`` of one
 partition with ``assign`` + explicit offsets (no consumer-group commits), so correctness never depends on
 a group's committed position. A message that cannot be decoded goes to ``vqe.requests.dlq`` with the
-reason in its headers and is never silently dropped. A registry that cannot be reached is not a reason to
-dead-letter: that raises :class:`RegistryUnavailableError` so the run retries the same range.
+reason in its headers and is never silently dropped. A registry that cannot give an answer is not a reason
+to dead-letter: no answer within the timeout, 401/403/408/429 and 5xx raise :class:`RegistryUnavailableError`
+so the run retries the same range. Only bad payloads are dead-lettered: wrong magic byte, undecodable Avro,
+or a schema id the registry answered is unknown (404 / 40403).
 """
 
 from __future__ import annotations
@@ -19,27 +21,15 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
-from qp_assets.streaming.serde import deserialize, value_deserializer
+from qp_assets.streaming.serde import (
+    RegistryUnavailableError,
+    deserialize,
+    is_registry_outage,
+    value_deserializer,
+)
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
 
 log = logging.getLogger(__name__)
-
-
-class RegistryUnavailableError(RuntimeError):
-    """The schema registry could not be reached (or answered 5xx) while decoding; retry, don't dead-letter."""
-
-
-def is_registry_outage(exc: BaseException) -> bool:
-    """True for transport failures and 5xx answers of the registry (transient), False for bad payloads."""
-    import httpx
-    from confluent_kafka.schema_registry.error import SchemaRegistryError
-
-    if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
-        return True
-    if isinstance(exc, SchemaRegistryError):
-        return exc.http_status_code < 0 or exc.http_status_code >= 500
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and is_registry_outage(cause)
 
 
 def normalize_request(record: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 import fastavro
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, topic_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -42,12 +42,72 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
+DEFAULT_REGISTRY_TIMEOUT_S = 10.0
+SCHEMA_NOT_FOUND = 40403  # Confluent (and Apicurio ccompat) error code: "Schema <id> not found"
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The schema registry did not answer in time, refused us (401/403/429) or failed (5xx): retry, never drop."""
+
+
+def registry_timeout_s() -> float:
+    """Seconds one registry HTTP request may take (``QP_REGISTRY_TIMEOUT_S``, default 10)."""
+    raw = os.environ.get("QP_REGISTRY_TIMEOUT_S", "") or str(DEFAULT_REGISTRY_TIMEOUT_S)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"QP_REGISTRY_TIMEOUT_S={raw!r} is not a number of seconds") from None
+    if not 0 < value <= 300:
+        raise ValueError(f"QP_REGISTRY_TIMEOUT_S={raw!r} is out of range (0, 300]")
+    return value
+
+
+def registry_client(url: str, *, timeout_s: float | None = None) -> SchemaRegistryClient:
+    """The one way to build a ``SchemaRegistryClient``: with a request timeout and bounded retries.
+
+    Worst case for one call: (1 + 2 retries of 429/5xx answers) x timeout plus <= 2 s of backoff; a
+    registry that accepts connections and never answers fails after one timeout (no retry on timeouts).
+    """
+    return SchemaRegistryClient(
+        {
+            "url": url,
+            "timeout": timeout_s if timeout_s is not None else registry_timeout_s(),
+            "max.retries": 2,
+            "retries.wait.ms": 250,
+            "retries.max.wait.ms": 1000,
+        }
+    )
+
+
+def is_registry_outage(exc: BaseException) -> bool:
+    """True when the registry could not give an answer (transient), False for a genuinely bad payload.
+
+    Transient: transport errors and timeouts, and every HTTP error except "schema not found" (404 with
+    error code 40403) — 401/403 (credentials being rotated), 408/429 (throttled), 5xx, a 404 without the
+    registry's error code (wrong URL, proxy) and malformed answers.
+    """
+    import httpx
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    if isinstance(exc, RegistryUnavailableError | httpx.TransportError | ConnectionError | TimeoutError):
+        return True
+    if isinstance(exc, SchemaRegistryError):
+        return not (exc.http_status_code == 404 and exc.error_code == SCHEMA_NOT_FOUND)
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and is_registry_outage(cause)
+
+
+def unavailable(url: str, what: str, exc: BaseException) -> RegistryUnavailableError:
+    """A RegistryUnavailableError naming the registry, what we were doing and the underlying error."""
+    return RegistryUnavailableError(f"schema registry at {url} unavailable while {what}: {exc!r}")
+
+
 class Registry:
     """A registry client that registers each (subject, schema) once per process and caches the id."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.client = SchemaRegistryClient({"url": url})
+        self.client = registry_client(url)
         self._ids: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
@@ -69,6 +129,10 @@ class Registry:
                         f"schema registry rejected the schema for subject {subject!r} "
                         f"(compatibility {self.compatibility(subject)}): {exc.error_message}"
                     ) from exc
+                raise unavailable(self.url, f"registering {subject!r}", exc) from exc
+            except Exception as exc:
+                if is_registry_outage(exc):
+                    raise unavailable(self.url, f"registering {subject!r}", exc) from exc
                 raise
             self._ids[key] = schema_id
             return schema_id
@@ -112,10 +176,35 @@ class ValueSerializer:
         return buf.getvalue()
 
 
-def value_deserializer(registry_url: str, reader_schema: str | None = None) -> AvroDeserializer:
+class ValueDeserializer:
+    """Confluent-framed Avro -> dict with the writer schema from the registry (topic-name subjects).
+
+    The subject is always ``<topic>-value`` (explicit TopicNameStrategy): no association lookups, the same
+    requests against Apicurio and Confluent (``GET /schemas/ids/<id>``, once per id). A registry that
+    cannot answer raises :class:`RegistryUnavailableError` naming it; other errors mean a bad payload.
+    """
+
+    def __init__(self, registry_url: str, reader_schema: str | None = None) -> None:
+        self.url = registry_url
+        self.avro = AvroDeserializer(
+            registry(registry_url).client,
+            reader_schema,
+            conf={"subject.name.strategy": topic_subject_name_strategy},
+        )
+
+    def __call__(self, topic: str, payload: bytes) -> Any:
+        try:
+            return self.avro(payload, SerializationContext(topic, MessageField.VALUE))
+        except Exception as exc:
+            if is_registry_outage(exc) and not isinstance(exc, RegistryUnavailableError):
+                raise unavailable(self.url, f"decoding a record of {topic}", exc) from exc
+            raise
+
+
+def value_deserializer(registry_url: str, reader_schema: str | None = None) -> ValueDeserializer:
     """A deserializer using the writer schema from the registry (and ``reader_schema`` if given)."""
-    return AvroDeserializer(registry(registry_url).client, reader_schema)
+    return ValueDeserializer(registry_url, reader_schema)
 
 
-def deserialize(deserializer: AvroDeserializer, topic: str, payload: bytes) -> dict[str, Any]:
-    return deserializer(payload, SerializationContext(topic, MessageField.VALUE))
+def deserialize(deserializer: ValueDeserializer, topic: str, payload: bytes) -> dict[str, Any]:
+    return deserializer(topic, payload)
