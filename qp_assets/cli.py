@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 # command -> module that registers it, in the order they appear in ``qp --help``.
 _COMMANDS = {
@@ -40,17 +41,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def configure_output(verbose: bool) -> None:
+    """What a person sees on the terminal.
+
+    Default: our own progress (``qp_assets`` INFO, one short line each) and every library's warnings and
+    errors; libraries' INFO chatter (qiskit transpiler passes, PySCF, alembic migrations, HTTP clients)
+    and Python warnings about library APIs (Dagster beta/preview notices, deprecations) are hidden.
+    ``-v``: everything at DEBUG with logger names, and all Python warnings.
+    """
+    if verbose:
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ours = logging.getLogger("qp_assets")
+    ours.setLevel(logging.INFO)
+    if not ours.handlers:
+        short = logging.StreamHandler()
+        short.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        ours.addHandler(short)
+        ours.propagate = False
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=r"(dagster|authlib|pyspark|qiskit|pyscf)(\..*)?$")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:  # per-request HTTP logs of the registry client are noise for users
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_output(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

@@ -14,6 +14,7 @@ Steps (each printed with its duration):
 """
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -95,6 +96,13 @@ def run_sensor_once(instance: Any, defs: Any, cursor: str | None) -> tuple[list[
     return list(data.run_requests or []), data.cursor
 
 
+def quiet_run_logs() -> dict[str, Any]:
+    """Run config that keeps Dagster's console logger of an in-process run to warnings and errors (the
+    run's events are in the instance and the UI either way); ``QP_RUN_LOG_LEVEL`` overrides (e.g. DEBUG)."""
+    level = os.environ.get("QP_RUN_LOG_LEVEL") or "WARNING"
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
 def execute_run_requests(instance: Any, defs: Any, run_requests: list[Any]) -> list[str]:
     """Execute each RunRequest as a vqe_runner_job run in ``instance`` (skips run keys already run)."""
     from dagster import DagsterRunStatus, RunsFilter
@@ -108,7 +116,9 @@ def execute_run_requests(instance: Any, defs: Any, run_requests: list[Any]) -> l
         if done:
             continue
         result = job.execute_in_process(
-            run_config=req.run_config, instance=instance, tags={**req.tags, "dagster/run_key": req.run_key}
+            run_config={**req.run_config, **quiet_run_logs()},
+            instance=instance,
+            tags={**req.tags, "dagster/run_key": req.run_key},
         )
         run_ids.append(result.run_id)
         if not result.success:
@@ -227,9 +237,7 @@ def run_e2e(
 
     with DagsterInstance.get() as instance:
         marks = read_watermarks(settings.kafka_bootstrap_servers, REQUESTS_TOPIC)
-        cursor = (
-            dump_cursor(REQUESTS_TOPIC, {p: high for p, (_low, high) in marks.items()}) if marks else None
-        )
+        cursor = dump_cursor(REQUESTS_TOPIC, {p: high for p, (_low, high) in marks.items()})
         since = datetime.now(UTC).replace(microsecond=0)
         submit_requests(requests, settings)
         started = _stamp(report, "submit", started, verbose)
@@ -253,7 +261,9 @@ def run_e2e(
 
         report.day = datetime.now(UTC).date().isoformat()
         feature_job = defs.resolve_job_def("feature_processing_job")
-        result = feature_job.execute_in_process(partition_key=report.day, instance=instance)
+        result = feature_job.execute_in_process(
+            partition_key=report.day, instance=instance, run_config=quiet_run_logs()
+        )
         if not result.success:
             raise RuntimeError(f"feature_processing_job run {result.run_id} failed")
         report.feature_run_id = result.run_id
@@ -267,18 +277,29 @@ def run_e2e(
     return report
 
 
+def exact_space(molecule: str | None) -> str:
+    """Which space the exact reference of ``molecule``'s e2e configuration is computed in: ``full`` (FCI in
+    the basis) or the frozen-core / active space, e.g. ``fc, CAS(2e,3o)``."""
+    cfg = MOLECULE_CONFIGS.get(molecule or "", {})
+    parts = ["fc"] if cfg.get("freeze_core") else []
+    if cfg.get("active_electrons") is not None:
+        parts.append(f"CAS({cfg['active_electrons']}e,{cfg['active_orbitals']}o)")
+    return ", ".join(parts) or "full"
+
+
 def format_report(report: E2EReport) -> str:
     lines = [
         f"day {report.day}: {len(report.dagster_run_ids)} vqe_runner_job run(s), "
         f"{len(report.result_run_ids)} result(s), feature run {report.feature_run_id[:8]}",
-        f"{'molecule':<10} {'E_vqe (Ha)':>14} {'E_exact (Ha)':>14} {'error (mHa)':>12} {'iters':>6} device",
+        f"{'molecule':<10} {'E_vqe (Ha)':>14} {'E_exact (Ha)':>14} {'exact in':<18} {'error (mHa)':>12} "
+        f"{'iters':>6} device",
     ]
     for r in sorted(report.rows, key=lambda r: r["molecule_name"] or ""):
         exact = f"{r['exact_energy']:.8f}" if r["exact_energy"] is not None else "-"
         err = f"{r['error_vs_exact_mha']:.4f}" if r["error_vs_exact_mha"] is not None else "-"
         lines.append(
-            f"{r['molecule_name']:<10} {r['total_energy']:>14.8f} {exact:>14} {err:>12} "
-            f"{r['num_iterations']:>6} {r['device_used']}"
+            f"{r['molecule_name']:<10} {r['total_energy']:>14.8f} {exact:>14} "
+            f"{exact_space(r['molecule_name']):<18} {err:>12} {r['num_iterations']:>6} {r['device_used']}"
         )
     lines.append("rows for the day: " + ", ".join(f"{t}={n}" for t, n in report.row_counts.items()))
     lines.append("timings (s): " + json.dumps(report.timings))

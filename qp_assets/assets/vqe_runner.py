@@ -245,7 +245,7 @@ def run_vqe_request(
         "%s: E=%.8f Ha, error vs exact %s mHa on %s",
         result.molecule_name,
         result.total_energy,
-        result.error_vs_exact_mha,
+        format_mha(result.error_vs_exact_mha),
         result.device_used,
     )
     yield Output(
@@ -260,6 +260,11 @@ def run_vqe_request(
         },
         metadata=metadata,
     )
+
+
+def format_mha(value: float | None) -> str:
+    """An error in milli-hartree as people read it: 4 decimals (0.0001 mHa resolution), '-' when unknown."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _performance_monitor():
@@ -287,7 +292,7 @@ def summarize_batch(context: OpExecutionContext, results: list) -> Output:
         "run_ids": [r["run_id"] for r in published],
     }
     table = "\n".join(
-        f"| {r['molecule']} | {r['total_energy']:.8f} | {r['error_vs_exact_mha']} | {r['device_used']} |"
+        f"| {r['molecule']} | {r['total_energy']:.8f} | {format_mha(r['error_vs_exact_mha'])} | {r['device_used']} |"
         for r in published
     )
     return Output(
