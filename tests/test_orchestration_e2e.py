@@ -62,6 +62,23 @@ def _cursor_at_end(settings) -> str | None:
     return dump_cursor(REQUESTS_TOPIC, {p: h for p, (_l, h) in marks.items()}) if marks else None
 
 
+def _wait_for_first_tick(home: str, sensor: str, daemon: subprocess.Popen, log_path: Path) -> None:
+    """Until the daemon's first tick of ``sensor`` stored a cursor (120 s at most)."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    deadline = time.monotonic() + 120
+    with DagsterInstance.from_config(home) as instance:
+        while time.monotonic() < deadline:
+            assert daemon.poll() is None, log_path.read_text()[-3000:]
+            states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+            if any(
+                s.instigator_name == sensor and s.instigator_data and s.instigator_data.cursor for s in states
+            ):
+                return
+            time.sleep(1)
+    raise AssertionError(f"{sensor} did not tick within 120 s:\n" + log_path.read_text()[-3000:])
+
+
 @pytest.fixture(scope="module")
 def runner_outcome(stack, tmp_path_factory):
     """Submit N H2 requests, tick the sensor, execute its run requests; keep everything for the tests."""
@@ -169,7 +186,7 @@ def test_landed_results_become_iceberg_rows(stack, runner_outcome):
 
 
 @pytest.mark.spark
-def test_daemon_drives_request_to_iceberg(stack, tmp_path):
+def test_daemon_drives_request_to_iceberg(stack, runner_outcome, tmp_path):
     _require_sink(stack)
     env = {
         **os.environ,
@@ -181,18 +198,21 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
         "QP_FEATURE_RETRY_DELAY_S": "15",
     }
     env.pop("QP_SENSORS_RUNNING", None)
-    # start both sensors at the present: the end of the shared request topic, today's files as landed now
+    env.pop("QP_REQUEST_SENSOR_START", None)
+    # The request sensor starts where a new instance does by default: the requests this module already
+    # ran (runner_outcome) are history and must not run again. The landing sensor starts at
+    # today's files as landed now.
     from qp_assets.features.raw import s3_client
     from qp_assets.sensors.landing import changed_days, landed_per_day
 
+    env["QP_REQUEST_SENSOR_GRACE_S"] = "0"  # the test waits for the first tick before it submits
+    history = _rows_for(stack, {r["request_id"] for r in runner_outcome["requests"]})
+    assert history, "the module's earlier requests should already be rows"
     today = datetime.now(UTC).date()
     _, landing_cursor = changed_days(
         None, landed_per_day(s3_client(stack), stack.bucket, "raw/topics/", [today])
     )
-    for name, cursor in (
-        ("kafka_vqe_request_sensor", _cursor_at_end(stack)),
-        ("landing_sensor", landing_cursor),
-    ):
+    for name, cursor in (("landing_sensor", landing_cursor),):
         if not cursor:
             continue
         subprocess.run(
@@ -211,6 +231,7 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
+            _wait_for_first_tick(env["DAGSTER_HOME"], "kafka_vqe_request_sensor", daemon, log_path)
             prefix = f"orch-daemon-{uuid.uuid4().hex[:8]}-"
             submit = subprocess.run(
                 [str(BIN / "qp"), "request", "submit", "--molecule", "H2", "--request-id-prefix", prefix, "--seed", "1"],
@@ -237,10 +258,19 @@ def test_daemon_drives_request_to_iceberg(stack, tmp_path):
                     if runs and all(r.is_finished for r in runs):
                         break
                     time.sleep(3)
-                jobs = {(r.job_name, r.status.value) for r in instance.get_runs()}
+                    runs = instance.get_runs()
+            jobs = {(r.job_name, r.status.value) for r in runs}
             assert ("vqe_runner_job", "SUCCESS") in jobs and ("feature_processing_job", "SUCCESS") in jobs, (
                 jobs
             )
+            # the new instance ran only the new request (one range of one offset), not the module's history
+            ranges = [r.tags.get("qp/offset_range") for r in runs if r.job_name == "vqe_runner_job"]
+            assert len(ranges) == 1 and ranges[0].endswith(f"-{int(ranges[0].split('-')[0]) + 1}"), ranges
+            # and today's table holds exactly one row per request id
+            from qp_assets.features.catalog import read_rows
+
+            today_ids = read_rows("vqe_results", day=today, settings=stack).column("request_id").to_pylist()
+            assert len(today_ids) == len(set(today_ids)), "duplicate request_id rows"
         finally:
             os.killpg(daemon.pid, 15)
             try:

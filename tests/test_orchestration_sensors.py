@@ -73,9 +73,10 @@ def test_kafka_sensor_plans_each_offset_once(stack, monkeypatch):
 
 
 def test_kafka_sensor_new_instance_starts_at_the_end_but_reads_a_topic_created_later(stack, monkeypatch):
-    """Default start: history already there is not re-run; a topic that appears after the first tick is
-    read from offset 0 (the first requests on a fresh stack are not skipped)."""
+    """Default start: history older than the grace window is not re-run; a topic that appears after the
+    first tick is read from offset 0 (the first requests on a fresh stack are not skipped)."""
     monkeypatch.delenv("QP_REQUEST_SENSOR_START", raising=False)
+    monkeypatch.setenv("QP_REQUEST_SENSOR_GRACE_S", "0")
     sensor = _sensors()["kafka_vqe_request_sensor"]
     old_topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
     _produce(stack, old_topic, 4)
@@ -88,6 +89,11 @@ def test_kafka_sensor_new_instance_starts_at_the_end_but_reads_a_topic_created_l
         _produce_more(stack, old_topic, 2)
         second, _ = _tick(sensor, first.cursor, kafka, instance)
         assert [r.run_key for r in second.run_requests] == [f"{old_topic}:0:2-3", f"{old_topic}:1:2-3"]
+
+        # with the default 30 s grace, a new instance still takes the requests of the last 30 s: all 6
+        monkeypatch.delenv("QP_REQUEST_SENSOR_GRACE_S")
+        graced, _ = _tick(_sensors()["kafka_vqe_request_sensor"], None, kafka, instance)
+        assert [r.run_key for r in graced.run_requests] == [f"{old_topic}:0:0-3", f"{old_topic}:1:0-3"]
 
         before, _ = _tick(sensor, None, later, instance)  # the topic does not exist yet
         assert not before.run_requests and json.loads(before.cursor) == {"topic": new_topic, "next": {}}

@@ -34,6 +34,12 @@ class KafkaResource(ConfigurableResource):
 
         return read_watermarks(self.bootstrap_servers, topic or self.requests_topic, self.timeout_s)
 
+    def offsets_at_time(self, topic: str, partitions: list[int], timestamp_ms: int) -> dict[int, int]:
+        """Partition -> first offset stamped at or after ``timestamp_ms`` (the end when none)."""
+        from qp_assets.sensors.kafka_offsets import offsets_at_time
+
+        return offsets_at_time(self.bootstrap_servers, topic, partitions, timestamp_ms, self.timeout_s)
+
 
 class SchemaRegistryResource(ConfigurableResource):
     """Confluent-compatible schema registry (Apicurio's ``/apis/ccompat/v7`` locally)."""

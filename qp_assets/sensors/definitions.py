@@ -47,27 +47,39 @@ def _mail_status() -> DefaultSensorStatus:
     return _default_status()
 
 
+#: On a new instance's first tick, ``latest`` still takes requests stamped this many seconds before the
+#: tick (``QP_REQUEST_SENSOR_GRACE_S``): a request submitted right after ``dagster dev`` started, before
+#: the daemon's first tick, is not skipped.
+DEFAULT_START_GRACE_S = 30
+
+
 def request_sensor_result(
-    cursor: str | None, kafka: KafkaResource, max_per_run: int, start: str
+    cursor: str | None,
+    kafka: KafkaResource,
+    max_per_run: int,
+    start: str,
+    grace_s: int = DEFAULT_START_GRACE_S,
 ) -> SensorResult | SkipReason:
     """One tick of the Kafka request sensor (watermarks only; see kafka_offsets).
 
     ``start`` applies to the partitions that exist at the sensor's very first tick (no cursor yet):
-    ``latest`` (the default) starts a new instance at the current end, so history another instance or
-    ``qp e2e`` already processed is not re-run. Partitions that appear later (the topic created after the
-    sensor started, or grown) start at their beginning: every request submitted while the sensor runs
-    is processed.
+    ``latest`` (the default) starts a new instance at the requests stamped in the last ``grace_s`` seconds,
+    so history another instance or ``qp e2e`` already processed is not re-run; ``earliest`` re-runs all
+    retained history. Partitions that appear later (the topic created after the sensor started, or grown)
+    start at their beginning: every request submitted while the sensor runs is processed.
     """
     started = time.monotonic()
     topic = kafka.requests_topic
     marks = kafka.watermarks(topic)
-    first_tick = not cursor
     if not marks:
         return SensorResult(
             skip_reason=SkipReason(f"topic {topic} has no partitions yet"), cursor=dump_cursor(topic, {})
         )
-    policy = start if first_tick else "earliest"
-    ranges, next_offsets = plan_ranges(topic, parse_cursor(cursor, topic), marks, max_per_run, policy)  # type: ignore[arg-type]
+    next_offsets = parse_cursor(cursor, topic)
+    if not cursor and start == "latest":
+        since_ms = int((time.time() - grace_s) * 1000)
+        next_offsets = kafka.offsets_at_time(topic, sorted(marks), since_ms)
+    ranges, next_offsets = plan_ranges(topic, next_offsets, marks, max_per_run, "earliest")
     new_cursor = dump_cursor(topic, next_offsets)
     if not ranges:
         return SensorResult(
@@ -161,6 +173,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     start = os.environ.get("QP_REQUEST_SENSOR_START") or "latest"
     if start not in ("earliest", "latest"):
         raise ValueError(f"QP_REQUEST_SENSOR_START: expected earliest or latest, got {start!r}")
+    grace_s = _env_int("QP_REQUEST_SENSOR_GRACE_S", DEFAULT_START_GRACE_S)
 
     @sensor(
         name="kafka_vqe_request_sensor",
@@ -170,7 +183,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
     def kafka_vqe_request_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
-        return request_sensor_result(context.cursor, kafka, max_per_run, start)
+        return request_sensor_result(context.cursor, kafka, max_per_run, start, grace_s)
 
     from qp_assets.assets.partitions import partitions_start_date
 

@@ -37,16 +37,9 @@ def read_watermarks(
     bootstrap_servers: str, topic: str, timeout_s: float = 10.0
 ) -> dict[int, tuple[int, int]]:
     """Partition -> (low, high) watermarks of ``topic``; {} if the topic does not exist yet."""
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "qp-dagster-watermarks",  # never subscribes or commits
-            "enable.auto.commit": False,
-            "socket.timeout.ms": int(timeout_s * 1000),
-        }
-    )
+    consumer = _offsets_consumer(bootstrap_servers, timeout_s)
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
@@ -57,6 +50,49 @@ def read_watermarks(
             )
             for p in sorted(meta.partitions)
         }
+    finally:
+        consumer.close()
+
+
+def _offsets_consumer(bootstrap_servers: str, timeout_s: float):
+    """A consumer that only reads offsets (never subscribes or commits), with the cluster's security config."""
+    from confluent_kafka import Consumer
+
+    from qp_assets.streaming.kafka_config import security_config
+
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "qp-dagster-watermarks",
+            "enable.auto.commit": False,
+            "socket.timeout.ms": int(timeout_s * 1000),
+            **security_config(),
+        }
+    )
+
+
+def offsets_at_time(
+    bootstrap_servers: str, topic: str, partitions: list[int], timestamp_ms: int, timeout_s: float = 10.0
+) -> dict[int, int]:
+    """Partition -> offset of its first record stamped at or after ``timestamp_ms`` (the high watermark when
+    there is none), for the given partitions of ``topic``."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _offsets_consumer(bootstrap_servers, timeout_s)
+    try:
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, timestamp_ms) for p in partitions], timeout=timeout_s
+        )
+        out = {}
+        for tp in found:
+            if tp.error is not None:
+                raise RuntimeError(f"Kafka: offsets_for_times({topic}[{tp.partition}]) failed: {tp.error}")
+            if tp.offset < 0:  # no record at or after the time: start at the end
+                tp.offset = consumer.get_watermark_offsets(
+                    TopicPartition(topic, tp.partition), timeout=timeout_s, cached=False
+                )[1]
+            out[tp.partition] = tp.offset
+        return out
     finally:
         consumer.close()
 
