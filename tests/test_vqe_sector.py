@@ -72,16 +72,10 @@ def test_sector_gradient_matches_finite_differences():
     np.testing.assert_allclose(grad, fd, atol=1e-8)
 
 
-@pytest.mark.parametrize("dense", [True, False])
-def test_sector_hamiltonian_equals_jordan_wigner_operator_on_the_sector(monkeypatch, dense):
-    from qp_assets.vqe import sector_kernel
-
-    if not dense:
-        monkeypatch.setattr(sector_kernel, "DENSE_LIMIT", 0)  # PySCF contract_2e path
+def test_sector_hamiltonian_equals_jordan_wigner_operator_on_the_sector():
     problem, _, _ = _setup("H2O", freeze_core=True)
     space = SectorSpace(problem.num_spatial_orbitals, *problem.num_particles)
     ham = SectorHamiltonian(space, *problem.integrals)
-    assert (ham.dense is not None) == dense
     states = sector_states(space.norb, (space.nalpha, space.nbeta))
     jw = sector_hamiltonian(problem.qubit_op, states).toarray().real
     # map sorted JW states to PySCF's (alpha, beta) string order
@@ -92,7 +86,7 @@ def test_sector_hamiltonian_equals_jordan_wigner_operator_on_the_sector(monkeypa
     np.testing.assert_allclose(ham.apply(psi).ravel(), jw[np.ix_(perm, perm)] @ psi.ravel(), atol=1e-12)
     energy, method = ham.ground_energy()
     assert energy + problem.energy_shift == pytest.approx(MOLS["H2O"].extra["e_fci_frozen_core"], abs=1e-7)
-    assert method == ("dense_eigh_sector" if dense else "fci_davidson_sector")
+    assert method == "fci_davidson_sector"
 
 
 @pytest.mark.parametrize(
