@@ -79,21 +79,26 @@ class Settings:
     runtime_dir: Path
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, local_offset: int | None = None) -> Settings:
+        """Settings from the environment. ``local_offset``: ignore the endpoint variables and point at the
+        local stack whose ports are shifted by that offset (for a throw-away second stack)."""
         rt = runtime_dir()
-        off = port_offset()
+        off = port_offset() if local_offset is None else local_offset
+        endpoint = _env if local_offset is None else (lambda _name, default: default)
         bucket = _env("QP_BUCKET", "local-vqe-results")
         return cls(
-            kafka_bootstrap_servers=_env("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{9092 + off}"),
-            schema_registry_url=_env("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{8081 + off}/apis/ccompat/v7"),
-            kafka_connect_url=_env("KAFKA_CONNECT_URL", f"http://127.0.0.1:{8083 + off}"),
-            s3_endpoint_url=_env("S3_ENDPOINT_URL", f"http://127.0.0.1:{8333 + off}"),
+            kafka_bootstrap_servers=endpoint("KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{9092 + off}"),
+            schema_registry_url=endpoint(
+                "SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{8081 + off}/apis/ccompat/v7"
+            ),
+            kafka_connect_url=endpoint("KAFKA_CONNECT_URL", f"http://127.0.0.1:{8083 + off}"),
+            s3_endpoint_url=endpoint("S3_ENDPOINT_URL", f"http://127.0.0.1:{8333 + off}"),
             aws_access_key_id=_env("AWS_ACCESS_KEY_ID", "qp-local"),
             aws_secret_access_key=_env("AWS_SECRET_ACCESS_KEY", "qp-local-secret"),
             aws_region=_env("AWS_REGION", "us-east-1"),
             bucket=bucket,
-            pushgateway_url=_env("PUSHGATEWAY_URL", f"127.0.0.1:{9091 + off}"),
-            prometheus_url=_env("PROMETHEUS_URL", f"http://127.0.0.1:{9090 + off}"),
+            pushgateway_url=endpoint("PUSHGATEWAY_URL", f"127.0.0.1:{9091 + off}"),
+            prometheus_url=endpoint("PROMETHEUS_URL", f"http://127.0.0.1:{9090 + off}"),
             iceberg_catalog_name=_env("ICEBERG_CATALOG_NAME", "qp"),
             iceberg_catalog_uri=_env("ICEBERG_CATALOG_URI", f"sqlite:///{rt / 'iceberg' / 'catalog.db'}"),
             iceberg_warehouse=_env("ICEBERG_WAREHOUSE", f"s3://{bucket}/warehouse"),

@@ -205,7 +205,7 @@ def test_definitions_shape(monkeypatch):
         "feature_run_success_email",
     }
     runner = defs.resolve_job_def("vqe_runner_job")
-    assert runner.executor_def.name == "local_gpu_executor"
+    assert runner.executor_def.name in ("local_gpu_executor", "local_inprocess_executor")
 
 
 def test_definitions_validate_cli(tmp_path):
@@ -282,6 +282,12 @@ def test_runner_executor_is_selected_by_configuration(monkeypatch) -> None:
     assert config["job_image"] == "registry.example.org/qp-vqe-runner:gpu-1"
     assert config["job_namespace"] == "quantum-pipeline"
     monkeypatch.delenv("QP_VQE_EXECUTOR")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # a CPU-only host
+    monkeypatch.setenv("QP_VQE_CPU_SLOTS", "1")
+    assert (
+        build_definitions().resolve_job_def("vqe_runner_job").executor_def.name == "local_inprocess_executor"
+    )
+    monkeypatch.setenv("QP_VQE_CPU_SLOTS", "2")  # concurrency wanted: one process per op
     assert build_definitions().resolve_job_def("vqe_runner_job").executor_def.name == "local_gpu_executor"
     with pytest.raises(ValueError, match="QP_VQE_EXECUTOR='slurm'"):
         executor_from_env({"QP_VQE_EXECUTOR": "slurm"})

@@ -9,8 +9,8 @@ publishes the Avro result, pushes metrics, attaches the convergence plot and the
       load_request_batch:
         config: {topic: vqe.requests, partition: 0, start_offset: 0, end_offset: 3}
 
-Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the number of GPUs (1 slot for
-the CPU fallback, ``QP_VQE_CPU_SLOTS`` to raise it); with ``QP_VQE_EXECUTOR=k8s`` ``k8s_gpu_executor`` requests
+Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the number of GPUs
+(``QP_VQE_CPU_SLOTS`` slots on CPU; with a single CPU slot the ops run in the run's process); with ``QP_VQE_EXECUTOR=k8s`` ``k8s_gpu_executor`` requests
 ``nvidia.com/gpu`` for those ops (see docs/orchestration.md).
 """
 
@@ -34,6 +34,7 @@ from dagster import (
     Out,
     Output,
     RetryPolicy,
+    in_process_executor,
     job,
     multiprocess_executor,
     op,
@@ -308,8 +309,16 @@ def summarize_batch(context: OpExecutionContext, results: list) -> Output:
 
 
 def local_gpu_executor():
-    """Multiprocess executor: ``gpu``-tagged ops limited to the GPU count (CPU fallback: ``gpu_slots()``)."""
+    """The local executor: ``gpu``-tagged ops limited to the GPU count (CPU fallback: ``gpu_slots()``).
+
+    With one slot (a CPU-only host, the default ``QP_VQE_CPU_SLOTS=1``) the ops run one at a time anyway,
+    so they run in the run's own process (``local_inprocess_executor``): a child process per step would
+    re-import Dagster, the definitions and the simulator (about 4 s each on 2 cores) for no concurrency.
+    Several GPUs or CPU slots: the multiprocess executor, one process per op, pinned to its device.
+    """
     slots = gpu_slots()
+    if slots == 1 and not gpu_ids():
+        return in_process_executor.configured({}, name="local_inprocess_executor")
     return multiprocess_executor.configured(
         {
             "max_concurrent": slots + 1,

@@ -178,7 +178,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     @sensor(
         name="kafka_vqe_request_sensor",
         job=vqe_runner_job,
-        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 10),
+        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 3),
         default_status=_default_status(),
         description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
@@ -193,7 +193,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     @sensor(
         name="landing_sensor",
         job=feature_job,
-        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 30),
+        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 10),
         default_status=_default_status(),
         description="New files under the recent day prefixes -> feature partitions of those days",
     )

@@ -303,3 +303,31 @@ __all__ = [
     "status",
     "validate_services",
 ]
+
+
+def free_port_offset(candidates: Iterable[int] = range(24500, 40001, 500)) -> int:
+    """The first ``QP_PORT_OFFSET`` of ``candidates`` at which every port of a local stack is free.
+
+    For a throw-away second stack (benchmarks, the fresh-state test). The default candidates are steps
+    of 500, which never make two of our own stacks collide (see docs/stack.md). Raises StackError when
+    none is free.
+    """
+    for offset in candidates:
+        ctx = StackContext(Settings.from_env(local_offset=offset))
+        with _port_offset(offset):  # ports without a client endpoint (controller, management, SeaweedFS)
+            if all(_foreign_port(ctx, SERVICES[name]) is None for name in SERVICE_ORDER):
+                return offset
+    raise StackError("no free port offset for a second stack among the candidates")
+
+
+@contextmanager
+def _port_offset(offset: int) -> Iterator[None]:
+    saved = os.environ.get("QP_PORT_OFFSET")
+    os.environ["QP_PORT_OFFSET"] = str(offset)
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("QP_PORT_OFFSET", None)
+        else:
+            os.environ["QP_PORT_OFFSET"] = saved
