@@ -39,6 +39,9 @@ echo "[test] ruff"
 .venv/bin/ruff check . || status=1
 .venv/bin/ruff format --check . || status=1
 
+echo "[test] import layering (lint-imports, contracts in pyproject.toml)"
+.venv/bin/lint-imports || status=1
+
 echo "[test] dagster definitions validate"
 .venv/bin/dagster definitions validate -m qp_assets.definitions || status=1
 

@@ -576,15 +576,12 @@ def _connect_after_ready(ctx: StackContext) -> None:
 
 
 def _streaming_hook(name: str) -> Callable | None:
+    """``qp_assets.streaming.connect.<name>`` (the Connect plugin install and connector setup)."""
     try:
-        import importlib
-
-        module = importlib.import_module("qp_assets.streaming.connect")
-    except ModuleNotFoundError as exc:
-        if exc.name in ("qp_assets.streaming.connect",):
-            return None
+        from qp_assets.streaming import connect
+    except ImportError as exc:
         raise StackError(f"importing qp_assets.streaming.connect failed: {exc}") from exc
-    return getattr(module, name, None)
+    return getattr(connect, name)
 
 
 def _connect_properties(ctx: StackContext) -> Path:

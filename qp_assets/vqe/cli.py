@@ -161,15 +161,6 @@ def config_from_args(args: argparse.Namespace):
     )  # fmt: skip
 
 
-def _optional(module: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise RuntimeError(f"{what} is not available ({module}: {exc})") from None
-
-
 _CHATTY_LOGGERS = ("qiskit", "qiskit_nature", "qiskit_aer", "pyscf", "stevedore")
 
 
@@ -189,10 +180,7 @@ def run_command(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json == "-" else sys.stdout
     monitor_mod = None
     if args.monitor:
-        try:
-            monitor_mod = _optional("qp_assets.monitoring.monitor", "performance monitor")
-        except RuntimeError as exc:
-            print(f"warning: {exc}; running without performance snapshots", file=sys.stderr)
+        from qp_assets.monitoring import monitor as monitor_mod
     try:
         if monitor_mod is not None:
             with monitor_mod.PerformanceMonitor(interval_s=args.monitor_interval) as mon:
@@ -219,15 +207,18 @@ def run_command(args: argparse.Namespace) -> int:
         settings = Settings.from_env()
     try:
         if args.plot:
-            plots = _optional("qp_assets.monitoring.plots", "--plot")
+            from qp_assets.monitoring import plots
+
             plots.save_convergence_plot(result, args.plot)
             print(f"convergence plot written to {args.plot}", file=out)
         if args.publish:
-            publisher = _optional("qp_assets.streaming.publisher", "--publish")
+            from qp_assets.streaming import publisher
+
             publisher.publish_result(result, settings)
             print("result published", file=out)
         if args.push_metrics:
-            metrics = _optional("qp_assets.monitoring.metrics", "--push-metrics")
+            from qp_assets.monitoring import metrics
+
             if metrics.push_vqe_metrics(result, settings.pushgateway_url, timeout_s=2.0):
                 print(f"metrics pushed to {settings.pushgateway_url}", file=out)
             else:  # the run is fine; its metrics stay in the JSON result (performance_snapshots)
