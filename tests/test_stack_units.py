@@ -221,16 +221,15 @@ def test_resolve_pom_caches_and_reports_failed_download(tmp_path: Path, monkeypa
 def test_connect_hooks_are_called_and_errors_surface(
     isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import types
-
     from qp_assets.settings import Settings
     from qp_assets.stack import services
+    from qp_assets.streaming import connect
 
     calls: list[object] = []
-    fake = types.ModuleType("qp_assets.streaming.connect")
-    fake.install_plugins = lambda plugin_dir: calls.append(plugin_dir)
-    fake.ensure_connectors = lambda settings: calls.append(settings.kafka_connect_url)
-    monkeypatch.setitem(sys.modules, "qp_assets.streaming.connect", fake)
+    monkeypatch.setattr(connect, "install_plugins", lambda plugin_dir: calls.append(plugin_dir))
+    monkeypatch.setattr(
+        connect, "ensure_connectors", lambda settings: calls.append(settings.kafka_connect_url)
+    )
     ctx = StackContext(Settings.from_env())
     services._connect_before_start(ctx)
     services._connect_after_ready(ctx)
@@ -239,8 +238,8 @@ def test_connect_hooks_are_called_and_errors_surface(
     def broken(settings: Settings) -> None:
         raise RuntimeError("connector s3-sink rejected: missing topics.regex")
 
-    fake.ensure_connectors = broken
+    monkeypatch.setattr(connect, "ensure_connectors", broken)
     with pytest.raises(StackError, match="connector setup failed: RuntimeError: connector s3-sink rejected"):
         services._connect_after_ready(ctx)
-    del fake.install_plugins  # a module without the hook is simply skipped
+    monkeypatch.delattr(connect, "install_plugins")  # a module without the hook is simply skipped
     services._connect_before_start(ctx)

@@ -581,7 +581,7 @@ def _streaming_hook(name: str) -> Callable | None:
         from qp_assets.streaming import connect
     except ImportError as exc:
         raise StackError(f"importing qp_assets.streaming.connect failed: {exc}") from exc
-    return getattr(connect, name)
+    return getattr(connect, name, None)
 
 
 def _connect_properties(ctx: StackContext) -> Path:
