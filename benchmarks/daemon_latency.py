@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from qp_assets.stack import down, ensure_up
 
     daemon = None
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the stack and daemon
     try:
         t0 = time.monotonic()
         settings = ensure_up()
