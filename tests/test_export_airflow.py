@@ -89,26 +89,20 @@ def test_generated_dags_load_in_airflow(airflow_python: Path, tmp_path: Path) ->
     assert feature["default_args"]["retry_delay_s"] == 1200.0
     assert feature["default_args"]["on_failure_callback"][0]["to"] == ["chem@example.org"]
     vqe_results = feature["tasks"]["quantum_features__vqe_results"]
-    assert vqe_results["operator"] == "airflow.providers.standard.operators.bash.BashOperator"
+    # a Python task running an argv list: nothing of it is a shell string or a template
+    assert vqe_results["operator"].endswith("._PythonDecoratedOperator"), vqe_results["operator"]
+    assert vqe_results["python_callable"] == "materialize" and vqe_results["bash_command"] is None
+    assert vqe_results["op_args"] == [] and vqe_results["op_kwargs"] == {}
     assert vqe_results["retries"] == 3 and vqe_results["retry_delay_s"] == 1200.0
-    assert (
-        "asset materialize -m qp_assets.definitions --select quantum_features/vqe_results --partition {{ ds }}"
-        in (vqe_results["bash_command"])
-    )
-    # default executor: each task materializes in one process
-    assert vqe_results["bash_command"].endswith(
-        """ --config-json '{"execution": {"config": {"in_process": {}}}}'"""
-    )
     # success mail once per run: on the sink task only
     assert [t for t, v in feature["tasks"].items() if v["on_success_callback"]] == ["processing_metadata"]
     assert feature["tasks"]["processing_metadata"]["on_success_callback"][0]["to"] == ["chem@example.org"]
 
     batch = bag["dags"]["vqe_batch_generation"]
     assert list(batch["tasks"]) == ["submit_vqe_requests"]
-    assert (
-        "request submit --all --molecules-file {{ params.molecules_file }} --repeat {{ params.repeat }}"
-        in batch["tasks"]["submit_vqe_requests"]["bash_command"]
-    )
+    submit = batch["tasks"]["submit_vqe_requests"]
+    assert submit["python_callable"] == "submit_vqe_requests" and submit["bash_command"] is None
+    assert submit["op_args"] == [] and submit["op_kwargs"] == {} and submit["retries"] == 0
     assert batch["schedule"] is None and batch["params"]["molecules_file"].endswith(".json")
     assert batch["params"]["repeat"] == 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import re
 import shlex
 import textwrap
 from pathlib import Path
@@ -11,7 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from qp_assets.export.airflow_dags import AirflowExportOptions, export_airflow, render_feature_dag
+from qp_assets.export.airflow_dags import (
+    AirflowExportOptions,
+    export_airflow,
+    render_feature_dag,
+    submit_argv,
+)
 from qp_assets.export.cli import register
 from qp_assets.export.graph import ExportError, exported_assets, is_daily, task_id_for, toposort_keys
 
@@ -173,18 +179,26 @@ def test_rendered_feature_dag_settings(tmp_path: Path) -> None:
     text = paths[0].read_text()
     for needle in (
         "from airflow.sdk import DAG",
-        "from airflow.providers.standard.operators.bash import BashOperator",
+        "from airflow.sdk import DAG, CronDataIntervalTimetable, get_current_context, task",
         "schedule=CronDataIntervalTimetable('0 0 * * *', timezone='UTC')",
         "catchup=False",
         '"retries": 3',
         "dt.timedelta(minutes=20.0)",
         "EMAIL_TO = ['chem@example.org']",
         "dt.datetime(2026, 3, 1,",
-        "--partition {{{{ ds }}}}",
-        "materialize('quantum_features/vqe_results')",
+        "tasks['quantum_features__vqe_results'] = materialize_task(",
+        "subprocess.run(argv, cwd=PROJECT_DIR, env=env, check=True)",
     ):
         assert needle in text, needle
-    for removed in ("schedule_interval", "airflow.operators.bash", "email_on_failure", "DummyOperator"):
+    for removed in (
+        "schedule_interval",
+        "airflow.operators.bash",
+        "email_on_failure",
+        "DummyOperator",
+        "BashOperator",
+        "shell=True",
+        '{{ ds }}"',
+    ):
         assert removed not in text
     # start date defaults to the first partition of the exported assets
     default_start = render_feature_dag(
@@ -195,42 +209,66 @@ def test_rendered_feature_dag_settings(tmp_path: Path) -> None:
     assert "schedule=None" in batch
 
 
-def _bash_command_of(source: str) -> str:
-    """The (Jinja) bash_command of the single BashOperator in a generated DAG file, evaluated statically."""
+def generated_argv_builders(source: str) -> dict:
+    """The upper-case literal constants and the ``*_argv`` functions of a generated DAG file, evaluated
+    without Airflow (they are plain Python over literals): what a task would run, as a list."""
     tree = ast.parse(source)
-    constants = {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id.isupper()
-        and isinstance(node.value, ast.Constant)
-    }
-    call = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "BashOperator"
-    )
-    expr = next(k.value for k in call.keywords if k.arg == "bash_command")
-    return eval(compile(ast.Expression(expr), "<bash_command>", "eval"), {}, constants)  # noqa: S307
+    namespace: dict = {}
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.isupper()
+        ):
+            namespace[node.targets[0].id] = ast.literal_eval(node.value)  # literals only, or this raises
+    functions = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.endswith("_argv")]
+    exec(compile(ast.Module(body=functions, type_ignores=[]), "<generated>", "exec"), namespace)  # noqa: S102
+    return namespace
 
 
 def test_batch_dag_command_is_accepted_by_qp_cli(tmp_path: Path) -> None:
-    """Render the batch task's command like Airflow would and parse it with the real `qp` parser."""
-    import jinja2
-
+    """The batch task's argv, built by the generated code, parses with the real `qp` parser."""
     from qp_assets.cli import build_parser
 
-    paths = export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions())
-    template = _bash_command_of(paths[1].read_text())
-    defaults = AirflowExportOptions()
-    rendered = jinja2.Template(template).render(
-        params={"molecules_file": defaults.molecules_file, "repeat": 2}, ts_nodash="20260114T000000"
+    paths = export_airflow(
+        _synthetic_defs(), tmp_path, AirflowExportOptions(submit_args="--basis 6-31g --seed 3")
     )
-    argv = shlex.split(rendered)
+    generated = generated_argv_builders(paths[1].read_text())
+    defaults = AirflowExportOptions()
+    argv = generated["submit_argv"](defaults.molecules_file, 2, "20260114T000000")
+    assert argv == submit_argv(
+        defaults.qp_bin, defaults.molecules_file, 2, "20260114T000000", ["--basis", "6-31g", "--seed", "3"]
+    )
     assert argv[0] == defaults.qp_bin and Path(defaults.molecules_file).exists()
     args = build_parser().parse_args(argv[1:])
     assert args.handler.__name__ == "submit_command"
     assert args.all is True and str(args.molecules_file) == defaults.molecules_file and args.repeat == 2
     assert args.request_id_prefix == "airflow-20260114T000000-"
+    assert args.basis == "6-31g" and args.seed == 3
+
+
+def test_feature_dag_command_is_accepted_by_dagster_cli(tmp_path: Path) -> None:
+    """Each feature task's argv is `dagster asset materialize` with module, selection, partition, config."""
+    paths = export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(dagster_bin="/opt/d/dagster"))
+    generated = generated_argv_builders(paths[0].read_text())
+    argv = generated["materialize_argv"]("quantum_features/vqe_results", "2026-01-14")
+    assert argv == [
+        "/opt/d/dagster",
+        "asset",
+        "materialize",
+        "--module-name=qp_assets.definitions",
+        "--select=quantum_features/vqe_results",
+        "--partition=2026-01-14",
+        '--config-json={"execution": {"config": {"in_process": {}}}}',
+    ]
+    from dagster._cli.asset import asset_materialize_command
+
+    ctx = asset_materialize_command.make_context("materialize", argv[3:])
+    assert (
+        ctx.params["module_name"] == ("qp_assets.definitions",)
+        or ctx.params["module_name"] == "qp_assets.definitions"
+    )
+    assert ctx.params["select"] == "quantum_features/vqe_results" and ctx.params["partition"] == "2026-01-14"
 
 
 def _cli(argv: list[str]) -> int:
@@ -273,3 +311,100 @@ def test_cli_exports_from_module_and_exits_2_on_bad_input(tmp_path: Path, monkey
     with pytest.raises(SystemExit) as exc:
         _cli([*base, "--start-date", "01/02/2026"])
     assert exc.value.code == 2
+
+
+PAYLOAD = '"+__import__("os").popen("id").read()+"'
+HOSTILE = [
+    PAYLOAD,
+    "x'; import os; os.system('id') #",
+    "$(id) `id` ; id && id | id",
+    'a\nimport os\nos.system("id")\n',
+    '"""\nimport os\n"""',
+    "\\'\\\"",
+    "{{ 7 * 7 }} {% if 1 %}x{% endif %}",
+    "--help",
+]
+
+
+def _structure(source: str) -> str:
+    """The generated module's AST with every string constant blanked: equal structures mean a value could
+    only ever change data, never code."""
+
+    class Blank(ast.NodeTransformer):
+        def visit_Constant(self, node: ast.Constant) -> ast.Constant:  # noqa: N802 - ast hook name
+            return ast.Constant(value="S" if isinstance(node.value, str) else node.value)
+
+    return ast.dump(Blank().visit(ast.parse(source)))
+
+
+def hostile_options(value: str, tmp_path: Path) -> AirflowExportOptions:
+    """Every free-text export option set to ``value`` (addresses keep an @ and no space, as validated)."""
+    address = value.replace(" ", "").replace("\n", "").replace("{", "").replace("%", "") + "@example.org"
+    return AirflowExportOptions(
+        email=(address, "ops@example.org"),
+        email_from=address,
+        smtp_conn_id=value,
+        module=value,
+        dagster_bin=value,
+        qp_bin=value,
+        project_dir=value,
+        dagster_home=value,
+        molecules_file=value,
+        submit_args=shlex.join([value, "--seed", value]),
+    )
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_option_values_change_data_not_code(tmp_path: Path, value: str) -> None:
+    """Quotes, $(...), backticks, ;, newlines, triple quotes, Jinja and the issue's payload in every option:
+    the generated files have exactly the benign files' syntax tree (values are literals only), and each value
+    reaches the command as one verbatim argument."""
+    benign = export_airflow(
+        _synthetic_defs(),
+        tmp_path / "benign",
+        AirflowExportOptions(email=("a@example.org", "ops@example.org"), submit_args="a --seed b"),
+    )
+    hostile = export_airflow(_synthetic_defs(), tmp_path / "hostile", hostile_options(value, tmp_path))
+    for good, bad in zip(benign, hostile, strict=True):
+        assert _structure(bad.read_text()) == _structure(good.read_text()), bad.name
+    feature = generated_argv_builders(hostile[0].read_text())
+    assert feature["DAGSTER"] == value and feature["MODULE"] == value
+    assert feature["PROJECT_DIR"] == value and feature["TASK_ENV"] == {"DAGSTER_HOME": value}
+    argv = feature["materialize_argv"]("quantum_features/vqe_results", "2026-01-14")
+    assert argv[0] == value and argv[3] == "--module-name=" + value
+    batch = generated_argv_builders(hostile[1].read_text())
+    argv = batch["submit_argv"](value, 1, "20260114T000000")
+    assert argv[0] == value and argv[4] == "--molecules-file=" + value
+    assert argv[-3:] == [value, "--seed", value]
+
+
+def test_submit_args_are_split_at_export_time(tmp_path: Path) -> None:
+    paths = export_airflow(
+        _synthetic_defs(),
+        tmp_path,
+        AirflowExportOptions(submit_args="--basis '6-31g*' --optimizer-options '{\"maxiter\": 5}'"),
+    )
+    assert (
+        "SUBMIT_ARGS = ['--basis', '6-31g*', '--optimizer-options', '{\"maxiter\": 5}']"
+        in paths[1].read_text()
+    )
+    with pytest.raises(ExportError, match="submit_args: cannot split"):
+        export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(submit_args="--basis 'unterminated"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"email": ("{{7*7}}@x.org",)}, "email: template syntax is not allowed"),
+        ({"email_from": "a{%x%}@x.org"}, "email_from: template syntax is not allowed"),
+        ({"retries": "3); import os #"}, "retries must be an integer"),
+        ({"retry_delay_minutes": float("nan")}, "retry_delay_minutes must be a finite number"),
+        ({"schedule": "0 0 * * *'); import os #"}, "schedule: expected a 5-field cron"),
+        ({"schedule": "0 0 * * $(id)"}, "schedule: expected a 5-field cron"),
+        ({"vqe_batch_schedule": "@daily; id"}, "vqe_batch_schedule: expected"),
+        ({"module": "a\x00b"}, "module: expected a non-empty string without NUL bytes"),
+    ],
+)
+def test_values_that_cannot_be_literal_are_refused(tmp_path: Path, options: dict, message: str) -> None:
+    with pytest.raises(ExportError, match=re.escape(message)):
+        export_airflow(_synthetic_defs(), tmp_path, AirflowExportOptions(**options))
