@@ -120,6 +120,20 @@ final class PartitionWriter {
     return writer != null ? startOffset : -1;
   }
 
+  /** Forget the open file (not the queued ones): used when its first record could not be written. */
+  void dropOpenFile() {
+    if (writer != null) {
+      try {
+        writer.close();
+      } catch (IOException | RuntimeException ignored) {
+        // nothing of it was queued
+      }
+    }
+    writer = null;
+    bytes = null;
+    startOffset = -1;
+  }
+
   void discard() {
     if (writer != null) {
       try {

@@ -12,15 +12,31 @@ import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import org.apache.avro.Schema;
 
-/** Fetches writer schemas from a Confluent-compatible registry (GET /schemas/ids/{id}), once per id. */
+/**
+ * Fetches writer schemas from a Confluent-compatible registry (GET /schemas/ids/{id}), once per id.
+ *
+ * <p>Every request is bounded (connect and request timeouts). Only a registry that answered "this id does not
+ * exist" (HTTP 404 with error code 40403) or a schema the registry returned that is not valid Avro marks a record
+ * as bad ({@link BadRecordException}: dead-lettered). Everything else is transient and thrown as an
+ * {@link IOException} so the batch is redelivered: no answer in time, 401/403 (credentials being rotated),
+ * 408/429 (throttling), 5xx, a 404 without the registry's error code (wrong URL, proxy), an unreadable answer.
+ */
 public class RegistrySchemaSource implements SchemaSource {
+  static final int SCHEMA_NOT_FOUND = 40403;
   private static final ObjectMapper JSON = new ObjectMapper();
   private final String baseUrl;
-  private final HttpClient http = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
+  private final Duration requestTimeout;
+  private final HttpClient http;
   private final Map<Integer, Schema> cache = new ConcurrentHashMap<>();
 
   public RegistrySchemaSource(String baseUrl) {
+    this(baseUrl, Duration.ofSeconds(5), Duration.ofSeconds(15));
+  }
+
+  public RegistrySchemaSource(String baseUrl, Duration connectTimeout, Duration requestTimeout) {
     this.baseUrl = baseUrl.endsWith("/") ? baseUrl.substring(0, baseUrl.length() - 1) : baseUrl;
+    this.requestTimeout = requestTimeout;
+    this.http = HttpClient.newBuilder().connectTimeout(connectTimeout).build();
   }
 
   @Override
@@ -30,27 +46,55 @@ public class RegistrySchemaSource implements SchemaSource {
       return cached;
     }
     HttpRequest request = HttpRequest.newBuilder(URI.create(baseUrl + "/schemas/ids/" + id))
-        .timeout(Duration.ofSeconds(15)).GET().build();
+        .timeout(requestTimeout).GET().build();
     HttpResponse<String> response;
     try {
       response = http.send(request, HttpResponse.BodyHandlers.ofString());
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
-      throw new IOException("interrupted while fetching schema " + id, e);
+      throw new IOException("interrupted while fetching schema " + id + " from " + baseUrl, e);
+    } catch (IOException e) { // includes HttpTimeoutException / HttpConnectTimeoutException
+      throw new IOException("schema registry at " + baseUrl + " did not answer for schema id " + id + ": " + e, e);
     }
-    if (response.statusCode() == 404) {
+    int status = response.statusCode();
+    if (status == 404 && errorCode(response.body()) == SCHEMA_NOT_FOUND) {
       throw new BadRecordException("schema id " + id + " is unknown to the registry at " + baseUrl);
     }
-    if (response.statusCode() != 200) {
-      throw new IOException("registry answered HTTP " + response.statusCode() + " for schema id " + id);
+    if (status != 200) {
+      throw new IOException("schema registry at " + baseUrl + " answered HTTP " + status + " for schema id " + id
+          + " (transient, retried): " + abbreviate(response.body()));
     }
-    JsonNode body = JSON.readTree(response.body());
+    JsonNode body;
+    try {
+      body = JSON.readTree(response.body());
+    } catch (IOException e) {
+      throw new IOException("schema registry at " + baseUrl + " sent an unreadable answer for schema id " + id, e);
+    }
     String type = body.path("schemaType").asText("AVRO");
     if (!"AVRO".equalsIgnoreCase(type)) {
       throw new BadRecordException("schema id " + id + " is a " + type + " schema, not Avro");
     }
-    Schema schema = new Schema.Parser().parse(body.path("schema").asText());
+    Schema schema;
+    try {
+      schema = new Schema.Parser().parse(body.path("schema").asText());
+    } catch (RuntimeException e) { // SchemaParseException, AvroRuntimeException, ...
+      throw new BadRecordException("schema id " + id + " from the registry at " + baseUrl
+          + " is not a valid Avro schema: " + e, e);
+    }
     cache.put(id, schema);
     return schema;
+  }
+
+  private static int errorCode(String body) {
+    try {
+      return JSON.readTree(body).path("error_code").asInt(-1);
+    } catch (IOException | RuntimeException e) {
+      return -1;
+    }
+  }
+
+  private static String abbreviate(String body) {
+    String text = body == null ? "" : body.replaceAll("\\s+", " ");
+    return text.length() > 200 ? text.substring(0, 200) + "..." : text;
   }
 }

@@ -7,7 +7,10 @@ import org.apache.kafka.common.config.ConfigDef.Importance;
 import org.apache.kafka.common.config.ConfigDef.Type;
 import org.apache.kafka.common.config.types.Password;
 
-/** Settings of the S3 Avro sink. Credentials are rendered in at deploy time, never committed. */
+/**
+ * Settings of the S3 Avro sink. Credentials should be config-provider references (e.g.
+ * {@code ${env:AWS_SECRET_ACCESS_KEY}}) resolved by the worker; both are PASSWORD-typed so they are never logged.
+ */
 public class S3AvroSinkConfig extends AbstractConfig {
   public static final String BUCKET = "s3.bucket.name";
   public static final String ENDPOINT = "s3.endpoint";
@@ -25,7 +28,7 @@ public class S3AvroSinkConfig extends AbstractConfig {
       .define(BUCKET, Type.STRING, Importance.HIGH, "Bucket the files land in.")
       .define(ENDPOINT, Type.STRING, "", Importance.HIGH, "S3 endpoint URL (empty: AWS default).")
       .define(REGION, Type.STRING, "us-east-1", Importance.MEDIUM, "S3 region.")
-      .define(ACCESS_KEY, Type.STRING, "", Importance.HIGH, "Access key id (empty: AWS default chain).")
+      .define(ACCESS_KEY, Type.PASSWORD, "", Importance.HIGH, "Access key id (empty: AWS default chain).")
       .define(SECRET_KEY, Type.PASSWORD, "", Importance.HIGH, "Secret access key.")
       .define(PATH_STYLE, Type.BOOLEAN, true, Importance.MEDIUM, "Path-style addressing (SeaweedFS, MinIO).")
       .define(PREFIX, Type.STRING, "raw", Importance.MEDIUM, "Key prefix; files go to <prefix>/topics/<topic>/...")
@@ -54,7 +57,8 @@ public class S3AvroSinkConfig extends AbstractConfig {
   }
 
   public String accessKey() {
-    return getString(ACCESS_KEY);
+    Password p = getPassword(ACCESS_KEY);
+    return p == null ? "" : p.value();
   }
 
   public String secretKey() {

@@ -74,7 +74,8 @@ public class S3AvroSinkTask extends SinkTask {
       }
       core.tick();
     } catch (IOException e) {
-      LOG.warn("upload failed, Connect will redeliver after {} ms: {}", config.retryBackoffMs(), e.getMessage());
+      LOG.warn("transient failure (registry, upload or dead-letter write); Connect redelivers after {} ms: {}",
+          config.retryBackoffMs(), e.getMessage());
       context.timeout(config.retryBackoffMs());
       throw new RetriableException(e);
     }
@@ -83,7 +84,7 @@ public class S3AvroSinkTask extends SinkTask {
     }
   }
 
-  private void report(Object original, BadRecordException error) {
+  private void report(Object original, BadRecordException error) throws IOException {
     SinkRecord r = (SinkRecord) original;
     String where = r.topic() + "-" + r.kafkaPartition() + "@" + r.kafkaOffset();
     if (reporter == null) {
@@ -92,8 +93,11 @@ public class S3AvroSinkTask extends SinkTask {
     LOG.warn("sending undecodable record {} to the dead-letter topic: {}", where, error.getMessage());
     try {
       reporter.report(r, error).get(30, TimeUnit.SECONDS);
-    } catch (Exception e) {
-      throw new ConnectException("could not dead-letter " + where + ": " + e.getMessage(), e);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IOException("interrupted while dead-lettering " + where, e);
+    } catch (Exception e) { // the DLQ write failed or timed out: transient, the batch is redelivered
+      throw new IOException("could not dead-letter " + where + " (will retry): " + e.getMessage(), e);
     }
   }
 

@@ -2,12 +2,14 @@ package io.qp.connect.s3;
 
 import java.io.IOException;
 import java.net.URI;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import software.amazon.awssdk.auth.credentials.AwsBasicCredentials;
 import software.amazon.awssdk.auth.credentials.DefaultCredentialsProvider;
 import software.amazon.awssdk.auth.credentials.StaticCredentialsProvider;
 import software.amazon.awssdk.core.checksums.RequestChecksumCalculation;
+import software.amazon.awssdk.core.client.config.ClientOverrideConfiguration;
 import software.amazon.awssdk.core.checksums.ResponseChecksumValidation;
 import software.amazon.awssdk.core.exception.SdkException;
 import software.amazon.awssdk.core.sync.RequestBody;
@@ -26,8 +28,18 @@ public class S3ObjectStore implements ObjectStore, AutoCloseable {
   private final String bucket;
 
   public S3ObjectStore(S3AvroSinkConfig config) {
+    // Bounded: 5 s to connect, 30 s without a byte, 60 s per attempt, 3 attempts within 180 s in all; an S3
+    // endpoint that accepts connections and never answers fails the upload (retried by the task), never hangs it.
     S3ClientBuilder builder = S3Client.builder()
-        .httpClient(UrlConnectionHttpClient.create())
+        .httpClient(UrlConnectionHttpClient.builder()
+            .connectionTimeout(Duration.ofSeconds(5))
+            .socketTimeout(Duration.ofSeconds(30))
+            .build())
+        .overrideConfiguration(ClientOverrideConfiguration.builder()
+            .apiCallAttemptTimeout(Duration.ofSeconds(60))
+            .apiCallTimeout(Duration.ofSeconds(180))
+            .retryStrategy(b -> b.maxAttempts(3))
+            .build())
         .region(Region.of(config.region()))
         .forcePathStyle(config.pathStyle())
         .requestChecksumCalculation(RequestChecksumCalculation.WHEN_REQUIRED)

@@ -17,9 +17,12 @@ import org.apache.avro.io.DecoderFactory;
  * order, and report which offsets are safe to commit (only those whose data is uploaded).
  */
 public final class SinkCore {
-  /** Receives records that can never be written (the task sends them to the dead-letter topic). */
+  /**
+   * Receives records that can never be written (the task sends them to the dead-letter topic). An IOException
+   * means the dead-letter write itself failed: the record is redelivered and reported again.
+   */
   public interface ErrantSink {
-    void report(Object originalRecord, BadRecordException error);
+    void report(Object originalRecord, BadRecordException error) throws IOException;
   }
 
   private final ObjectStore store;
@@ -69,8 +72,11 @@ public final class SinkCore {
   }
 
   /**
-   * Add one record. Bad records go to {@code errant}; an IOException means an upload failed (retriable: the
-   * same records may be delivered again and are skipped by offset).
+   * Add one record. Any problem of this one record (framing, unknown schema id, a registry schema that does not
+   * parse, undecodable or unwritable Avro, any runtime exception while handling it) sends it to {@code errant}
+   * with the reason and processing continues: one record can never stop the task. An IOException means
+   * something transient failed (registry unreachable or 401/403/429/5xx, an upload, the dead-letter write):
+   * the same records are delivered again and those already handled are skipped by offset.
    */
   public void put(String topic, int partition, long offset, Long timestampMs, byte[] value, Object original,
       ErrantSink errant) throws IOException {
@@ -91,8 +97,10 @@ public final class SinkCore {
       schema = schemas.byId(schemaId);
       record = decode(schema, value);
     } catch (BadRecordException e) {
-      w.lastSeenOffset = offset;
-      errant.report(original, e);
+      deadLetter(w, offset, original, e, errant);
+      return;
+    } catch (RuntimeException e) { // e.g. SchemaParseException from a schema source: still this record's problem
+      deadLetter(w, offset, original, new BadRecordException("record could not be decoded: " + e, e), errant);
       return;
     }
     long now = clock.getAsLong();
@@ -101,15 +109,30 @@ public final class SinkCore {
         || w.boundaries.contains(offset))) {
       w.rotate();
     }
-    if (!w.hasOpenFile()) {
-      w.begin(prefix, schemaId, schema, offset, ts, now);
+    try {
+      if (!w.hasOpenFile()) {
+        w.begin(prefix, schemaId, schema, offset, ts, now);
+      }
+      w.append(record, offset);
+    } catch (RuntimeException e) { // Avro refused to write it (the open file stays consistent: append is atomic)
+      if (w.hasOpenFile() && w.count() == 0) {
+        w.dropOpenFile(); // a file begun for this record only; queued files stay queued
+      }
+      deadLetter(w, offset, original, new BadRecordException("record could not be written as Avro: " + e, e),
+          errant);
+      return;
     }
-    w.append(record, offset);
     w.lastSeenOffset = offset;
     if (w.count() >= flushSize || w.boundaries.contains(offset + 1)) {
       w.rotate();
     }
     filesUploaded += w.uploadPending(store);
+  }
+
+  private static void deadLetter(PartitionWriter w, long offset, Object original, BadRecordException e,
+      ErrantSink errant) throws IOException {
+    errant.report(original, e); // throws IOException if the dead-letter write failed: redelivered, reported again
+    w.lastSeenOffset = offset;
   }
 
   /** Rotate files open longer than the rotation interval and upload everything queued. */

@@ -141,6 +141,49 @@ class SinkCoreTest {
   }
 
   @Test
+  void anyRuntimeExceptionOfOneRecordIsDeadLetteredAndTheNextRecordsLand() throws Exception {
+    // the registry handed back a schema that does not parse: the SchemaParseException must not stop the task
+    SchemaSource parseFailure = id -> {
+      if (id == 9) {
+        return new Schema.Parser().parse("{\"type\": \"record\", \"name\": \"broken\"");
+      }
+      if (id == 10) {
+        throw new IllegalStateException("unexpected");
+      }
+      return SCHEMA;
+    };
+    SinkCore core = new SinkCore(store, parseFailure, "raw", 3, 10_000, now::get);
+    core.open(TOPIC, 0);
+    put(core, 0, framed(7, "a"));
+    put(core, 1, framed(9, "broken-schema"));
+    put(core, 2, framed(10, "runtime-failure"));
+    put(core, 3, framed(7, "b"));
+    put(core, 4, framed(7, "c"));
+    assertEquals(2, errant.size());
+    assertTrue(errant.get(0).startsWith("rec@1: record could not be decoded: org.apache.avro.SchemaParseException"),
+        errant.get(0));
+    assertTrue(errant.get(1).startsWith("rec@2: record could not be decoded: java.lang.IllegalStateException"));
+    assertEquals(List.of("a", "b", "c"), runIds(store.objects.values().iterator().next()));
+    assertEquals(5, core.committable(TOPIC, 0, 5));
+    put(core, 1, framed(9, "broken-schema")); // redelivered after a restart: already handled, not reported twice
+    assertEquals(2, errant.size());
+  }
+
+  @Test
+  void aFailedDeadLetterWriteIsRetriedNotSkipped() throws Exception {
+    SinkCore core = core(10);
+    core.open(TOPIC, 0);
+    List<String> reported = new ArrayList<>();
+    SinkCore.ErrantSink failing = (orig, e) -> {
+      throw new IOException("DLQ unreachable");
+    };
+    core.put(TOPIC, 0, 0, T0, framed(7, "a"), "rec@0", failing);
+    assertThrows(IOException.class, () -> core.put(TOPIC, 0, 1, T0, new byte[] {9, 9, 9, 9, 9, 9}, "rec@1", failing));
+    core.put(TOPIC, 0, 1, T0, new byte[] {9, 9, 9, 9, 9, 9}, "rec@1", (orig, e) -> reported.add((String) orig));
+    assertEquals(List.of("rec@1"), reported);
+  }
+
+  @Test
   void failedUploadKeepsDataAndRedeliveryIsNotDuplicated() throws Exception {
     SinkCore core = core(2);
     core.open(TOPIC, 0);
