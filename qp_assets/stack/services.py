@@ -564,7 +564,33 @@ def _connect_before_start(ctx: StackContext) -> None:
             raise StackError(f"connect plugin install failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _connect_restart_if_config_changed(ctx: StackContext) -> None:
+    """Restart our Connect worker if ``infra/connect/worker/connect-distributed.properties`` changed since it started.
+
+    A worker keeps the config it started with; connectors written for a newer worker config (e.g. one that
+    resolves ``${env:...}`` credentials through a config provider) would silently fail on it.
+    """
+    from qp_assets.stack import launcher, process
+
+    path = ctx.conf / "connect" / "connect-distributed.properties"
+    pid = process.live_pid(ctx.pid_file("connect"))
+    if pid is None or not ctx.connect.local or not path.is_file():
+        return
+    running = path.read_text()
+    if _connect_properties(ctx).read_text() == running:
+        return
+    logging.getLogger(__name__).warning(
+        "connect: worker config changed since pid %d started; restarting it", pid
+    )
+    svc = SERVICES["connect"]
+    process.stop_group(pid, svc.stop_grace)
+    ctx.pid_file("connect").unlink(missing_ok=True)
+    launcher._wait_ports_released(ctx, svc)
+    launcher._start(ctx, svc)
+
+
 def _connect_after_ready(ctx: StackContext) -> None:
+    _connect_restart_if_config_changed(ctx)
     hook = _streaming_hook("ensure_connectors")
     if hook is not None:
         try:
@@ -582,6 +608,14 @@ def _streaming_hook(name: str) -> Callable | None:
     except ImportError as exc:
         raise StackError(f"importing qp_assets.streaming.connect failed: {exc}") from exc
     return getattr(connect, name, None)
+
+
+def _connect_env(ctx: StackContext) -> dict[str, str]:
+    """The S3 credentials for the worker's EnvVarConfigProvider (the connector config only says ``${env:...}``)."""
+    return {
+        "AWS_ACCESS_KEY_ID": ctx.settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": ctx.settings.aws_secret_access_key,
+    }
 
 
 def _connect_properties(ctx: StackContext) -> Path:
@@ -795,6 +829,7 @@ SERVICES: dict[str, Service] = {
             fetched=_connect_fetched,
             before_start=_connect_before_start,
             command=_connect_command,
+            env=_connect_env,
             probe=_connect_probe,
             after_ready=_connect_after_ready,
             depends_on=("seaweedfs", "kafka", "registry"),  # the S3 sink reads schemas, writes S3

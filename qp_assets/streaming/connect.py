@@ -97,14 +97,18 @@ def install_plugins(plugin_dir: Path, source: Path = PLUGIN_SOURCE) -> Path:
 
 
 def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str, str]:
-    """The connector's config with endpoints and credentials rendered from ``settings``."""
+    """The connector's config with endpoints rendered from ``settings``.
+
+    Credentials are never rendered in: the template refers to them as ``${env:AWS_ACCESS_KEY_ID}`` /
+    ``${env:AWS_SECRET_ACCESS_KEY}``, resolved inside the Connect worker by its EnvVarConfigProvider (the stack
+    starts Connect with those two variables from ``settings``), so neither Connect's REST API nor its
+    ``_connect-configs`` topic ever holds the secret.
+    """
     template = json.loads((CONNECTORS_DIR / f"{name}.json").read_text())
     values = {
         "bucket": settings.bucket,
         "s3_endpoint_url": settings.s3_endpoint_url,
         "aws_region": settings.aws_region,
-        "aws_access_key_id": settings.aws_access_key_id,
-        "aws_secret_access_key": settings.aws_secret_access_key,
         "schema_registry_url": settings.schema_registry_url,
         "flush_size": os.environ.get("QP_SINK_FLUSH_SIZE", "100"),
         "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "10000"),
@@ -136,23 +140,58 @@ def ensure_connectors(settings: Settings, timeout_s: float = 60.0) -> None:
         wait_running(settings, name, timeout_s)
 
 
-def wait_running(settings: Settings, name: str = SINK_CONNECTOR, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Wait until the connector and all its tasks are RUNNING; raise with the task's trace if one FAILED."""
-    deadline = time.monotonic() + timeout_s
+def restart_connector(settings: Settings, name: str = SINK_CONNECTOR, *, only_failed: bool = True) -> int:
+    """``POST /connectors/<name>/restart?includeTasks=true&onlyFailed=...``; returns the HTTP status."""
+    params = {"includeTasks": "true", "onlyFailed": "true" if only_failed else "false"}
+    status = rest(settings, "POST", f"/connectors/{name}/restart", params=params).status_code
+    log.warning(
+        "connector %s: asked Connect to restart it (only failed: %s) -> HTTP %d", name, only_failed, status
+    )
+    return status
+
+
+def wait_running(
+    settings: Settings,
+    name: str = SINK_CONNECTOR,
+    timeout_s: float = 60.0,
+    *,
+    unassigned_grace_s: float = 20.0,
+) -> dict[str, Any]:
+    """Wait until the connector and all its tasks are RUNNING, nudging Connect where it would wait by itself.
+
+    - A FAILED connector or task is restarted once through the REST API (a broker crash can fail a task);
+      if it FAILs again the task's trace is raised.
+    - A connector or task still UNASSIGNED (or without tasks) after ``unassigned_grace_s`` is restarted
+      through the REST API, at most every ``unassigned_grace_s``: after a broker crash the worker's own
+      assignment can count as "lost" and wait for ``scheduled.rebalance.max.delay.ms`` (10 s in our worker
+      config, 300 s by default).
+    """
+    start = time.monotonic()
+    deadline = start + timeout_s
     status: dict[str, Any] | None = None
+    restarted_failed = False
+    last_nudge = start
     while time.monotonic() < deadline:
         status = connector_status(settings, name)
         if status:
             tasks = status.get("tasks", [])
-            failed = [t for t in tasks if t.get("state") == "FAILED"]
-            if failed:
-                trace = (failed[0].get("trace") or "").strip().splitlines()[:3]
-                raise ConnectError(f"connector {name} task {failed[0].get('id')} FAILED: {' | '.join(trace)}")
-            if (
-                status["connector"]["state"] == "RUNNING"
-                and tasks
-                and all(t["state"] == "RUNNING" for t in tasks)
-            ):
+            states = [status["connector"]["state"], *(t["state"] for t in tasks)]
+            if status["connector"]["state"] == "RUNNING" and tasks and all(s == "RUNNING" for s in states):
                 return status
+            if "FAILED" in states:
+                failed = [t for t in tasks if t.get("state") == "FAILED"] or [status["connector"]]
+                if restarted_failed:
+                    trace = (failed[0].get("trace") or "").strip().splitlines()[:3]
+                    what = f"task {failed[0]['id']}" if "id" in failed[0] else "connector"
+                    raise ConnectError(
+                        f"connector {name} {what} FAILED again after a restart: {' | '.join(trace)}"
+                    )
+                restart_connector(settings, name, only_failed=True)
+                restarted_failed = True
+            elif (
+                "UNASSIGNED" in states or not tasks
+            ) and time.monotonic() - last_nudge >= unassigned_grace_s:
+                restart_connector(settings, name, only_failed=False)
+                last_nudge = time.monotonic()
         time.sleep(1)
     raise ConnectError(f"connector {name} not RUNNING within {timeout_s:.0f} s (last status: {status})")
