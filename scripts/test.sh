@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up, starts the suite's own local stack, and runs the whole test suite against the real
 # services (pytest, plus the Java sink plugin's own unit tests). Extra arguments go to pytest,
-# e.g. `scripts/test.sh -m "not services"` for the fast subset.
+# e.g. `scripts/test.sh -k sensor`. `scripts/test.sh --fast` is the fast tier: no service is started and
+# only the tests that need none and are quick run (pytest -m "not services and not spark and not slow"),
+# after the same static checks.
 #
 # The suite never touches the user's stack or data: it runs in its own runtime directory
 # (QP_TEST_HOME, default .qp-test/, wiped at the start of every run so each run starts from empty
@@ -11,6 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+FAST=0
+if [ "${1:-}" = "--fast" ]; then
+  FAST=1
+  shift
+fi
 scripts/setup.sh
 USER_LIB=${QP_HOME:-$ROOT/.qp}/lib
 
@@ -30,7 +37,7 @@ mkdir -p "$QP_HOME"
 [ -e "$QP_HOME/lib" ] || ln -s "$USER_LIB" "$QP_HOME/lib"
 
 status=0
-if [ -f infra/connect/s3-avro-sink/pom.xml ]; then
+if [ "$FAST" = 0 ] && [ -f infra/connect/s3-avro-sink/pom.xml ]; then
   echo "[test] Java unit tests of the S3 Avro sink plugin"
   (cd infra/connect/s3-avro-sink && mvn -B -q test) || status=1
 fi
@@ -44,6 +51,12 @@ echo "[test] import layering (lint-imports, contracts in pyproject.toml)"
 
 echo "[test] dagster definitions validate"
 .venv/bin/dagster definitions validate -m qp_assets.definitions || status=1
+
+if [ "$FAST" = 1 ]; then
+  echo "[test] pytest, fast tier (no services)"
+  .venv/bin/python -m pytest -p no:cacheprovider --timeout=300 -m "not services and not spark and not slow" "$@" || status=$?
+  exit $status
+fi
 
 echo "[test] starting the suite's stack"
 .venv/bin/qp stack up

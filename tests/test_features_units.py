@@ -136,3 +136,19 @@ def test_cli_rejects_bad_input_with_exit_2(capsys):
             main(argv)
         assert info.value.code == 2, argv
     assert "not YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_a_failed_read_is_never_a_bad_file(tmp_path: Path):
+    """S3 unreachable: reading a landed file raises LandingReadError naming it (the build fails and is
+    retried) instead of classifying the file as bad and overwriting the day without its rows; a file
+    deleted since listing is skipped; transport errors are told apart from undecodable content."""
+    from qp_assets.features.raw import LandingReadError, is_transient_read_error
+
+    dead = dataclasses.replace(Settings.from_env(), s3_endpoint_url="http://127.0.0.1:9")  # nothing listens
+    with pytest.raises(LandingReadError, match=r"s3a://b/raw/topics/t/x\.avro"):
+        split_avro_files(["s3a://b/raw/topics/t/x.avro"], dead)
+    good = tmp_path / "good.avro"
+    good.write_bytes(AVRO_MAGIC + b"rest")
+    assert split_avro_files([good.as_uri(), (tmp_path / "gone.avro").as_uri()]) == ([good.as_uri()], [])
+    assert is_transient_read_error(RuntimeError("java.net.SocketTimeoutException: Read timed out"))
+    assert not is_transient_read_error(RuntimeError("org.apache.avro.AvroRuntimeException: Invalid sync!"))

@@ -59,7 +59,7 @@ def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed):
         assert meta["snapshot_ids"].value, table
     assert mats["processing_metadata"][0].metadata["dagster/row_count"].value == 1
     checks = _checks(result)
-    assert len(checks) == 12 and all(checks.values()), checks
+    assert len(checks) == 13 and all(checks.values()), checks
     # read back through PyIceberg: 5 runs on day 1 (runs 0, 1, 2, 3 and the late-landed 7)
     rows = read_rows("vqe_results", day=GOLDEN_DAY1, settings=landed.settings, namespace=landed.namespace)
     assert sorted(rows.column("run_id").to_pylist()) == [f"run-{i:06d}" for i in (0, 1, 2, 3, 7)]
@@ -84,7 +84,7 @@ def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
     per_day = mats["vqe_results"][0].metadata["rows_per_day"].value
     assert per_day == {empty_day.isoformat(): 0, GOLDEN_DAY1.isoformat(): 5, GOLDEN_DAY2.isoformat(): 2}
     checks = _checks(result)
-    assert len(checks) == 12 and all(checks.values()), checks
+    assert len(checks) == 13 and all(checks.values()), checks
     rows = read_rows("vqe_results", settings=landed.settings, namespace=landed.namespace)
     assert rows.num_rows == 7  # day 1 overwritten, not duplicated
     meta = read_rows("processing_metadata", settings=landed.settings, namespace=landed.namespace).to_pylist()
@@ -93,3 +93,37 @@ def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
         GOLDEN_DAY1.isoformat(),
         GOLDEN_DAY2.isoformat(),
     ]
+
+
+def test_an_unreadable_landed_file_fails_the_run_visibly(landed):
+    """A corrupt file among good ones: the good run lands, the blocking check names the file, the run fails."""
+    from qp_assets.features import golden
+
+    day = GOLDEN_DAY2 + timedelta(days=3)
+    sink = landed.sink()
+    sink.put(
+        golden.landed_key(golden.DEFAULT_TOPIC, 0, 0, golden._at(day, 9)),
+        golden.avro_bytes([golden.make_result(40, golden._at(day, 9, 1))]),
+    )
+    corrupt = sink.put(
+        golden.landed_key(golden.DEFAULT_TOPIC, 0, 1, golden._at(day, 10)),
+        golden.avro_bytes([golden.make_result(41, golden._at(day, 10, 1))])[:-40],  # truncated mid-block
+    )
+    defs = feature_definitions(landed.resources())
+    job = defs.resolve_job_def("feature_processing_job")
+    with DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(
+            partition_key=day.isoformat(), instance=instance, raise_on_error=False
+        )
+    assert not result.success
+    checks = _checks(result)
+    assert checks[("processing_metadata", "landed_files_readable")] is False
+    evaluation = next(
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+        and e.event_specific_data.check_name == "landed_files_readable"
+    )
+    assert evaluation.metadata["unreadable"].value == [{"day": day.isoformat(), "bad_files": [corrupt]}]
+    rows = read_rows("vqe_results", day=day, settings=landed.settings, namespace=landed.namespace)
+    assert rows.column("run_id").to_pylist() == ["run-000040"]

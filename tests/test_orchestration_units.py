@@ -291,3 +291,18 @@ def test_runner_executor_is_selected_by_configuration(monkeypatch) -> None:
     assert build_definitions().resolve_job_def("vqe_runner_job").executor_def.name == "local_gpu_executor"
     with pytest.raises(ValueError, match="QP_VQE_EXECUTOR='slurm'"):
         executor_from_env({"QP_VQE_EXECUTOR": "slurm"})
+
+
+def test_unreadable_landed_files_counts_only_each_days_latest_build():
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    meta = pa.table(
+        {
+            "event_date": [date(2026, 1, 1), date(2026, 1, 1), date(2026, 1, 2)],
+            "processed_at": [t, t.replace(hour=2), t],
+            "bad_files": [["s3a://b/raw/topics/t/bad.avro"], [], ["s3a://b/raw/topics/t/junk.avro"]],
+        }
+    )
+    # day 1 was rebuilt after its bad file was moved away; day 2 still has one
+    assert check_logic.unreadable_landed_files(meta) == [
+        {"day": "2026-01-02", "bad_files": ["s3a://b/raw/topics/t/junk.avro"]}
+    ]

@@ -75,3 +75,21 @@ def iteration_inconsistencies(
     for run_id, its in per_run.items():
         out.append({"run_id": run_id, "problem": f"{len(its)} iteration rows without a vqe_results row"})
     return out
+
+
+def unreadable_landed_files(processing_metadata: Any) -> list[dict[str, Any]]:
+    """Days whose latest build met landed files it could not decode (their rows are not in the tables).
+
+    ``processing_metadata`` holds one row per build and day; only the latest build of each day counts, so
+    a day rebuilt after the bad files were dealt with (moved out of ``raw/topics``) passes again.
+    """
+    latest: dict[Any, dict[str, Any]] = {}
+    for rec in processing_metadata.select(["event_date", "processed_at", "bad_files"]).to_pylist():
+        seen = latest.get(rec["event_date"])
+        if seen is None or rec["processed_at"] > seen["processed_at"]:
+            latest[rec["event_date"]] = rec
+    return [
+        {"day": str(day), "bad_files": rec["bad_files"]}
+        for day, rec in sorted(latest.items())
+        if rec["bad_files"]
+    ]

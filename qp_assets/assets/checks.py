@@ -59,6 +59,14 @@ def _check_specs() -> list[AssetCheckSpec]:
             blocking=True,
         )
     )
+    specs.append(
+        AssetCheckSpec(
+            "landed_files_readable",
+            asset=feature_asset_key("processing_metadata"),
+            description="the latest build of each day could decode every landed file (none silently dropped)",
+            blocking=True,
+        )
+    )
     return specs
 
 
@@ -112,6 +120,19 @@ def feature_table_checks(
                     "runs": rows("vqe_results").num_rows,
                     "tolerance_ha": tol,
                     "violations": bad[:20],
+                },
+            )
+        elif key.name == "landed_files_readable":
+            bad = check_logic.unreadable_landed_files(rows("processing_metadata"))
+            yield AssetCheckResult(
+                asset_key=key.asset_key,
+                check_name=key.name,
+                passed=not bad,
+                metadata={
+                    "days": label,
+                    "days_with_unreadable_files": len(bad),
+                    "unreadable": bad[:20],
+                    "fix": "inspect the files, move them out of raw/topics/ (e.g. to quarantine/), rebuild the day",
                 },
             )
         elif key.name == "iterations_match_results":

@@ -103,15 +103,58 @@ def _read_head(uri: str, settings: Settings | None) -> bytes:
     return obj["Body"].read()
 
 
+class LandingReadError(RuntimeError):
+    """Reading a landed file failed for a reason that is not its content (S3 unreachable, timeout, 5xx):
+    the build fails and is retried instead of dropping the file's rows."""
+
+
+#: Markers of a read that failed in transport (the file may be fine): network, S3 service, timeouts.
+_TRANSIENT_MARKERS = (
+    "SocketTimeoutException",
+    "ConnectException",
+    "Connection reset",
+    "Connection refused",
+    "UnknownHostException",
+    "NoHttpResponseException",
+    "SdkClientException",
+    "AWSClientIOException",
+    "AWSStatus500Exception",
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "timed out",
+    "Read timed out",
+)
+
+
+def is_transient_read_error(exc: BaseException) -> bool:
+    """True when ``exc`` (a Python or a Spark/JVM error, with its whole trace) says the read itself failed
+    (S3 unreachable, reset, timeout, 5xx), as opposed to the file's bytes not being readable Avro."""
+    text = f"{type(exc).__name__}: {exc}"
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
 def split_avro_files(files: list[str], settings: Settings | None = None) -> tuple[list[str], list[str]]:
-    """(files starting with the Avro object container magic ``Obj\\x01``, the others)."""
+    """(files starting with the Avro object container magic ``Obj\\x01``, the others).
+
+    A file deleted since it was listed is left out. Any other failure to read a file's first bytes
+    raises LandingReadError naming it: a transient S3 fault must not turn good results into "bad files".
+    """
+    from botocore.exceptions import ClientError
+
     good, bad = [], []
     for uri in files:
         try:
             head = _read_head(uri, settings)
-        except Exception as exc:  # unreadable object counts as bad input, reported by name
-            log.warning("cannot read %s: %s", uri, exc)
-            head = b""
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                log.warning("%s disappeared since it was listed: skipped", uri)
+                continue
+            raise LandingReadError(f"S3: reading {uri} failed: {exc}") from exc
+        except FileNotFoundError:
+            continue
+        except Exception as exc:
+            raise LandingReadError(f"S3: reading {uri} failed: {type(exc).__name__}: {exc}") from exc
         (good if head == AVRO_MAGIC else bad).append(uri)
     return good, bad
 
@@ -132,8 +175,11 @@ class RawRead:
 def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = None) -> RawRead:
     """Read landed Avro ``files`` with the v3 reader schema; adds ``source_file``.
 
-    Files without the Avro magic, or that spark-avro cannot decode (checked one by one when the
-    combined read fails), are returned in ``bad_files`` instead of failing the whole day.
+    Files without the Avro magic, or whose content spark-avro cannot decode (checked one by one when the
+    combined read fails), are returned in ``bad_files`` instead of failing the whole day; the
+    ``landed_files_readable`` asset check then fails for that day until they are dealt with. A read that
+    fails for any other reason (S3 down, timeout, reset) raises LandingReadError: the build fails and is
+    retried, it never drops the file's rows.
     """
     good, bad = split_avro_files(files, settings)
     if not good:
@@ -160,6 +206,8 @@ def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = 
             load([uri]).select(F.count(F.lit(1))).collect()
             readable.append(uri)
         except Exception as exc:
+            if is_transient_read_error(exc):
+                raise LandingReadError(f"reading {uri} failed: {str(exc).splitlines()[0]}") from exc
             log.warning("not a readable v3-compatible Avro file: %s (%s)", uri, str(exc).splitlines()[0])
             bad.append(uri)
     return RawRead(load(readable) if readable else None, readable, bad)
