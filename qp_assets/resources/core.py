@@ -205,12 +205,19 @@ class SmtpResource(ConfigurableResource):
         msg["To"] = ", ".join(self.recipient_list())
         msg["Subject"] = subject
         msg.set_content(body)
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
-            if self.starttls:
-                smtp.starttls()
-            if self.username:
-                smtp.login(self.username, self.password)
-            smtp.send_message(msg)
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout_s) as smtp:
+                if self.starttls:
+                    smtp.starttls()
+                if self.username:
+                    smtp.login(self.username, self.password)
+                smtp.send_message(msg)
+        except (TimeoutError, smtplib.SMTPServerDisconnected) as exc:  # each socket operation: <= timeout_s
+            if not isinstance(exc, TimeoutError) and "timed out" not in str(exc):
+                raise
+            raise TimeoutError(
+                f"SMTP server {self.host}:{self.port} did not answer within {self.timeout_s:g} s ({exc})"
+            ) from exc
 
     def recipient_list(self) -> list[str]:
         return [r.strip() for r in self.recipients.split(",") if r.strip()]
