@@ -24,6 +24,7 @@ _COMMANDS = {
     "monitoring": "qp_assets.monitoring.cli",
     "e2e": "qp_assets.assets.cli",
     "export": "qp_assets.export.cli",
+    "audit": "qp_assets.audit",
 }
 
 

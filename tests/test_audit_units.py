@@ -1,0 +1,98 @@
+"""`qp audit`: the invariant's verdict per request (no services)."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date
+
+import pytest
+
+from qp_assets.audit import (
+    AuditReport,
+    DlqRef,
+    RequestTrace,
+    ResultRef,
+    RowRef,
+    day_window_ms,
+    evaluate,
+    format_report,
+    register,
+)
+
+
+def _trace(rid: str | None, **kw) -> RequestTrace:
+    return RequestTrace(rid, 0, kw.pop("offset", 0), 0, 0, **kw)
+
+
+def _result(run_id: str, t: int = 0) -> ResultRef:
+    return ResultRef("vqe_result_v3.x", 0, t, run_id, t)
+
+
+def test_each_kind_of_violation_is_named() -> None:
+    traces = [
+        _trace(
+            "ok-row", results=[_result("r1")], landed={"r1": ["k1"]}, rows=[RowRef("r1", "2026-01-14", 0)]
+        ),
+        _trace("ok-dlq", dlq=[DlqRef(0, 3, "unknown element Xx", -1, -1)]),
+        _trace("dup", rows=[RowRef("a", "2026-01-14", 0), RowRef("b", "2026-01-15", 0)]),
+        _trace("both", rows=[RowRef("a", "2026-01-14", 0)], dlq=[DlqRef(0, 4, "bad", -1, -1)]),
+        _trace("two-dlq", dlq=[DlqRef(0, 5, "bad", -1, -1), DlqRef(0, 6, "bad", -1, -1)]),
+        _trace("missing"),
+        _trace("unlanded", results=[_result("r2")]),
+        _trace("unbuilt", results=[_result("r3")], landed={"r3": ["k3"]}),
+        _trace(
+            "stale",
+            results=[_result("old", 1), _result("new", 2)],
+            landed={"old": ["k"], "new": ["k2"]},
+            rows=[RowRef("old", "2026-01-14", 1)],
+        ),
+        _trace(None, offset=9, decode_error="bad magic", key="k-garbage"),
+        _trace(None, offset=10, decode_error="bad magic", dlq=[DlqRef(0, 7, "bad magic", 0, 10)]),
+    ]
+    violations = evaluate(traces)
+    kinds = {(v["request_id"], v["kind"]) for v in violations}
+    assert kinds == {
+        ("dup", "duplicated_rows"),
+        ("both", "row_and_dlq"),
+        ("two-dlq", "duplicated_dlq"),
+        ("missing", "missing"),
+        ("unlanded", "published_not_landed"),
+        ("unbuilt", "landed_not_in_iceberg"),
+        ("stale", "not_latest"),
+        ("<undecodable 0@9 key='k-garbage'>", "undecodable_not_in_dlq"),
+    }
+    assert [t.status for t in traces[:2]] == ["row", "dlq"] and traces[-1].status == "dlq"
+    assert "2 rows in vqe_results: a (2026-01-14), b (2026-01-15)" in traces[2].violations[0]
+    report = AuditReport("2026-01-14", traces, {}, violations, {}, 0.1)
+    report.counts = {
+        "requests": 11,
+        "undecodable": 2,
+        "resubmitted_ids": 0,
+        "results_published": 4,
+        "results_landed": 3,
+        "iceberg_rows": 5,
+        "dlq_entries": 5,
+        "ok_row": 1,
+        "ok_dlq": 2,
+        "violating_requests": 8,
+    }
+    text = format_report(report, show_all=True)
+    assert text.startswith("audit 2026-01-14 (UTC): VIOLATIONS")
+    assert sum(line.startswith("VIOLATION ") for line in text.splitlines()) == 8
+    assert "VIOLATION missing                missing  (vqe.requests[0]@0)" in text
+    assert report.to_json()["green"] is False
+
+
+def test_day_window_is_utc() -> None:
+    assert day_window_ms(date(2026, 1, 14)) == (1768348800000, 1768435200000)
+
+
+def test_cli_rejects_a_bad_day(capsys) -> None:
+    parser = argparse.ArgumentParser(prog="qp")
+    register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["audit", "14/01/2026"])
+    assert exc.value.code == 2
+    assert "DAY: expected YYYY-MM-DD, got '14/01/2026'" in capsys.readouterr().err
+    args = parser.parse_args(["audit", "2026-01-14", "--json", "--request-id-prefix", "airflow-"])
+    assert args.day == date(2026, 1, 14) and args.json and args.request_id_prefix == "airflow-"
