@@ -456,13 +456,14 @@ def evaluate(traces: list[RequestTrace]) -> list[dict[str, str]]:
     for t in traces:
         t.violations = []
         if t.request_id is None:
-            if t.dlq:
-                t.status = "dlq"
-            else:
-                t.status = "violation"
+            if not t.dlq:
                 t.violations.append(
                     ("undecodable_not_in_dlq", f"undecodable request not dead-lettered ({t.decode_error})")
                 )
+            elif len(t.dlq) > 1:
+                offsets = [d.offset for d in t.dlq]
+                t.violations.append(("duplicated_dlq", f"{len(t.dlq)} DLQ entries (offsets {offsets})"))
+            t.status = "violation" if t.violations else "dlq"
         else:
             rows, dlq = t.rows, t.dlq
             if len(rows) > 1:
@@ -595,6 +596,7 @@ def audit_day(
         "undecodable": sum(1 for t in unique if t.request_id is None),
         "resubmitted_ids": sum(1 for t in unique if t.duplicates),
         "results_published": sum(1 for t in unique if t.results),
+        "result_messages": sum(len(t.results) for t in unique),
         "results_landed": sum(1 for t in unique if t.landed),
         "iceberg_rows": sum(len(t.rows) for t in unique),
         "dlq_entries": sum(len(t.dlq) for t in unique),
@@ -622,7 +624,7 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
         f"audit {report.day} (UTC): {'GREEN' if report.green else 'VIOLATIONS'} in {report.duration_s:.1f} s",
         "",
         f"{'requests':<22}{c['requests']:>6}   ({c['undecodable']} undecodable, {c['resubmitted_ids']} ids submitted more than once)",
-        f"{'results published':<22}{c['results_published']:>6}",
+        f"{'results published':<22}{c['results_published']:>6}   ({c['result_messages']} result messages)",
         f"{'results landed':<22}{c['results_landed']:>6}",
         f"{'vqe_results rows':<22}{c['iceberg_rows']:>6}",
         f"{'DLQ entries':<22}{c['dlq_entries']:>6}",

@@ -48,6 +48,13 @@ def test_each_kind_of_violation_is_named() -> None:
         ),
         _trace(None, offset=9, decode_error="bad magic", key="k-garbage"),
         _trace(None, offset=10, decode_error="bad magic", dlq=[DlqRef(0, 7, "bad magic", 0, 10)]),
+        _trace(
+            None,
+            offset=11,
+            decode_error="x",
+            key="k2",
+            dlq=[DlqRef(0, 8, "x", 0, 11), DlqRef(0, 9, "x", 0, 11)],
+        ),
     ]
     violations = evaluate(traces)
     kinds = {(v["request_id"], v["kind"]) for v in violations}
@@ -60,8 +67,9 @@ def test_each_kind_of_violation_is_named() -> None:
         ("unbuilt", "landed_not_in_iceberg"),
         ("stale", "not_latest"),
         ("<undecodable 0@9 key='k-garbage'>", "undecodable_not_in_dlq"),
+        ("<undecodable 0@11 key='k2'>", "duplicated_dlq"),
     }
-    assert [t.status for t in traces[:2]] == ["row", "dlq"] and traces[-1].status == "dlq"
+    assert [t.status for t in traces[:2]] == ["row", "dlq"] and traces[-2].status == "dlq"
     assert "2 rows in vqe_results: a (2026-01-14), b (2026-01-15)" in traces[2].violations[0]
     report = AuditReport("2026-01-14", traces, {}, violations, {}, 0.1)
     report.counts = {
@@ -69,16 +77,17 @@ def test_each_kind_of_violation_is_named() -> None:
         "undecodable": 2,
         "resubmitted_ids": 0,
         "results_published": 4,
+        "result_messages": 5,
         "results_landed": 3,
         "iceberg_rows": 5,
         "dlq_entries": 5,
         "ok_row": 1,
         "ok_dlq": 2,
-        "violating_requests": 8,
+        "violating_requests": 9,
     }
     text = format_report(report, show_all=True)
     assert text.startswith("audit 2026-01-14 (UTC): VIOLATIONS")
-    assert sum(line.startswith("VIOLATION ") for line in text.splitlines()) == 8
+    assert sum(line.startswith("VIOLATION ") for line in text.splitlines()) == 9
     assert "VIOLATION missing                missing  (vqe.requests[0]@0)" in text
     assert report.to_json()["green"] is False
 
