@@ -280,9 +280,12 @@ class KafkaWindowReader:
 def read_day_requests(
     reader: KafkaWindowReader, settings: Settings, day: date, slack_s: float, topic: str
 ) -> list[RequestTrace]:
-    """Requests of ``day``: decoded with the registry (``streaming.requests.decode_request``), kept when
+    """Requests of ``day``: decoded like the runner does (registry writer schema, ``normalize_request``), kept when
     ``submitted_at`` (else the Kafka timestamp) is on the day. Undecodable messages are kept by timestamp."""
-    from qp_assets.streaming.requests import decode_request
+    from qp_assets.streaming.requests import normalize_request
+    from qp_assets.streaming.serde import deserialize, value_deserializer
+
+    deserializer = value_deserializer(settings.schema_registry_url)  # one client: schemas cached by id
 
     start, end = day_window_ms(day)
     slack = int(slack_s * 1000)
@@ -290,7 +293,10 @@ def read_day_requests(
     traces = []
     for msg in reader.read(topic, parts, start - slack, end + slack):
         try:
-            record = decode_request(msg.value or b"", settings, topic)
+            record = deserialize(deserializer, topic, msg.value or b"")
+            if not isinstance(record, dict):
+                raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
+            record = normalize_request(record)
         except Exception as exc:  # undecodable: it should be in the DLQ by partition/offset
             from qp_assets.streaming.serde import is_registry_outage
 
