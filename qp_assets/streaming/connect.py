@@ -169,7 +169,7 @@ def wait_running(
     start = time.monotonic()
     deadline = start + timeout_s
     status: dict[str, Any] | None = None
-    restarted_failed = False
+    restarted_failed: float | None = None  # when a FAILED connector/task was restarted
     last_nudge = start
     while time.monotonic() < deadline:
         status = connector_status(settings, name)
@@ -180,14 +180,17 @@ def wait_running(
                 return status
             if "FAILED" in states:
                 failed = [t for t in tasks if t.get("state") == "FAILED"] or [status["connector"]]
-                if restarted_failed:
+                if restarted_failed is not None and time.monotonic() - restarted_failed < 10:
+                    pass  # the restart is asynchronous: the status may still show the old failure
+                elif restarted_failed is not None:
                     trace = (failed[0].get("trace") or "").strip().splitlines()[:3]
                     what = f"task {failed[0]['id']}" if "id" in failed[0] else "connector"
                     raise ConnectError(
                         f"connector {name} {what} FAILED again after a restart: {' | '.join(trace)}"
                     )
-                restart_connector(settings, name, only_failed=True)
-                restarted_failed = True
+                else:
+                    restart_connector(settings, name, only_failed=True)
+                    restarted_failed = time.monotonic()
             elif (
                 "UNASSIGNED" in states or not tasks
             ) and time.monotonic() - last_nudge >= unassigned_grace_s:
