@@ -118,5 +118,13 @@ def test_topics_created_after_the_sink_started_land_within_30_s(stack: Settings)
             (records,) = files.values()
             assert sorted(r["run_id"] for r in records) == sorted(sent)
         assert all(s is not None and s < LANDING_TARGET_S for s in figures), figures
+        # for comparison: the same on a topic the sink already consumes (no discovery, no rebalance)
+        sent = publish(stack, topics[0], 2, f"{tag}x")
+        seconds = wait_for_topic(stack, prefix, topics[0], 3 + len(sent), LANDING_TARGET_S + 30)
+        print(f"{topics[0]} (existing): {len(sent)} results published -> landed in {seconds} s")
+        records = [
+            r for key, recs in landed(stack, prefix).items() if f"/topics/{topics[0]}/" in key for r in recs
+        ]
+        assert len(records) == 5 and set(sent) <= {r["run_id"] for r in records}
     finally:
         cleanup(stack, connector, [*topics, dlq], prefix)
