@@ -73,7 +73,7 @@ def code_env_names() -> set[str]:
 
 def settings_env_names() -> set[str]:
     source = (ROOT / "qp_assets" / "settings.py").read_text()
-    return set(re.findall(r'_env\("([A-Z0-9_]+)"', source))
+    return set(re.findall(r'(?:_env|endpoint)\(\s*"([A-Z0-9_]+)"', source))
 
 
 def pyproject() -> dict:

@@ -345,8 +345,12 @@ def test_failed_table_write_rolls_back_the_whole_day(env, monkeypatch):
     from qp_assets.features.build import current_snapshot_id
 
     spec = transforms.TABLES["hamiltonian_terms"]
+    other_row = env["spark"].sql(f"SELECT * FROM {ident(env, 'molecules')} WHERE event_date = DATE '{DAY1}'")
+    other_row = other_row.limit(1).withColumn("run_id", F.lit("run-of-another-build"))
 
     def broken(raw_df):
+        # meanwhile another run commits to another day of a table this build already wrote
+        other_row.writeTo(ident(env, "molecules")).append()
         df = spec.transform(raw_df)
         return df.withColumn("coeff_real", F.when(F.col("term_index") >= 0, F.raise_error(F.lit("injected"))))
 
@@ -366,8 +370,16 @@ def test_failed_table_write_rolls_back_the_whole_day(env, monkeypatch):
             raw_root=env["sink"].raw_root,
             namespace=NS,
         )
-    assert {t: current_snapshot_id(env["spark"], ident(env, t)) for t in TABLES} == before
+    # untouched tables keep their snapshot; the written ones got day 2's rows back
+    after = {t: current_snapshot_id(env["spark"], ident(env, t)) for t in TABLES}
+    assert {t: s for t, s in after.items() if t not in ("molecules", "vqe_iterations")} == {
+        t: s for t, s in before.items() if t not in ("molecules", "vqe_iterations")
+    }
     assert counts(env, DAY2) == before_counts
+    # the other run's commit survived the rollback (rollback_to_snapshot would have erased it)
+    day1 = [r.run_id for r in day_rows(env, "molecules", DAY1, "run_id")]
+    assert "run-of-another-build" in day1
+    env["spark"].sql(f"DELETE FROM {ident(env, 'molecules')} WHERE run_id = 'run-of-another-build'")
 
 
 def test_empty_day_writes_nothing(env):

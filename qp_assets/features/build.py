@@ -10,8 +10,8 @@
    result: a re-run of a request replaces its older result, in whatever day that one lies), run the nine
    pure transforms;
 4. overwrite exactly ``event_date = day`` in each table (so re-running a day never duplicates rows and
-   never touches other days); if any table write fails, the tables already written are rolled back to
-   their previous snapshot (no partial day);
+   never touches other days); if any table write fails, the days already written get back their
+   previous rows (no partial day), without undoing other runs' commits;
 5. append one ``processing_metadata`` row: Dagster run id, source files, rows per table, snapshot ids,
    bad files / records.
 
@@ -117,18 +117,39 @@ def _day_of_path(uri: str) -> date | None:
 
 
 def _rollback(
-    spark: SparkSession, catalog: str, namespace: str, before: dict[str, int | None], days: list[date]
+    spark: SparkSession,
+    catalog: str,
+    namespace: str,
+    before: dict[str, int | None],
+    days: list[date],
+    superseded_deleted: dict[str, list[str]] | None = None,
 ) -> None:
+    """Undo this build's own writes, and only them.
+
+    For each table in ``before`` (its snapshot before this build touched it), the built ``days`` get back
+    the rows they had in that snapshot (an overwrite of exactly those days), and runs this build deleted
+    from other days (``superseded_deleted[table]``) are re-appended from it. Commits other runs made in
+    the meantime (another day's build on a PostgreSQL catalog) stay: unlike ``rollback_to_snapshot``, this
+    never moves the table back past them.
+    """
+    superseded_deleted = superseded_deleted or {}
+    in_days = F.col("event_date").isin(*[F.lit(d) for d in days])
     for name, snap in before.items():
         ident = table_identifier(catalog, namespace, name)
         try:
-            if snap is None:
+            if current_snapshot_id(spark, ident) == snap and name not in superseded_deleted:
+                continue  # this build's write to it never committed: nothing to undo
+            if snap is None:  # the table was empty: remove what this build wrote
                 day_list = ", ".join(f"DATE '{d.isoformat()}'" for d in days)
                 spark.sql(f"DELETE FROM {ident} WHERE event_date IN ({day_list})")
-            else:
-                spark.sql(f"CALL {catalog}.system.rollback_to_snapshot('{namespace}.{name}', {snap})")
-            log.warning("rolled back %s to snapshot %s", ident, snap)
-        except Exception:  # keep rolling back the others; the original error is re-raised by the caller
+                continue
+            previous = spark.sql(f"SELECT * FROM {ident} VERSION AS OF {snap}")
+            previous.where(in_days).writeTo(ident).overwrite(in_days)
+            runs = superseded_deleted.get(name)
+            if runs:
+                previous.where(F.col("run_id").isin(*runs) & ~in_days).writeTo(ident).append()
+            log.warning("restored %s for %s from snapshot %s", ident, [d.isoformat() for d in days], snap)
+        except Exception:  # keep restoring the others; the original error is re-raised by the caller
             log.exception("rollback of %s failed", ident)
 
 
@@ -319,6 +340,7 @@ def _write_data_tables(
 
     day_lits = [F.lit(d) for d in write_days]
     before: dict[str, int | None] = {}
+    deleted: dict[str, list[str]] = {}
     try:
         for name in tqdm(data_tables, desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"):
             ident = table_identifier(catalog, namespace, name)
@@ -326,11 +348,12 @@ def _write_data_tables(
             if superseded_runs:
                 run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
                 spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
+                deleted[name] = list(superseded_runs)
             table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
             table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
     except Exception:
-        log.error("writing %s failed: rolling back %s", name, list(before))
-        _rollback(spark, catalog, namespace, before, write_days)
+        log.error("writing %s failed: undoing this build's writes to %s", name, list(before))
+        _rollback(spark, catalog, namespace, before, write_days, deleted)
         raise
     for name in data_tables:
         snap, counts = _rows_per_day(spark, table_identifier(catalog, namespace, name), write_days)
