@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 import boto3
 import fastavro
 import httpx
+from botocore.config import Config
 from confluent_kafka import Producer
 
 from qp_assets.features.golden import make_result
@@ -95,10 +96,11 @@ def landing_latency(settings, m: int, interval: float, tag: str) -> list[float]:
     config = connector_config(settings)
     config.update({"topics.regex": rf"qp_bench_land_{tag}\.cfg", "s3.prefix": prefix})
     url = f"{settings.kafka_connect_url}/connectors/{name}"
-    httpx.put(f"{url}/config", json=config, timeout=30).raise_for_status()
+    httpx.put(f"{url}/config", json=config, timeout=90).raise_for_status()
     wait_running(settings, name, 90)
     s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, aws_access_key_id=settings.aws_access_key_id,
-                      aws_secret_access_key=settings.aws_secret_access_key, region_name=settings.aws_region)  # fmt: skip
+                      aws_secret_access_key=settings.aws_secret_access_key, region_name=settings.aws_region,
+                      config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3}))  # fmt: skip
     acked: dict[str, float] = {}
     seen: dict[str, float] = {}
     seen_keys: set[str] = set()
