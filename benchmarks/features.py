@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         sink = golden.LandingSink(local_root=tmp / "landing")
         client = None
     else:
-        from qp_assets.features.raw import s3_client
+        from qp_assets.s3 import s3_client
         from qp_assets.stack import ensure_up
 
         for attempt in range(3):  # the shared stack may be restarting briefly

@@ -145,7 +145,7 @@ def landed_run_ids(settings: Settings, day: datetime, since: datetime) -> set[st
 
     import fastavro
 
-    from qp_assets.features.raw import s3_client
+    from qp_assets.s3 import s3_client
     from qp_assets.sensors.landing import day_prefix, list_topics
 
     client = s3_client(settings)

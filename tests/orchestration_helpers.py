@@ -44,7 +44,7 @@ class Isolated:
         return res
 
     def s3(self):
-        from qp_assets.features.raw import s3_client
+        from qp_assets.s3 import s3_client
 
         return s3_client(self.settings)
 

@@ -67,7 +67,7 @@ def airflow_day(stack):
 
     from qp_assets.definitions import defs
     from qp_assets.features.golden import GOLDEN_DAY1, LandingSink, golden_files
-    from qp_assets.features.raw import s3_client
+    from qp_assets.s3 import s3_client
 
     try:
         airflow_python = ensure_airflow_venv()

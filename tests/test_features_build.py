@@ -28,8 +28,8 @@ EMPTY_DAY = date(2026, 1, 20)
 @pytest.fixture(scope="module")
 def env(stack, tmp_path_factory):
     """Settings for this module (private catalog + warehouse), the landing sink, the Spark session."""
-    from qp_assets.features.raw import s3_client
     from qp_assets.features.spark import get_spark_session
+    from qp_assets.s3 import s3_client
 
     tmp = tmp_path_factory.mktemp("features")
     prefix = f"tests/features-{uuid.uuid4().hex[:10]}/"

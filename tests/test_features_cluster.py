@@ -36,7 +36,7 @@ def _ports() -> tuple[int, int, int]:
 def env(stack, tmp_path_factory):
     from pyspark.sql import SparkSession
 
-    from qp_assets.features.raw import s3_client
+    from qp_assets.s3 import s3_client
 
     active = SparkSession.getActiveSession()
     if active is not None:  # another module's session: this module needs its own masters

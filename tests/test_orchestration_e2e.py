@@ -202,7 +202,7 @@ def test_daemon_drives_request_to_iceberg(stack, runner_outcome, tmp_path):
     # The request sensor starts where a new instance does by default: the requests this module already
     # ran (runner_outcome) are history and must not run again. The landing sensor starts at
     # today's files as landed now.
-    from qp_assets.features.raw import s3_client
+    from qp_assets.s3 import s3_client
     from qp_assets.sensors.landing import changed_days, landed_per_day
 
     env["QP_REQUEST_SENSOR_GRACE_S"] = "0"  # the test waits for the first tick before it submits

@@ -18,6 +18,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from qp_assets.features.golden import SCHEMA_PATH
+from qp_assets.s3 import s3_client
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,21 +33,6 @@ def default_raw_root(settings: Settings) -> str:
 
 def day_suffix(day: date) -> str:
     return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
-
-
-def s3_client(settings: Settings):
-    """A boto3 S3 client for ``settings.s3_endpoint_url`` (path-style)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        region_name=settings.aws_region,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
 
 
 def _visible(name: str) -> bool:

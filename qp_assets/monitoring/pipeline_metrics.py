@@ -184,19 +184,10 @@ def kafka_consumer_lag(
 
 def landed_files_per_day(settings: Any, days: Iterable[dt.date], raw_prefix: str = "raw/topics/") -> dict:
     """{day: (files, bytes)} of raw Avro objects under ``s3://<bucket>/<raw_prefix><topic>/year=/month=/day=/``."""
-    import boto3
-    from botocore.config import Config
-
+    from qp_assets.s3 import s3_client
     from qp_assets.sensors.landing import landed_per_day
 
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        region_name=settings.aws_region,
-        config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"}),
-    )
+    client = s3_client(settings)
     landed = landed_per_day(client, settings.bucket, raw_prefix, list(days))
     return {d: (info.files, info.bytes) for d, info in landed.items()}
 

@@ -258,23 +258,10 @@ def _seaweed_env(ctx: StackContext) -> dict[str, str]:
 
 
 def s3_client(settings: Settings):
-    """boto3 S3 client for the configured endpoint (path-style addressing)."""
-    import boto3
-    from botocore.config import Config
+    """The platform's S3 client with probe-sized timeouts (2 s connect, 10 s read, one attempt)."""
+    from qp_assets import s3
 
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        region_name=settings.aws_region,
-        config=Config(
-            s3={"addressing_style": "path"},
-            connect_timeout=2,
-            read_timeout=10,
-            retries={"max_attempts": 1},
-        ),
-    )
+    return s3.s3_client(settings, connect_timeout_s=2, read_timeout_s=10, max_attempts=1)
 
 
 def _seaweed_probe(ctx: StackContext) -> bool:

@@ -1,0 +1,47 @@
+"""One home for S3 access: the boto3 client every part of the platform uses.
+
+Path-style addressing (SeaweedFS, MinIO and most S3-compatible stores need it), bounded connect and read
+timeouts and a bounded number of retries, so a stuck or absent object store yields an error naming it
+instead of a hung run. The endpoint and credentials come from :class:`qp_assets.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qp_assets.settings import Settings
+
+#: Seconds to open a connection / to wait for a response, and total attempts per call.
+CONNECT_TIMEOUT_S = 5
+READ_TIMEOUT_S = 30
+MAX_ATTEMPTS = 3
+
+
+def s3_client(
+    settings: Settings | None = None,
+    *,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
+    """A boto3 S3 client for ``settings.s3_endpoint_url`` (default: from the environment).
+
+    Health probes pass shorter timeouts and a single attempt.
+    """
+    import boto3
+    from botocore.config import Config
+
+    settings = settings or Settings.from_env()
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            connect_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+        ),
+    )
