@@ -24,6 +24,8 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
 
     n_orb, n_part, mapper = problem.num_spatial_orbitals, problem.num_particles, problem.mapper
     hf = HartreeFock(n_orb, n_part, mapper)
+    if config.ansatz == "adapt":  # grown by ADAPT-VQE; starts as the bare reference
+        return excitation_circuit(problem, [])
     if config.ansatz in CHEMISTRY_ANSATZES:
         cls = {"uccsd": UCCSD, "puccd": PUCCD, "succd": SUCCD}[config.ansatz]
         ansatz = cls(n_orb, n_part, mapper, reps=config.reps, initial_state=hf)
@@ -45,6 +47,27 @@ def build_ansatz(problem: QubitProblem, config: VQEConfig) -> QuantumCircuit:
     if config.initial_state != "zeros":
         circuit.compose(hf, inplace=True)
     circuit.compose(body, inplace=True)
+    return circuit
+
+
+def excitation_circuit(
+    problem: QubitProblem, excitations: list[tuple[tuple[int, ...], tuple[int, ...]]]
+) -> QuantumCircuit:
+    """HF reference followed by one evolved excitation per entry (repeats allowed), one parameter each:
+    the circuit of an ADAPT-VQE ansatz."""
+    from qiskit_nature.second_q.circuit.library import UCC, HartreeFock
+
+    n_orb, n_part, mapper = problem.num_spatial_orbitals, problem.num_particles, problem.mapper
+    hf = HartreeFock(n_orb, n_part, mapper)
+    if not excitations:
+        circuit = QuantumCircuit(problem.num_qubits, name="adapt")
+        circuit.compose(hf, inplace=True)
+    else:
+        ucc = UCC(n_orb, n_part, excitations=lambda **_kw: list(excitations), qubit_mapper=mapper,
+                  initial_state=hf)  # fmt: skip
+        circuit = ucc.decompose()
+        circuit.name = "adapt"
+    circuit.metadata = {"excitation_groups": [[exc] for exc in excitations]}
     return circuit
 
 

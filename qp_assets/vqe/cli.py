@@ -28,23 +28,8 @@ def register(subparsers: Any) -> None:
     lst.set_defaults(handler=_list_molecules)
 
     run = vqe_sub.add_parser("run", help="run one VQE simulation and print a summary")
-    g = run.add_argument_group("molecule")
-    g.add_argument("--molecule", "-m", help="molecule name in the molecules file (e.g. H2, LiH)")
-    g.add_argument(
-        "--molecules-file", type=Path, default=None, help="JSON list of molecules (default: shipped)"
-    )
-    g.add_argument("--molecule-json", help="inline molecule object as JSON (or @file.json)")
-    g.add_argument("--symbols", help="inline molecule: comma-separated symbols, e.g. H,H")
-    g.add_argument("--coords", help="inline molecule: 'x,y,z;x,y,z' per atom")
-    g.add_argument("--name", help="inline molecule name")
-    g.add_argument("--charge", type=int, default=None, help="override/inline charge")
-    g.add_argument("--multiplicity", type=int, default=None, help="override/inline multiplicity 2S+1")
-    g.add_argument("--units", choices=["angstrom", "bohr"], default=None, help="inline coordinate units")
-    c = run.add_argument_group("configuration")
-    add_config_arguments(c)
-    c.add_argument(
-        "--kernel", default="auto", help=f"simulation kernel: one of {', '.join(KERNELS)} (see docs/vqe.md)"
-    )
+    _add_molecule_arguments(run.add_argument_group("molecule"))
+    _add_run_config_arguments(run.add_argument_group("configuration"))
     o = run.add_argument_group("output")
     o.add_argument("--json", metavar="FILE", help="write the full result as JSON ('-' for stdout)")
     o.add_argument("--request-id", default=None)
@@ -56,6 +41,45 @@ def register(subparsers: Any) -> None:
     o.add_argument("--monitor-interval", type=float, default=1.0, help="seconds between snapshots")
     o.add_argument("--push-metrics", action="store_true", help="push VQE metrics to the PushGateway")
     run.set_defaults(handler=run_command)
+
+    scan = vqe_sub.add_parser("scan", help="potential-energy scan of one bond length, warm-started")
+    _add_molecule_arguments(scan.add_argument_group("molecule"))
+    _add_run_config_arguments(scan.add_argument_group("configuration"))
+    s = scan.add_argument_group("scan")
+    s.add_argument("--stretch", required=True, metavar="I,J", help="0-based atom indices; atom J moves")
+    s.add_argument(
+        "--from", dest="scan_from", type=float, required=True, help="first I-J distance (angstrom)"
+    )
+    s.add_argument("--to", dest="scan_to", type=float, required=True, help="last I-J distance (angstrom)")
+    s.add_argument("--points", type=int, required=True, help="number of distances, both ends included")
+    s.add_argument("--cold", action="store_true", help="start every point from the initial state")
+    s.add_argument("--json", metavar="FILE", help="write {points: [...]} as JSON ('-' for stdout)")
+    scan.set_defaults(handler=scan_command)
+
+
+def _add_molecule_arguments(g: Any) -> None:
+    g.add_argument("--molecule", "-m", help="molecule name in the molecules file (e.g. H2, LiH)")
+    g.add_argument(
+        "--molecules-file", type=Path, default=None, help="JSON list of molecules (default: shipped)"
+    )
+    g.add_argument("--molecule-json", help="inline molecule object as JSON (or @file.json)")
+    g.add_argument("--symbols", help="inline molecule: comma-separated symbols, e.g. H,H")
+    g.add_argument("--coords", help="inline molecule: 'x,y,z;x,y,z' per atom")
+    g.add_argument("--name", help="inline molecule name")
+    g.add_argument("--charge", type=int, default=None, help="override/inline charge")
+    g.add_argument("--multiplicity", type=int, default=None, help="override/inline multiplicity 2S+1")
+    g.add_argument("--units", choices=["angstrom", "bohr"], default=None, help="inline coordinate units")
+
+
+def _add_run_config_arguments(c: Any) -> None:
+    """The configuration options plus those only local runs take (not part of a VQE request)."""
+    add_config_arguments(c)
+    c.add_argument(
+        "--kernel", default="auto", help=f"simulation kernel: one of {', '.join(KERNELS)} (see docs/vqe.md)"
+    )
+    c.add_argument("--adapt-threshold", type=float, default=1e-4,
+                   help="ansatz adapt: stop when the largest pool gradient is below this (Ha/rad)")  # fmt: skip
+    c.add_argument("--adapt-max-operators", type=int, default=150, help="ansatz adapt: operator budget")
 
 
 def add_config_arguments(c: Any) -> None:
@@ -158,19 +182,64 @@ def config_from_args(args: argparse.Namespace):
         optimizer=args.optimizer, optimizer_options=options, backend_method=args.backend, device=args.device,
         shots=args.shots, seed=args.seed, max_iterations=args.max_iterations,
         max_evaluations=args.max_evaluations, kernel=getattr(args, "kernel", "auto"),
+        adapt_gradient_threshold=getattr(args, "adapt_threshold", 1e-4),
+        adapt_max_operators=getattr(args, "adapt_max_operators", 150),
     )  # fmt: skip
 
 
 _CHATTY_LOGGERS = ("qiskit", "qiskit_nature", "qiskit_aer", "pyscf", "stevedore")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    from qp_assets.vqe.runner import run_vqe
+def scan_command(args: argparse.Namespace) -> int:
+    from qp_assets.vqe.scan import run_scan, scan_distances
 
+    _quiet_libraries(args)
+    if not getattr(args, "verbose", False):  # one table row per point instead of the per-run log line
+        logging.getLogger("qp_assets.vqe.runner").setLevel(logging.WARNING)
+    try:
+        molecule = molecule_from_args(args)
+        config = config_from_args(args)
+        try:
+            i, j = (int(v) for v in args.stretch.split(","))
+        except ValueError:
+            raise InputError(
+                f"molecule {molecule.name}: field 'stretch' must be I,J, got {args.stretch!r}"
+            ) from None
+        distances = scan_distances(args.scan_from, args.scan_to, args.points)
+        out = sys.stderr if args.json == "-" else sys.stdout
+        print(f"{'distance A':>10s} {'energy Ha':>14s} {'exact Ha':>14s} {'error mHa':>9s} {'iters':>5s} {'start':>5s}",
+              file=out)  # fmt: skip
+
+        def show(p: dict[str, Any]) -> None:
+            exact = f"{p['exact_energy']:14.8f}" if p["exact_energy"] is not None else f"{'n/a':>14s}"
+            err = f"{p['error_vs_exact_mha']:9.4f}" if p["error_vs_exact_mha"] is not None else f"{'n/a':>9s}"
+            print(f"{p['distance']:10.4f} {p['total_energy']:14.8f} {exact} {err} {p['num_iterations']:5d} "
+                  f"{p['initial_point']:>5s}", file=out, flush=True)  # fmt: skip
+
+        result = run_scan(molecule, config, i, j, distances, warm_start=not args.cold, on_point=show)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        text = json.dumps(result, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text)
+            print(f"scan written to {args.json}", file=out)
+    return 0
+
+
+def _quiet_libraries(args: argparse.Namespace) -> None:
     if not getattr(args, "verbose", False):  # library INFO logs (transpiler passes, PySCF) only with -v
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 
+
+def run_command(args: argparse.Namespace) -> int:
+    from qp_assets.vqe.runner import run_vqe
+
+    _quiet_libraries(args)
     try:
         molecule = molecule_from_args(args)
         config = config_from_args(args)

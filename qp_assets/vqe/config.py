@@ -18,7 +18,7 @@ MAPPERS = ("jordan_wigner", "parity", "bravyi_kitaev")
 _MAPPER_ALIASES = {"jw": "jordan_wigner", "jordanwigner": "jordan_wigner", "bk": "bravyi_kitaev",
                    "bravyikitaev": "bravyi_kitaev", "parity": "parity"}  # fmt: skip
 
-CHEMISTRY_ANSATZES = ("uccsd", "puccd", "succd")
+CHEMISTRY_ANSATZES = ("uccsd", "puccd", "succd", "adapt")
 HARDWARE_ANSATZES = ("efficient_su2", "real_amplitudes", "excitation_preserving")
 ANSATZES = CHEMISTRY_ANSATZES + HARDWARE_ANSATZES
 INITIAL_STATES = ("hartree_fock", "random", "zeros")
@@ -56,7 +56,10 @@ class VQEConfig:
     - basis: any PySCF basis name (sto3g, 6-31g, cc-pvdz, ...).
     - mapper: jordan_wigner | parity (two-qubit reduction) | bravyi_kitaev.
     - freeze_core / active_electrons + active_orbitals: active-space reductions (both counts or neither).
-    - ansatz: uccsd | puccd | succd | efficient_su2 | real_amplitudes | excitation_preserving; reps >= 1.
+    - ansatz: uccsd | puccd | succd | adapt | efficient_su2 | real_amplitudes | excitation_preserving;
+      reps >= 1 (ignored by adapt).
+    - adapt_gradient_threshold (hartree/rad, > 0) / adapt_max_operators (>= 1): ADAPT-VQE stops when the
+      largest pool gradient falls below the threshold (success) or after that many operators.
     - initial_state: hartree_fock (HF reference, zero parameters) | random (HF reference, seeded random
       parameters) | zeros (|0...0> reference, zero parameters; hardware-efficient ansatzes only).
     - optimizer: scipy.optimize.minimize method or SPSA; optimizer_options passed through.
@@ -86,6 +89,8 @@ class VQEConfig:
     max_iterations: int | None = 500
     max_evaluations: int | None = None
     kernel: str = "auto"
+    adapt_gradient_threshold: float = 1e-4
+    adapt_max_operators: int = 150
 
     def __post_init__(self) -> None:
         self.validate()
@@ -133,6 +138,22 @@ class VQEConfig:
             raise InputError(
                 f"config: field 'optimizer_options' must be an object, got {self.optimizer_options!r}"
             )
+        v = self.adapt_gradient_threshold
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+            raise InputError(
+                f"config: field 'adapt_gradient_threshold' must be a number > 0 (Ha/rad), got {v!r}"
+            )
+        self.adapt_gradient_threshold = float(v)
+        v = self.adapt_max_operators
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"config: field 'adapt_max_operators' must be an integer >= 1, got {v!r}")
+        if self.ansatz == "adapt" and self.initial_state != "hartree_fock":
+            raise InputError(
+                f"config: field 'initial_state' = {self.initial_state!r} is not allowed with ansatz 'adapt' "
+                "(ADAPT-VQE grows its ansatz from the Hartree-Fock state with zero parameters)"
+            )
+        if self.ansatz == "adapt" and self.optimizer == "SPSA":
+            raise InputError("config: field 'optimizer' = 'SPSA' is not supported with ansatz 'adapt'")
         if self.ansatz in CHEMISTRY_ANSATZES and self.initial_state == "zeros":
             raise InputError(
                 f"config: field 'initial_state' = 'zeros' is not allowed with ansatz {self.ansatz!r} "
@@ -161,10 +182,14 @@ class VQEConfig:
         return d
 
     def experiment_key(self) -> dict[str, Any]:
-        """The fields that define an experiment (everything but seed, budgets and the simulation kernel)."""
+        """The fields that define an experiment (everything but seed, budgets and the simulation kernel; the
+        ADAPT settings only for ansatz adapt, so other experiments keep their ids)."""
         d = self.to_dict()
         for k in ("seed", "max_iterations", "max_evaluations", "kernel"):
             d.pop(k)
+        if self.ansatz != "adapt":
+            d.pop("adapt_gradient_threshold")
+            d.pop("adapt_max_operators")
         return d
 
 

@@ -16,7 +16,14 @@ import numpy as np
 from tqdm import tqdm
 
 from qp_assets.vqe import sector_kernel
-from qp_assets.vqe.ansatz import ansatz_qasm3, build_ansatz, initial_parameters, sector_ansatz
+from qp_assets.vqe.adapt import inner_options, operator_label, run_adapt, sector_ansatz_for
+from qp_assets.vqe.ansatz import (
+    ansatz_qasm3,
+    build_ansatz,
+    excitation_circuit,
+    initial_parameters,
+    sector_ansatz,
+)
 from qp_assets.vqe.config import CHEMISTRY_ANSATZES, GRADIENT_OPTIMIZERS, VQEConfig, experiment_id
 from qp_assets.vqe.errors import InputError
 from qp_assets.vqe.exact import (
@@ -107,7 +114,11 @@ def select_sector_ansatz(
     """The electron-sector form of the run's ansatz when ``config.kernel`` allows and the run fits it
     (UCC-family ansatz, exact estimation, statevector method, CPU, spin-free integrals); None means Aer.
     ``kernel='sector'`` on a run that does not fit is an InputError naming the reason."""
+    adapt = config.ansatz == "adapt"
     if config.kernel == "aer":
+        if adapt:
+            raise InputError("config: field 'kernel' = 'aer' is not possible with ansatz 'adapt' "
+                             "(ADAPT-VQE runs on the sector kernel)")  # fmt: skip
         return None
     reasons = []
     if config.shots is not None:
@@ -121,9 +132,24 @@ def select_sector_ansatz(
     sector = None if reasons else sector_ansatz(ansatz, problem)
     if sector is None and not reasons:
         reasons.append(f"ansatz {config.ansatz!r} is not a product of excitation rotations on the HF state")
-    if reasons and config.kernel == "sector":
-        raise InputError(f"config: field 'kernel' = 'sector' is not possible here: {'; '.join(reasons)}")
+    if reasons and (config.kernel == "sector" or adapt):
+        name, value = ("ansatz", "adapt") if adapt else ("kernel", "sector")
+        raise InputError(f"config: field '{name}' = '{value}' is not possible here: {'; '.join(reasons)}")
     return sector
+
+
+def _recorded_options(config: VQEConfig, adapt_operators: list[str]) -> dict[str, Any]:
+    """Optimizer options as recorded; ADAPT-VQE records its re-optimisations' options plus its gradient
+    threshold (Ha/rad), operator budget and chosen operators in order (the v3 schema has no ADAPT fields;
+    ``optimizer.options_json`` is free-form)."""
+    if config.ansatz != "adapt":
+        return dict(config.optimizer_options)
+    return {
+        **inner_options(config.optimizer, config.optimizer_options),
+        "adapt_gradient_threshold": config.adapt_gradient_threshold,
+        "adapt_max_operators": config.adapt_max_operators,
+        "adapt_operators": adapt_operators,
+    }
 
 
 class _Objective:
@@ -178,18 +204,23 @@ def run_vqe(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     performance_snapshots_provider: Callable[[], list[dict[str, Any]]] | None = None,
     use_aer: bool = True,
+    initial_point: np.ndarray | None = None,
 ) -> VQEResult:
     """Run one VQE simulation; energies in hartree, times in seconds.
 
     ``on_iteration`` receives each iteration record (schema Iteration) as it happens;
     ``performance_snapshots_provider()`` is called once at the end to fill ``performance_snapshots``.
     ``use_aer=False`` computes statevectors with the numpy engine instead of Aer (diagnostics only).
+    ``initial_point`` (radians, one per ansatz parameter) replaces the configured initial state's
+    parameters, e.g. a neighbouring geometry's optimum in a scan (not with ansatz adapt).
     Raises :class:`InputError` on bad input or when the problem would not fit in memory.
     """
     config.validate()
     t_start = time.perf_counter()
     started_at = now_ms()
-    device_used = resolve_device(config.device)
+    device_used = (
+        "CPU" if config.ansatz == "adapt" and config.device == "auto" else resolve_device(config.device)
+    )
     if config.backend_method == "matrix_product_state" and device_used == "GPU":
         if config.device == "GPU":
             raise InputError(
@@ -227,6 +258,13 @@ def run_vqe(
             shots=config.shots, seed=config.seed, use_aer=use_aer,
         )  # fmt: skip
     x0 = initial_parameters(config, ansatz.num_parameters)
+    if initial_point is not None:
+        if config.ansatz == "adapt" or len(initial_point) != ansatz.num_parameters:
+            raise InputError(
+                f"config: field 'initial_point' has {len(initial_point)} values; ansatz {config.ansatz!r} "
+                f"starts with {ansatz.num_parameters} parameters"
+            )
+        x0 = np.asarray(initial_point, dtype=float).copy()
     with_gradient = config.shots is None and config.optimizer in GRADIENT_OPTIMIZERS
     objective = _Objective(evaluator, problem.energy_shift, with_gradient, config.max_evaluations)
 
@@ -263,8 +301,44 @@ def run_vqe(
             raise BudgetExceeded(f"max_iterations ({config.max_iterations}) reached")
 
     success, message = True, ""
+    adapt_operators: list[str] = []
     try:
-        if ansatz.num_parameters == 0:  # nothing to optimise (e.g. no excitations in the space)
+        if config.ansatz == "adapt":
+
+            def record_step(step: dict[str, Any]) -> None:
+                x = step["parameters"]
+                previous["min"] = min(previous["min"], step["energy"])
+                rec = {
+                    "iteration": step["step"],
+                    "energy": float(step["energy"]),
+                    "std": None,
+                    "gradient_norm": step["pool_gradient"],  # |dE/dtheta| that selected the operator
+                    "parameter_delta_norm": float(np.linalg.norm(x - np.append(previous["x"], 0.0))),
+                    "cumulative_min_energy": float(previous["min"]),
+                    "nfev": step["nfev"],
+                    "parameters": [float(v) for v in x],
+                    "timestamp": now_ms(),
+                    "operator": step["operator"],  # not in the v3 schema: JSON output only
+                }
+                previous["x"] = np.array(x, dtype=float)
+                iterations.append(rec)
+                bar.update(1)
+                bar.set_postfix(E=f"{step['energy']:.6f}", op=step["operator"])
+                if on_iteration is not None:
+                    on_iteration(rec)
+
+            grown = run_adapt(
+                sector_h, energy_shift=problem.energy_shift, gradient_threshold=config.adapt_gradient_threshold,
+                max_operators=config.adapt_max_operators, optimizer=config.optimizer,
+                optimizer_options=config.optimizer_options, max_iterations=config.max_iterations,
+                on_step=record_step,
+            )  # fmt: skip
+            ansatz = excitation_circuit(problem, grown.excitations)
+            objective.ev = SectorEnergyEvaluator(sector_ansatz_for(sector.space, grown.excitations), sector_h)
+            objective.nfev = grown.nfev
+            adapt_operators = [operator_label(e) for e in grown.excitations]
+            x_final, success, message = grown.x, grown.success, grown.message
+        elif ansatz.num_parameters == 0:  # nothing to optimise (e.g. no excitations in the space)
             x_final, message = x0, "no parameters: energy of the reference state"
         elif config.optimizer == "SPSA":
             outcome = run_spsa(
@@ -277,7 +351,7 @@ def run_vqe(
                 options=config.optimizer_options, max_iterations=config.max_iterations,
                 max_evaluations=config.max_evaluations,
             )  # fmt: skip
-        if ansatz.num_parameters:
+        if ansatz.num_parameters and config.ansatz != "adapt":
             x_final, success, message = outcome.x, outcome.success, outcome.message
     except BudgetExceeded as stop:
         x_final = np.array(iterations[-1]["parameters"]) if iterations else x0
@@ -330,7 +404,7 @@ def run_vqe(
         },
         optimizer={
             "name": config.optimizer,
-            "options_json": json.dumps(config.optimizer_options, sort_keys=True),
+            "options_json": json.dumps(_recorded_options(config, adapt_operators), sort_keys=True),
             "max_iterations": config.max_iterations,
             "max_evaluations": config.max_evaluations,
         },
