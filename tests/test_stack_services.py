@@ -63,9 +63,11 @@ def test_kafka_create_topic_produce_consume_exactly_1000(stack: Settings) -> Non
 
 @pytest.mark.timeout(60)
 def test_registry_register_serialize_deserialize(stack: Settings) -> None:
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry import Schema
     from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
+
+    from qp_assets.streaming.serde import registry_client
 
     subject_topic = f"qp-stack-test-{uuid.uuid4().hex[:8]}"
     schema_str = json.dumps(
@@ -80,7 +82,7 @@ def test_registry_register_serialize_deserialize(stack: Settings) -> None:
             ],
         }
     )
-    client = SchemaRegistryClient({"url": stack.schema_registry_url})
+    client = registry_client(stack.schema_registry_url)
     subject = f"{subject_topic}-value"
     schema_id = client.register_schema(subject, Schema(schema_str, "AVRO"))
     assert schema_id > 0
@@ -99,7 +101,7 @@ def test_registry_register_serialize_deserialize(stack: Settings) -> None:
     payload = AvroSerializer(client, schema_str)(record, ctx)
     assert payload[0] == 0 and int.from_bytes(payload[1:5], "big") == schema_id
     # a fresh client (empty cache) must resolve the id through the registry
-    decoded = AvroDeserializer(SchemaRegistryClient({"url": stack.schema_registry_url}))(payload, ctx)
+    decoded = AvroDeserializer(registry_client(stack.schema_registry_url))(payload, ctx)
     assert decoded == record
     client.delete_subject(subject)
     client.delete_subject(subject, permanent=True)

@@ -47,7 +47,9 @@ def _consume_all(settings: Settings, topic: str, expected: int, timeout_s: float
 def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
-    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry import Schema
+
+    from qp_assets.streaming.serde import registry_client
 
     tag = uuid.uuid4().hex[:8]
     topic = f"qp-restart-test-{tag}"
@@ -70,7 +72,7 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
     for value in sent:
         producer.produce(topic, value=value.encode())
     assert producer.flush(30) == 0
-    registry = SchemaRegistryClient({"url": stack.schema_registry_url})
+    registry = registry_client(stack.schema_registry_url)
     schema_id = registry.register_schema(subject, Schema(schema_str, "AVRO"))
     s3 = s3_client(stack)
     s3.put_object(Bucket=stack.bucket, Key=key, Body=tag.encode())
@@ -88,14 +90,14 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
     # --- state after up
     try:
         assert _consume_all(stack, topic, N_RECORDS) == sent
-        fresh = SchemaRegistryClient({"url": stack.schema_registry_url})
+        fresh = registry_client(stack.schema_registry_url)
         assert json.loads(fresh.get_schema(schema_id).schema_str) == json.loads(schema_str)
         assert fresh.get_latest_version(subject).schema_id == schema_id
         assert s3_client(stack).get_object(Bucket=stack.bucket, Key=key)["Body"].read() == tag.encode()
     finally:
         admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
         admin.delete_topics([topic])[topic].result(timeout=30)
-        registry = SchemaRegistryClient({"url": stack.schema_registry_url})
+        registry = registry_client(stack.schema_registry_url)
         registry.delete_subject(subject)
         registry.delete_subject(subject, permanent=True)
         s3_client(stack).delete_object(Bucket=stack.bucket, Key=key)

@@ -195,6 +195,8 @@ def _ensure_one(ctx: StackContext, svc: Service) -> str:
         action = "restarted"
     else:
         action = "started" if not ctx.pid_file(svc.name).exists() else "restarted"
+        if action == "restarted":  # ours died (kill -9, crash): its sockets may linger for a moment
+            _wait_ports_released(ctx, svc)
     ctx.pid_file(svc.name).unlink(missing_ok=True)
     _check_ports(ctx, svc)
     _fetch(ctx, svc)
