@@ -44,9 +44,7 @@ def test_plan_ranges_from_older_cursor_reproduces_the_same_run_keys():
     assert parse_cursor(cursor, "t") == {0: 4}
 
 
-def test_plan_ranges_latest_start_and_retention_gap():
-    ranges, nxt = plan_ranges("t", {}, {0: (0, 9)}, start="latest")
-    assert ranges == [] and nxt == {0: 9}
+def test_plan_ranges_retention_gap():
     ranges, _ = plan_ranges("t", {0: 2}, {0: (5, 8)})  # offsets 2..4 deleted by retention
     assert [r.run_key for r in ranges] == ["t:0:5-8"]
 
@@ -54,8 +52,6 @@ def test_plan_ranges_latest_start_and_retention_gap():
 def test_plan_ranges_and_cursor_reject_bad_input():
     with pytest.raises(ValueError, match="max_per_run"):
         plan_ranges("t", {}, {0: (0, 1)}, max_per_run=0)
-    with pytest.raises(ValueError, match="start"):
-        plan_ranges("t", {}, {0: (0, 1)}, start="middle")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="cursor"):
         parse_cursor("{not json", "t")
     assert parse_cursor(dump_cursor("other", {0: 3}), "t") == {}

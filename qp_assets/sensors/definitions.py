@@ -79,7 +79,7 @@ def request_sensor_result(
     if not cursor and start == "latest":
         since_ms = int((time.time() - grace_s) * 1000)
         next_offsets = kafka.offsets_at_time(topic, sorted(marks), since_ms)
-    ranges, next_offsets = plan_ranges(topic, next_offsets, marks, max_per_run, "earliest")
+    ranges, next_offsets = plan_ranges(topic, next_offsets, marks, max_per_run)
     new_cursor = dump_cursor(topic, next_offsets)
     if not ranges:
         return SensorResult(

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
-
-StartPolicy = Literal["earliest", "latest"]
 
 
 @dataclass(frozen=True)
@@ -119,25 +116,19 @@ def plan_ranges(
     next_offsets: dict[int, int],
     watermarks: dict[int, tuple[int, int]],
     max_per_run: int = 10,
-    start: StartPolicy = "earliest",
 ) -> tuple[list[OffsetRange], dict[int, int]]:
     """Ranges to run and the next-offset map after them.
 
-    A partition absent from ``next_offsets`` starts at its low watermark (``earliest``) or its high
-    watermark (``latest``: nothing before the sensor's first tick runs). Offsets below the low watermark
-    (deleted by retention) are skipped.
+    A partition absent from ``next_offsets`` starts at its low watermark (the sensor decides where a new
+    instance starts by passing its own ``next_offsets``). Offsets below the low watermark (deleted by
+    retention) are skipped.
     """
     if max_per_run < 1:
         raise ValueError(f"max_per_run: must be >= 1, got {max_per_run}")
-    if start not in ("earliest", "latest"):
-        raise ValueError(f"start: must be 'earliest' or 'latest', got {start!r}")
     ranges = []
     updated = dict(next_offsets)
     for partition, (low, high) in sorted(watermarks.items()):
-        if partition in next_offsets:
-            pos = max(next_offsets[partition], low)
-        else:
-            pos = low if start == "earliest" else high
+        pos = max(next_offsets.get(partition, low), low)
         while pos < high:
             end = min(pos + max_per_run, high)
             ranges.append(OffsetRange(topic, partition, pos, end))
