@@ -80,6 +80,8 @@ def _add_run_config_arguments(c: Any) -> None:
     c.add_argument("--adapt-threshold", type=float, default=1e-4,
                    help="ansatz adapt: stop when the largest pool gradient is below this (Ha/rad)")  # fmt: skip
     c.add_argument("--adapt-max-operators", type=int, default=150, help="ansatz adapt: operator budget")
+    c.add_argument("--noise", default=None, metavar="SPEC",
+                   help="Aer noise model with --shots: depolarizing:P1,P2[,READOUT] or fake:BACKEND")  # fmt: skip
 
 
 def add_config_arguments(c: Any) -> None:
@@ -184,6 +186,7 @@ def config_from_args(args: argparse.Namespace):
         max_evaluations=args.max_evaluations, kernel=getattr(args, "kernel", "auto"),
         adapt_gradient_threshold=getattr(args, "adapt_threshold", 1e-4),
         adapt_max_operators=getattr(args, "adapt_max_operators", 150),
+        noise=getattr(args, "noise", None),
     )  # fmt: skip
 
 

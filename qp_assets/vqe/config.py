@@ -68,6 +68,8 @@ class VQEConfig:
     - kernel: auto (electron-sector kernel for UCC-family ansatzes with exact estimation on CPU, else Aer) |
       sector (that kernel or an InputError saying why not) | aer (always Qiskit Aer). Both agree to 1e-10,
       so the kernel is not part of the experiment id.
+    - noise: None, or an Aer noise model spec for sampled runs (needs shots): depolarizing:P1,P2[,READOUT]
+      or fake:BACKEND (see :mod:`qp_assets.vqe.noise`); stored normalised.
     - seed: makes a run reproducible bit for bit on the same machine.
     - max_iterations: optimizer iteration budget; max_evaluations: energy evaluation budget.
     """
@@ -91,6 +93,7 @@ class VQEConfig:
     kernel: str = "auto"
     adapt_gradient_threshold: float = 1e-4
     adapt_max_operators: int = 150
+    noise: str | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -147,6 +150,14 @@ class VQEConfig:
         v = self.adapt_max_operators
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise InputError(f"config: field 'adapt_max_operators' must be an integer >= 1, got {v!r}")
+        if self.noise is not None:
+            from qp_assets.vqe.noise import parse_noise
+
+            self.noise = str(parse_noise(self.noise))
+            if self.shots is None:
+                raise InputError(
+                    f"config: field 'noise' = {self.noise!r} needs shots (a noise model acts on sampled runs)"
+                )
         if self.ansatz == "adapt" and self.initial_state != "hartree_fock":
             raise InputError(
                 f"config: field 'initial_state' = {self.initial_state!r} is not allowed with ansatz 'adapt' "
@@ -183,13 +194,16 @@ class VQEConfig:
 
     def experiment_key(self) -> dict[str, Any]:
         """The fields that define an experiment (everything but seed, budgets and the simulation kernel; the
-        ADAPT settings only for ansatz adapt, so other experiments keep their ids)."""
+        ADAPT settings only for ansatz adapt and the noise model only when set, so other experiments keep
+        their ids)."""
         d = self.to_dict()
         for k in ("seed", "max_iterations", "max_evaluations", "kernel"):
             d.pop(k)
         if self.ansatz != "adapt":
             d.pop("adapt_gradient_threshold")
             d.pop("adapt_max_operators")
+        if self.noise is None:
+            d.pop("noise")
         return d
 
 

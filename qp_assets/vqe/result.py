@@ -151,7 +151,13 @@ class VQEResult:
             f"time            {self.timings['total_s']:.3f} s total, {self.timings['vqe_s']:.3f} s VQE, "
             f"{per_it * 1000:.2f} ms/iteration",
             f"device          {self.device_used} ({self.backend['method']}"
-            + (f", {self.backend['shots']} shots)" if self.backend["shots"] else ", exact)"),
+            + (f", {self.backend['shots']} shots" if self.backend["shots"] else ", exact")
+            + (
+                f", noise {self.package_versions['noise_model']}"
+                if "noise_model" in self.package_versions
+                else ""
+            )
+            + f"; kernel {self.package_versions.get('kernel', 'aer')})",
         ]
         return "\n".join(lines)
 

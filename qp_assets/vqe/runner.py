@@ -36,12 +36,16 @@ from qp_assets.vqe.exact import (
 from qp_assets.vqe.fast_jw import jordan_wigner
 from qp_assets.vqe.hamiltonian import QubitProblem, build_problem
 from qp_assets.vqe.molecule import Molecule
+from qp_assets.vqe.noise import build_noise_model, parse_noise
 from qp_assets.vqe.optimizers import BudgetExceeded, run_scipy, run_spsa
 from qp_assets.vqe.result import VQEResult, now_ms
 from qp_assets.vqe.sector_kernel import SectorAnsatz, SectorEnergyEvaluator, SectorHamiltonian
 from qp_assets.vqe.simulator import AerEnergyEvaluator, check_memory, estimate_memory_bytes, resolve_device
 
 log = logging.getLogger(__name__)
+
+#: Noisy sampled runs on up to this many qubits use Aer's density-matrix method (4^n amplitudes).
+DENSITY_MATRIX_MAX_QUBITS = 12
 
 _PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy", "numba")
 
@@ -122,7 +126,7 @@ def select_sector_ansatz(
         return None
     reasons = []
     if config.shots is not None:
-        reasons.append(f"shots = {config.shots} (sampling runs on Aer)")
+        reasons.append(f"shots = {config.shots} (sampling{' and noise' if config.noise else ''} run on Aer)")
     if config.backend_method != "statevector":
         reasons.append(f"backend_method = {config.backend_method!r}")
     if device_used != "CPU":
@@ -253,9 +257,20 @@ def run_vqe(
     if sector is not None:
         evaluator = SectorEnergyEvaluator(sector, sector_h)
     else:
+        noise_model = None if config.noise is None else build_noise_model(parse_noise(config.noise))
+        # noisy sampling: the density matrix up to DENSITY_MATRIX_MAX_QUBITS (one simulation per circuit
+        # instead of one noisy trajectory per shot), the configured method above
+        noisy_dm = noise_model is not None and config.backend_method == "statevector"
+        method = (
+            "density_matrix"
+            if noisy_dm and num_qubits <= DENSITY_MATRIX_MAX_QUBITS
+            else config.backend_method
+        )
         evaluator = AerEnergyEvaluator(
-            ansatz, problem.qubit_op, method=config.backend_method, device=device_used,
-            shots=config.shots, seed=config.seed, use_aer=use_aer,
+            ansatz, problem.qubit_op, method=method, device=device_used,
+            shots=config.shots, seed=config.seed, use_aer=use_aer, noise_model=noise_model,
+            basis_gates=None if config.noise is None or not config.noise.startswith("fake:")
+            else noise_model.basis_gates,
         )  # fmt: skip
     x0 = initial_parameters(config, ansatz.num_parameters)
     if initial_point is not None:
@@ -443,7 +458,11 @@ def run_vqe(
             "vqe_s": vqe_s,
             "total_s": time.perf_counter() - t_start,
         },
-        package_versions={**package_versions(), "kernel": "sector" if sector is not None else "aer"},
+        package_versions={
+            **package_versions(),
+            "kernel": "sector" if sector is not None else "aer",
+            **({"noise_model": config.noise} if config.noise is not None else {}),
+        },
         performance_snapshots=snapshots,
     )
     log.info("%s: E=%.8f Ha exact=%s in %.2fs (exact reference %.2fs)", molecule.name, total_energy,

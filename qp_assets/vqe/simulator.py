@@ -106,7 +106,11 @@ class AerEnergyEvaluator:
         compiled: CompiledCircuit | None = None,
         use_aer: bool = True,
         aer_path: str = "state",
+        noise_model=None,
+        basis_gates: list[str] | None = None,
     ):
+        """``noise_model`` (qiskit-aer NoiseModel, shots only) and the ``basis_gates`` the sampled circuits are
+        transpiled to (default AER_BASIS; a fake backend's noise model needs its own basis)."""
         from qiskit_aer import AerSimulator
 
         self.parameters = list(ansatz.parameters)
@@ -116,7 +120,12 @@ class AerEnergyEvaluator:
         self.aer_path = aer_path  # "state": AerState replay (default); "run": AerSimulator.run per evaluation
         self._rng = np.random.default_rng(seed)
         self.num_evaluations = 0
-        self.simulator = AerSimulator(method=method, device=device, seed_simulator=seed)
+        if noise_model is not None and shots is None:
+            raise ValueError("a noise model needs shots")
+        self.simulator = AerSimulator(
+            method=method, device=device, seed_simulator=seed, noise_model=noise_model
+        )
+        self._basis = basis_gates or AER_BASIS
         if shots is None:
             self.compiled = compiled or CompiledCircuit(ansatz, self.parameters)
             self.h_sparse = hamiltonian.to_matrix(sparse=True).tocsr()
@@ -180,7 +189,7 @@ class AerEnergyEvaluator:
                     circ.h(q)
             circ.measure_all()
             circuits.append(circ)
-        self._circuits = transpile(circuits, basis_gates=AER_BASIS, optimization_level=1)
+        self._circuits = transpile(circuits, basis_gates=self._basis, optimization_level=1)
         weights = 1 << np.arange(n, dtype=np.int64)
         self._group_terms = [
             ((g.paulis.x | g.paulis.z).astype(np.int64) @ weights, g.coeffs.real.copy()) for g in self._groups
