@@ -392,12 +392,12 @@ def read_results(
 
 def read_landed(settings: Settings, days: list[date]) -> tuple[dict[str, tuple[str | None, str]], int]:
     """run_id -> (request_id, object key) of every landed Avro file under the day folders of ``days``
-    (listing with ``sensors.landing``'s helpers, the stack's bounded S3 client), and the object count."""
+    (listing with ``sensors.landing``'s helpers, the platform's bounded S3 client), and the object count."""
     import fastavro
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from qp_assets.s3 import s3_client
     from qp_assets.sensors.landing import day_prefix, list_topics
-    from qp_assets.stack.services import s3_client
 
     client = s3_client(settings)
     found: dict[str, tuple[str | None, str]] = {}

@@ -69,9 +69,10 @@ def configure_output(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
+    # before any area is imported: some libraries warn at import time (the registry client's authlib)
+    configure_output("-v" in argv or "--verbose" in argv)
     parser = build_parser(command)
     args = parser.parse_args(argv)
-    configure_output(args.verbose)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
