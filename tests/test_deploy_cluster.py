@@ -50,7 +50,9 @@ def test_vqe_runner_ops_run_in_separate_processes(stack, tmp_path: Path) -> None
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(run_config))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # two slots select the multiprocess executor (one process per op, as on GPU hosts); with the CPU-only
+    # default of one slot the ops run in the run's process (tests/test_orchestration_units.py)
+    env = {**os.environ, "DAGSTER_HOME": str(home), "QP_VQE_CPU_SLOTS": "2"}
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "dagster"),
