@@ -13,7 +13,7 @@ Playwright through Debian's headless Chromium, on the local stack.
   materialization by that run with the row count Iceberg holds.
 * ``test_backfill_three_days_from_ui``: Materialize -> Custom [today-2...today] (two empty days) ->
   Launch backfill; the backfill succeeds as one run and its page shows 3 of 3 partitions succeeded for
-  each of the ten tables.
+  each of the ten tables; vqe_results' partitions tab counts exactly those three days materialized.
 
 On failure each browser test saves a full-page screenshot (path in the error) under a tmp dir.
 """
@@ -308,3 +308,12 @@ def test_backfill_three_days_from_ui(dagster_ui, page, shots, today_landed):
             )
             assert cells[-4:] == ["3", "0", "3", "0"], (name, cells)
             assert "100% completed" in cells[0], (name, cells)
+
+        # the asset's partitions tab: exactly these three days materialized on this fresh instance
+        page.goto(f"{dagster_ui.url}/assets/quantum_features/vqe_results?view=partitions")
+        page.get_by_text("Materialized (3)", exact=True).wait_for()
+        total = int(
+            re.search(r"(\d+) Partitions Selected", page.get_by_text("Partitions Selected").inner_text())[1]
+        )
+        assert page.get_by_text(f"Missing ({total - 3})", exact=True).is_visible()
+        assert page.get_by_text("Failed (0)", exact=True).is_visible()
