@@ -11,7 +11,7 @@ It stops when the largest pool gradient is below ``gradient_threshold`` (success
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -63,7 +63,6 @@ class AdaptOutcome:
     success: bool
     message: str
     nfev: int
-    steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def sector_ansatz_for(space: SectorSpace, excitations: list[Excitation]) -> SectorAnsatz:
@@ -96,9 +95,8 @@ def run_adapt(
     chosen: list[Excitation] = []
     theta = np.zeros(0)
     nfev = 0
-    steps: list[dict[str, Any]] = []
+    ansatz = sector_ansatz_for(space, chosen)
     while True:
-        ansatz = sector_ansatz_for(space, chosen)
         psi = ansatz.state(theta)
         h_psi = hamiltonian.apply(psi)
         nfev += 1
@@ -107,12 +105,13 @@ def run_adapt(
         largest = float(abs(grads[best])) if len(pool) else 0.0
         if largest < gradient_threshold:
             return AdaptOutcome(chosen, theta, True, f"converged: largest pool gradient {largest:.2e} Ha/rad < "
-                                f"gradient_threshold {gradient_threshold:g}", nfev, steps)  # fmt: skip
+                                f"gradient_threshold {gradient_threshold:g}", nfev)  # fmt: skip
         if len(chosen) >= max_operators:
             return AdaptOutcome(chosen, theta, False, f"stopped: max_operators ({max_operators}) reached with "
-                                f"largest pool gradient {largest:.2e} Ha/rad", nfev, steps)  # fmt: skip
+                                f"largest pool gradient {largest:.2e} Ha/rad", nfev)  # fmt: skip
         chosen.append(pool[best])
-        evaluator = SectorEnergyEvaluator(sector_ansatz_for(space, chosen), hamiltonian)
+        ansatz = sector_ansatz_for(space, chosen)
+        evaluator = SectorEnergyEvaluator(ansatz, hamiltonian)
 
         def objective(x, ev=evaluator):
             if with_gradient:
@@ -135,6 +134,5 @@ def run_adapt(
             "nfev": nfev + 1,
         }
         nfev += 1
-        steps.append(step)
         if on_step is not None:
             on_step(step)

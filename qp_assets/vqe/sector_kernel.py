@@ -114,10 +114,6 @@ class ExcitationTables:
     b_sgn: np.ndarray
 
     @property
-    def num_excitations(self) -> int:
-        return len(self.kind)
-
-    @property
     def nbytes(self) -> int:
         return sum(getattr(self, f).nbytes for f in self.__dataclass_fields__)
 
