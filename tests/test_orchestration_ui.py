@@ -198,6 +198,9 @@ def test_lineage_shows_the_ten_feature_assets(dagster_ui, page, shots):
         for name in TABLES:
             bb = page.get_by_text(name, exact=True).bounding_box()
             assert bb["y"] > title["y"] and title["x"] - 20 < bb["x"] < title["x"] + 500, (name, bb, title)
+        # the raw source's description is Markdown: its S3 path must survive the rendering
+        page.goto(f"{dagster_ui.url}/assets/raw_vqe_results")
+        page.get_by_text("s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/", exact=True).wait_for()
 
 
 @browser_test

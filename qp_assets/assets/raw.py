@@ -23,7 +23,8 @@ def observe_lookback_days() -> int:
 @observable_source_asset(
     key=RAW_ASSET_KEY,
     group_name="raw",
-    description="Avro files landed by Kafka Connect under s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/",
+    # Markdown in the UI: the path in backticks, or "<bucket>" and "<topic>" render as (empty) HTML tags
+    description="Avro files landed by Kafka Connect under `s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/`",
     kinds={"s3", "avro"},
 )
 def raw_vqe_results(s3: S3Resource, landing: LandingResource) -> ObserveResult:
