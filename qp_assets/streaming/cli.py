@@ -44,10 +44,12 @@ def register(subparsers: Any) -> None:
 
 def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Requests for the chosen molecules; raises InputError before anything is published."""
+    from qp_assets.vqe.admission import check_molecules_file
     from qp_assets.vqe.cli import config_from_args
     from qp_assets.vqe.errors import InputError
     from qp_assets.vqe.molecule import load_molecules
 
+    check_molecules_file(args.molecules_file)  # atom counts before the (quadratic) molecule validation
     molecules = load_molecules(args.molecules_file)
     names = list(molecules) if args.all else args.molecule
     if not names:
@@ -71,12 +73,16 @@ def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 def submit_command(args: argparse.Namespace) -> int:
     from qp_assets.settings import Settings
     from qp_assets.streaming.publisher import publish_request, request_record
+    from qp_assets.vqe.admission import AdmissionLimits, admit_request
     from qp_assets.vqe.errors import InputError
 
     try:
+        limits = AdmissionLimits.from_env()
         requests = build_requests(args)
         records = [request_record(r) for r in requests]  # validate all before publishing any
-    except InputError as exc:
+        for request in requests:  # the admission policy (no SCF), also before publishing any
+            admit_request(request, limits)
+    except (InputError, ValueError) as exc:
         print(f"qp request submit: error: {exc}")
         return 2
     settings = Settings.from_env()

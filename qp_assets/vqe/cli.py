@@ -243,12 +243,17 @@ def run_command(args: argparse.Namespace) -> int:
     from qp_assets.vqe.runner import run_vqe
 
     _quiet_libraries(args)
+    from qp_assets.vqe.admission import AdmissionLimits, WallClock, admit
+
     try:
+        limits = AdmissionLimits.from_env()
         molecule = molecule_from_args(args)
         config = config_from_args(args)
-    except InputError as exc:
+        admit(molecule, config, limits)  # the admission policy (QP_MAX_*), before any SCF
+    except ValueError as exc:  # InputError, or a bad QP_MAX_* variable
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    clock = WallClock(limits.max_wall_s)  # QP_MAX_WALL_S: stops between iterations
     out = sys.stderr if args.json == "-" else sys.stdout
     monitor_mod = None
     if args.monitor:
@@ -257,9 +262,10 @@ def run_command(args: argparse.Namespace) -> int:
         if monitor_mod is not None:
             with monitor_mod.PerformanceMonitor(interval_s=args.monitor_interval) as mon:
                 result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress,
-                                 performance_snapshots_provider=mon.snapshots)  # fmt: skip
+                                 performance_snapshots_provider=mon.snapshots, on_iteration=clock.check)  # fmt: skip
         else:
-            result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress)
+            result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress,
+                             on_iteration=clock.check)  # fmt: skip
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
