@@ -20,6 +20,7 @@ _COMMANDS = {
     "vqe": "qp_assets.vqe.cli",
     "request": "qp_assets.streaming.cli",
     "results": "qp_assets.streaming.cli",
+    "dlq": "qp_assets.streaming.dlq",
     "features": "qp_assets.features.cli",
     "monitoring": "qp_assets.monitoring.cli",
     "e2e": "qp_assets.assets.cli",

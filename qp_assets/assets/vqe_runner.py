@@ -16,7 +16,6 @@ Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the nu
 
 import base64
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -107,18 +106,27 @@ def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
     return Molecule.from_dict(request["molecule"]), VQEConfig.from_dict(cfg), request.get("request_id")
 
 
-def send_to_dlq(request: dict[str, Any], error: str, source: dict[str, Any], settings: Settings) -> None:
-    """Publish a rejected (decodable but invalid) request with the reason to ``vqe.requests.dlq``."""
-    from qp_assets.streaming.requests import send_to_dead_letter
+def send_to_dlq(
+    request: dict[str, Any], error: str, source: dict[str, Any], settings: Settings, stage: str = "admission"
+) -> None:
+    """Publish a rejected (decodable but invalid) request with the reason to ``vqe.requests.dlq``: its
+    original bytes and true origin (topic, partition, offset) as read by ``load_request_batch``."""
+    from qp_assets.streaming.requests import dead_letter_request
 
-    send_to_dead_letter(
-        settings,
-        source.get("topic", REQUESTS_TOPIC),
-        int(source.get("partition", -1)),
-        int(source.get("offset", -1)),
-        str(request.get("request_id") or "").encode() or None,
-        json.dumps(request, default=str).encode(),
-        error,
+    dead_letter_request(
+        settings, request, error, stage=stage, default_topic=source.get("topic", REQUESTS_TOPIC)
+    )
+
+
+def _reject(context: OpExecutionContext, request: dict, exc: Exception, settings: Settings, stage: str):
+    """Dead-letter a request that cannot be processed (bad input), never fail the run or drop it silently."""
+    send_to_dlq(request, str(exc), {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)},
+                settings, stage)  # fmt: skip
+    context.log.error("rejected request %r at %s: %s (sent to %s)", request.get("request_id"), stage, exc,
+                      REQUESTS_DLQ_TOPIC)  # fmt: skip
+    return Output(
+        {"request_id": request.get("request_id"), "status": "rejected", "error": str(exc)},
+        metadata={"status": "rejected", "stage": stage, "error": str(exc)},
     )
 
 
@@ -164,29 +172,26 @@ def run_vqe_request(
     context: OpExecutionContext, request: dict, kafka: KafkaResource, pushgateway: PushGatewayResource
 ) -> Iterator[Output]:
     """Simulate one request on its pinned device, publish the result, push metrics, attach the plot."""
+    from qp_assets.vqe.admission import AdmissionLimits, WallClock, admit_request
+    from qp_assets.vqe.errors import InputError
     from qp_assets.vqe.runner import run_vqe
 
     settings = dataclasses.replace(kafka.settings(), pushgateway_url=pushgateway.url)
-    try:
+    limits = AdmissionLimits.from_env()  # a bad QP_MAX_* is the operator's error: fail, never dead-letter
+    try:  # the admission policy (no SCF) and the request's own validation
+        admission = admit_request(request, limits)
         molecule, vqe_config, request_id = request_inputs(request)
     except Exception as exc:  # bad input: dead-letter it, never drop it silently
-        send_to_dlq(
-            request, str(exc), {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)}, settings
-        )
-        context.log.error(
-            "rejected request %r: %s (sent to %s)", request.get("request_id"), exc, REQUESTS_DLQ_TOPIC
-        )
-        yield Output(
-            {"request_id": request.get("request_id"), "status": "rejected", "error": str(exc)},
-            metadata={"status": "rejected", "error": str(exc)},
-        )
+        yield _reject(context, request, exc, settings, "admission")
         return
+    context.log.info("admitted %r: %s", request_id, admission.summary())
     placement = pin_device(vqe_config.device, settings.runtime_dir / "gpu-locks")
     try:
         if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
             context.log.warning("%s", placement.note)
         vqe_config = dataclasses.replace(vqe_config, device=placement.device)
         monitor = _performance_monitor()
+        clock = WallClock(limits.max_wall_s)  # stops between iterations; the slot is released below
         try:
             result = run_vqe(
                 molecule,
@@ -194,7 +199,11 @@ def run_vqe_request(
                 request_id=request_id,
                 progress=False,
                 performance_snapshots_provider=monitor.snapshots if monitor else None,
+                on_iteration=clock.check,
             )
+        except InputError as exc:  # unknown basis, too many qubits, no GPU...: dead-letter, not a failed run
+            yield _reject(context, request, exc, settings, "run")
+            return
         finally:
             if monitor:
                 monitor.stop()

@@ -11,6 +11,7 @@ or a schema id the registry answered is unknown (404 / 40403).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -53,21 +54,29 @@ def decode_request(payload: bytes, settings: Settings | None = None, topic: str 
     return normalize_request(record)
 
 
+#: Key of the request's origin in the dicts :func:`consume_range` returns (the runner dead-letters with it).
+SOURCE_KEY = "_qp_source"
+
+
 def send_to_dead_letter(
     settings: Settings, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-    error: str, dlq_topic: str = REQUESTS_DLQ_TOPIC,
+    error: str, dlq_topic: str = REQUESTS_DLQ_TOPIC, *, stage: str = "decode", request_id: str | None = None,
 ) -> None:  # fmt: skip
-    """Copy the original bytes to the dead-letter topic with the reason and origin in headers."""
+    """Copy the original bytes to the dead-letter topic with the reason, stage (decode | admission | run)
+    and origin (topic, partition, offset) in headers."""
     from qp_assets.streaming.publisher import _producer, ensure_topic
 
     ensure_topic(settings, dlq_topic, 1)
     producer = _producer(settings)
     headers = [
         ("qp.error", error.encode()[:4000]),
+        ("qp.stage", stage.encode()),
         ("qp.source.topic", source_topic.encode()),
         ("qp.source.partition", str(partition).encode()),
         ("qp.source.offset", str(offset).encode()),
     ]
+    if request_id:
+        headers.append(("qp.request_id", request_id.encode()[:400]))
     producer.produce(dlq_topic, key=key, value=value, headers=headers)
     if producer.flush(15) != 0:
         raise RuntimeError(f"could not deliver {source_topic}:{partition}@{offset} to {dlq_topic}")
@@ -100,6 +109,7 @@ def consume_range(
     )
     deserializer = value_deserializer(settings.schema_registry_url)
     out: list[dict[str, Any]] = []
+    dead: list[tuple[int, bytes | None, bytes | None, str]] = []  # sent once the whole range was read
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
@@ -121,15 +131,54 @@ def consume_range(
             if offset >= end:
                 break
             try:
+                if msg.value() is None:
+                    raise ValueError("tombstone: the message has no value")
                 record = deserialize(deserializer, topic, msg.value())
-                out.append(normalize_request(record))
+                if not isinstance(record, dict):
+                    raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
+                request = normalize_request(record)
+                request[SOURCE_KEY] = source_of(topic, partition, offset, msg.key(), msg.value())
+                out.append(request)
             except Exception as exc:  # undecodable: dead-letter, never drop
                 if is_registry_outage(exc):
                     raise RegistryUnavailableError(
                         f"schema registry {settings.schema_registry_url} unavailable while decoding "
                         f"{topic}:{partition}@{offset} ({exc!r}); nothing was consumed or dead-lettered"
                     ) from exc
-                send_to_dead_letter(settings, topic, partition, offset, msg.key(), msg.value(), repr(exc))
+                dead.append((offset, msg.key(), msg.value(), repr(exc)))
     finally:
         consumer.close()
+    # only after the whole range was read: a retried range (registry outage, timeout) dead-letters nothing twice
+    for offset, key, value, error in dead:
+        send_to_dead_letter(settings, topic, partition, offset, key, value, error)
     return out
+
+
+def source_of(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+) -> dict[str, Any]:
+    """A request's origin and original bytes (base64), carried to the runner for dead-lettering."""
+    return {
+        "topic": topic, "partition": partition, "offset": offset,
+        "key": None if key is None else base64.b64encode(key).decode(),
+        "value": None if value is None else base64.b64encode(value).decode(),
+    }  # fmt: skip
+
+
+def dead_letter_request(
+    settings: Settings, request: dict[str, Any], error: str, *, stage: str, default_topic: str
+) -> None:
+    """Dead-letter a decoded request that cannot run: its original bytes and true origin when it came
+    through :func:`consume_range`, else its JSON with origin -1."""
+    source = request.get(SOURCE_KEY) or {}
+    rid = str(request.get("request_id") or "") or None
+    if source:
+        key = None if source.get("key") is None else base64.b64decode(source["key"])
+        value = None if source.get("value") is None else base64.b64decode(source["value"])
+    else:
+        key = rid.encode() if rid else None
+        value = json.dumps(request, default=str).encode()
+    send_to_dead_letter(
+        settings, source.get("topic", default_topic), int(source.get("partition", -1)),
+        int(source.get("offset", -1)), key, value, error, stage=stage, request_id=rid,
+    )  # fmt: skip
