@@ -1,0 +1,75 @@
+"""``qp dlq list | show | replay`` on the stack: an operator inspects a refused request, raises the limit
+that refused it and replays the original bytes, which then run to a published result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from qp_assets.settings import Settings
+from tests.test_admission_hostile import H2, _produce, _request, _run_range
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def _qp(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qp_assets.cli", "dlq", *args], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_list_show_and_replay_after_raising_the_limit(stack: Settings) -> None:
+    from qp_assets.streaming.publisher import serializer
+    from qp_assets.streaming.schemas import REQUEST_SCHEMA, latest_version
+
+    tag = uuid.uuid4().hex[:8]
+    topic = f"qp_test_dlq_{tag}"
+    ser = serializer(stack, topic, REQUEST_SCHEMA, latest_version(REQUEST_SCHEMA))
+    rid = f"dlq-{tag}"
+    original = ser(_request(rid, H2, {"max_iterations": 20_000, "seed": 3}))
+    _produce(stack, topic, [(b"garbage", b"\x01not avro"), (rid.encode(), original)])
+    run, outputs, _s, _d = _run_range(stack, topic, 0, 2)
+    assert run.success and outputs[rid]["status"] == "rejected"
+
+    listed = _qp("list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    ours = [json.loads(line) for line in listed.stdout.splitlines() if f'"{topic}"' in line]
+    assert [(e["origin"]["partition"], e["origin"]["offset"], e["stage"]) for e in ours] == [
+        (0, 0, "decode"),
+        (0, 1, "admission"),
+    ]
+    refused = ours[1]
+    assert (
+        refused["request_id"] == rid
+        and "'max_iterations' = 20000" in refused["reason"]
+        and "QP_MAX_ITERATIONS" in refused["reason"]
+    )
+    table = _qp("list")
+    assert f"{topic}:0@1" in table.stdout and rid in table.stdout
+
+    shown = _qp("show", str(refused["n"]))
+    assert shown.returncode == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["headers"]["qp.source.topic"] == topic and detail["headers"]["qp.stage"] == "admission"
+    assert detail["value"]["schema_id"] == int.from_bytes(original[1:5], "big")
+    assert _qp("show", "999999999").returncode == 2
+
+    t0 = time.perf_counter()
+    replayed = _qp("replay", str(refused["n"]))
+    print(f"\nqp dlq replay {refused['n']}: {replayed.stdout.strip()} in {time.perf_counter() - t0:.2f} s")
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    out = json.loads(replayed.stdout)
+    assert out["replayed"] and out["topic"] == topic and out["offset"] == 2
+
+    os.environ["QP_MAX_ITERATIONS"] = "50000"  # the operator's fix
+    try:
+        run, outputs, _s, _d = _run_range(stack, topic, 2, 3)
+    finally:
+        os.environ.pop("QP_MAX_ITERATIONS")
+    assert run.success and outputs[rid]["status"] == "published"
+    assert abs(outputs[rid]["total_energy"] - -1.13727017) < 1.6e-3
