@@ -136,3 +136,23 @@ def test_qp_request_submit_refuses_benzene_with_exit_2_in_seconds(tmp_path: Path
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "field 'num_qubits' = 72" in proc.stdout and "QP_MAX_QUBITS" in proc.stdout
     assert elapsed < 15
+
+
+def test_qp_vqe_run_refuses_before_scf_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "benzene.json"
+    path.write_text(json.dumps(BENZENE))
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "qp_assets.cli", "vqe", "run", "--molecule-json", f"@{path}", "--no-progress", "--no-monitor"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 2 and "field 'num_qubits' = 72" in proc.stderr, proc.stdout + proc.stderr
+    assert elapsed < 15
+    bad_env = subprocess.run(
+        [sys.executable, "-m", "qp_assets.cli", "vqe", "run", "-m", "H2", "--no-progress", "--no-monitor"],
+        capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "QP_MAX_WALL_S": "soon"},
+    )  # fmt: skip
+    assert (
+        bad_env.returncode == 2 and "QP_MAX_WALL_S: expected a positive number, got 'soon'" in bad_env.stderr
+    )

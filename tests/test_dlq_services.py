@@ -73,3 +73,47 @@ def test_list_show_and_replay_after_raising_the_limit(stack: Settings) -> None:
         os.environ.pop("QP_MAX_ITERATIONS")
     assert run.success and outputs[rid]["status"] == "published"
     assert abs(outputs[rid]["total_energy"] - -1.13727017) < 1.6e-3
+
+
+def test_submit_refusal_publishes_nothing_and_runner_wall_clock_stops_a_run(
+    stack: Settings, tmp_path
+) -> None:
+    """``qp request submit`` of benzene against the live stack: exit 2 in seconds and the request topic's
+    watermarks do not move; a runner run under QP_MAX_WALL_S=0 stops after one iteration and still publishes."""
+    from qp_assets.sensors.kafka_offsets import read_watermarks
+    from qp_assets.streaming.publisher import serializer
+    from qp_assets.streaming.schemas import REQUEST_SCHEMA, latest_version
+    from qp_assets.streaming.topics import REQUESTS_TOPIC
+    from tests.test_admission_units import BENZENE
+
+    path = tmp_path / "benzene.json"
+    path.write_text(json.dumps([BENZENE]))
+    before = read_watermarks(stack.kafka_bootstrap_servers, REQUESTS_TOPIC)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "qp_assets.cli", "request", "submit", "--molecules-file", str(path),
+                           "-m", "benzene"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    print(
+        f"\nqp request submit benzene on the stack: exit {proc.returncode} in {elapsed:.2f} s: {proc.stdout.strip()}"
+    )
+    assert proc.returncode == 2 and "field 'num_qubits' = 72" in proc.stdout
+    assert read_watermarks(stack.kafka_bootstrap_servers, REQUESTS_TOPIC) == before
+    assert elapsed < 15
+
+    tag = uuid.uuid4().hex[:8]
+    topic = f"qp_test_wall_{tag}"
+    lih = {**H2, "name": "LiH", "symbols": ["Li", "H"], "coords": [[0.0, 0.0, 0.0], [0.0, 0.0, 1.5949]]}
+    ser = serializer(stack, topic, REQUEST_SCHEMA, latest_version(REQUEST_SCHEMA))
+    rid = f"wall-{tag}"
+    _produce(stack, topic, [(rid.encode(), ser(_request(rid, lih, {"seed": 1})))])
+    os.environ["QP_MAX_WALL_S"] = "0.001"
+    try:
+        run, outputs, _s, _d = _run_range(stack, topic, 0, 1)
+    finally:
+        os.environ.pop("QP_MAX_WALL_S")
+    assert run.success and outputs[rid]["status"] == "published"
+    meta = {e.step_key: e for e in run.all_node_events if e.event_type_value == "STEP_OUTPUT"}
+    step = next(v for k, v in meta.items() if k.startswith("run_vqe_request"))
+    md = step.event_specific_data.metadata
+    assert md["iterations"].value == 1 and md["placement"].value == "CPU requested"
+    assert "wall-clock limit 0.001 s (QP_MAX_WALL_S)" in md["optimizer_message"].value

@@ -223,6 +223,7 @@ def run_vqe_request(
         "exact_energy_ha": result.exact_energy,
         "error_vs_exact_mha": result.error_vs_exact_mha,
         "iterations": len(result.iterations),
+        "optimizer_message": str(result.optimizer_result.get("message") or ""),  # e.g. the wall-clock stop
         "device_requested": request_inputs_device(request),
         "device_used": result.device_used,
         "placement": placement.note,
