@@ -34,7 +34,7 @@ BENZENE = {
 }  # fmt: skip
 CO2 = {"name": "CO2", "symbols": ["C", "O", "O"], "coords": [[0, 0, 0], [0, 0, 1.16], [0, 0, -1.16]],
        "charge": 0, "multiplicity": 1, "units": "angstrom", "masses": None}  # fmt: skip
-N_GOOD = 8
+N_GOOD = 20
 #: good requests with a documented twist: GPU asked on a host without one runs on CPU (recorded fallback)
 FALLBACK = ("device GPU, no GPU here: CPU fallback", {"device": "GPU", "seed": 99})
 
@@ -95,6 +95,10 @@ ABSURD: list[tuple[str, dict, dict]] = [
     ("zeros initial state with uccsd", H2, {"initial_state": "zeros"}),
     ("optimizer_options not JSON", H2, {"optimizer_options": "{not json"}),
     ("optimizer_options a list", H2, {"optimizer_options": "[1, 2]"}),
+    ("charge -1000 (1002 electrons)", _mol(charge=-1000), {}),
+    ("multiplicity 1000", _mol(multiplicity=1000), {}),
+    ("benzene cc-pv5z", BENZENE, {"basis": "cc-pv5z"}),
+    ("active space 10^6 orbitals", H2, {"active_electrons": 2, "active_orbitals": 10**6}),
 ]
 
 
@@ -187,7 +191,7 @@ def test_hostile_corpus_every_bad_request_dead_lettered_once_every_good_one_proc
     # latency baseline: good requests alone on their own topic
     clean_topic = f"{topic}_clean"
     clean_ser = serializer(stack, clean_topic, REQUEST_SCHEMA, latest_version(REQUEST_SCHEMA))
-    clean_ids = [f"warmup-{tag}"] + [f"clean-{tag}-{i}" for i in range(4)]  # the first one pays the imports
+    clean_ids = [f"warmup-{tag}"] + [f"clean-{tag}-{i}" for i in range(6)]  # the first one pays the imports
     _produce(
         stack,
         clean_topic,
