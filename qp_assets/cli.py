@@ -65,6 +65,12 @@ def configure_output(verbose: bool) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", module=r"(dagster|authlib|pyspark|qiskit|pyscf)(\..*)?$")
+    try:  # authlib installs an "always" filter for its own deprecations on import: import it first, then hide
+        from authlib.deprecate import AuthlibDeprecationWarning
+
+        warnings.filterwarnings("ignore", category=AuthlibDeprecationWarning)
+    except ImportError:  # the registry client's optional dependency is absent: nothing to hide
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -42,6 +42,14 @@ REQUIRED_JARS = (
 )
 
 
+#: JVM options of the driver and executors: S3 checksums as S3-compatible stores expect them, and the
+#: platform's log4j2 configuration (warnings only, no start-up notices; infra/spark/log4j2.properties).
+_JAVA_OPTIONS = (
+    "-Daws.requestChecksumCalculation=when_required -Daws.responseChecksumValidation=when_required "
+    f"-Dlog4j2.configurationFile=file:{PROJECT_ROOT / 'infra' / 'spark' / 'log4j2.properties'}"
+)
+
+
 def spark_jar_dir(settings: Settings | None = None) -> Path:
     """Folder holding the resolved Spark extra jars (``<runtime_dir>/lib/spark``)."""
     settings = settings or Settings.from_env()
@@ -206,10 +214,8 @@ def session_conf(settings: Settings, master: str, jars: list[Path]) -> dict[str,
         # Keys are declared NOT NULL; the build drops records with null keys before writing.
         "spark.sql.iceberg.check-nullability": "false",
         "spark.sql.sources.partitionOverwriteMode": "dynamic",
-        "spark.driver.extraJavaOptions": "-Daws.requestChecksumCalculation=when_required "
-        "-Daws.responseChecksumValidation=when_required",
-        "spark.executor.extraJavaOptions": "-Daws.requestChecksumCalculation=when_required "
-        "-Daws.responseChecksumValidation=when_required",
+        "spark.driver.extraJavaOptions": _JAVA_OPTIONS,
+        "spark.executor.extraJavaOptions": _JAVA_OPTIONS,
         "spark.pyspark.python": sys.executable,
         "spark.pyspark.driver.python": sys.executable,
     }

@@ -180,7 +180,7 @@ def publish_record(
         write_private(path, json.dumps(entry, default=_json_default))
         log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
         return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
-    log.info("published %s to %s[%d]@%d", key, topic, partition, offset)
+    log.debug("published %s to %s[%d]@%d", key, topic, partition, offset)
     return PublishOutcome(True, topic, key, partition, offset)
 
 
