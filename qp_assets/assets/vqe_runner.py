@@ -138,17 +138,38 @@ REQUEST_READ_RETRY = RetryPolicy(max_retries=5, delay=10, backoff=Backoff.EXPONE
 def load_request_batch(
     context: OpExecutionContext, config: RequestBatchConfig, kafka: KafkaResource
 ) -> Iterator[DynamicOutput]:
-    """Read exactly the configured offset range and emit one output per request."""
+    """Read exactly the configured offset range and emit one output per admitted request.
+
+    The admission policy runs here, before fan-out: a refused request is dead-lettered (original bytes,
+    true origin) without ever taking a GPU slot or, on Kubernetes, a GPU pod."""
     from qp_assets.streaming.requests import consume_range
+    from qp_assets.vqe.admission import AdmissionLimits, admit_request
 
     if config.end_offset < config.start_offset:
         raise Failure(f"end_offset {config.end_offset} < start_offset {config.start_offset}")
-    requests = consume_range(
+    limits = AdmissionLimits.from_env()  # a bad QP_MAX_* fails the op, it never dead-letters requests
+    read = consume_range(
         config.topic, config.partition, config.start_offset, config.end_offset, kafka.settings()
     )
+    refusals: list[tuple[dict, Exception]] = []
+    requests = []
+    for request in read:  # every check first, then the dead letters: nothing is sent twice on a failed check
+        try:
+            admit_request(request, limits)
+            request_inputs(request)
+        except Exception as exc:  # bad input, the request's fault
+            refusals.append((request, exc))
+            continue
+        requests.append(request)
+    for request, exc in refusals:
+        send_to_dlq(request, str(exc), {"topic": config.topic}, kafka.settings(), "admission")
+        context.log.error(
+            "refused request %r: %s (sent to %s)", request.get("request_id"), exc, REQUESTS_DLQ_TOPIC
+        )
     context.log.info(
-        "%d request(s) in %s:%d:[%d,%d)",
+        "%d request(s) admitted, %d refused in %s:%d:[%d,%d)",
         len(requests),
+        len(refusals),
         config.topic,
         config.partition,
         config.start_offset,
