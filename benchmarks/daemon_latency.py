@@ -145,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the stack and daemon
     try:
         t0 = time.monotonic()
-        settings = ensure_up()
+        try:
+            settings = ensure_up()
+        except Exception:
+            for log_file in sorted((work / "qp" / "logs").glob("*.log")):
+                print(f"--- {log_file.name}:\n" + log_file.read_text()[-1500:], file=sys.stderr)
+            raise
         print(f"fresh stack up in {time.monotonic() - t0:.1f} s (ports +{args.port_offset})", flush=True)
         home = prepare_dagster_home(work / "dagster_home")
         log = (work / "daemon.log").open("w")
