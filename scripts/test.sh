@@ -33,7 +33,8 @@ echo "[test] fresh runtime $QP_HOME (ports +$QP_PORT_OFFSET)"
 if [ -d "$QP_HOME" ]; then
   find "$QP_HOME" -mindepth 1 -maxdepth 1 ! -name lib -exec rm -rf {} +
 fi
-mkdir -p "$QP_HOME"
+mkdir -p "$QP_HOME" "$DAGSTER_HOME"
+cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 [ -e "$QP_HOME/lib" ] || ln -s "$USER_LIB" "$QP_HOME/lib"
 
 status=0
