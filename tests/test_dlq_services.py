@@ -43,6 +43,13 @@ def test_list_show_and_replay_after_raising_the_limit(stack: Settings) -> None:
         (0, 0, "decode"),
         (0, 1, "admission"),
     ]
+    # the same range read again (a retry, a cursor reset, a new Dagster instance): no second entry
+    again, again_outputs, _s, _d = _run_range(stack, topic, 0, 2)
+    assert again.success and rid not in again_outputs
+    relisted = _qp("list", "--json")
+    assert [json.loads(line)["n"] for line in relisted.stdout.splitlines() if f'"{topic}"' in line] == [
+        e["n"] for e in ours
+    ]
     refused = ours[1]
     assert (
         refused["request_id"] == rid

@@ -91,8 +91,11 @@ class DlqEntry:
         }  # fmt: skip
 
 
-def read_entries(settings: Any, topic: str = REQUESTS_DLQ_TOPIC, timeout_s: float = 30.0) -> list[DlqEntry]:
-    """Every entry of the dead-letter topic (all partitions, low to high watermark), within ``timeout_s``."""
+def read_entries(
+    settings: Any, topic: str = REQUESTS_DLQ_TOPIC, timeout_s: float = 30.0, *, since_ms: int | None = None
+) -> list[DlqEntry]:
+    """Every entry of the dead-letter topic (all partitions, low to high watermark), within ``timeout_s``;
+    with ``since_ms`` (epoch milliseconds) only the entries stamped at or after it."""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from qp_assets.streaming.kafka_config import client_config
@@ -111,6 +114,9 @@ def read_entries(settings: Any, topic: str = REQUESTS_DLQ_TOPIC, timeout_s: floa
         for partition in sorted(tmeta.partitions):
             remaining = max(deadline - time.monotonic(), 1.0)
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=remaining)
+            if since_ms is not None and high > low:
+                (found,) = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)], remaining)
+                low = high if found.offset < 0 else max(low, found.offset)  # -1: nothing that recent
             if high <= low:
                 continue
             consumer.assign([TopicPartition(topic, partition, low)])
@@ -140,6 +146,26 @@ def read_entries(settings: Any, topic: str = REQUESTS_DLQ_TOPIC, timeout_s: floa
             if e.duplicate_of == e.n:
                 e.duplicate_of = None
     return entries
+
+
+def dead_lettered_origins(
+    settings: Any, origins: set[tuple[str, int, int]], dlq_topic: str = REQUESTS_DLQ_TOPIC, *,
+    since_ms: int | None = None, timeout_s: float = 30.0,
+) -> set[tuple[str, int, int]]:  # fmt: skip
+    """Those of ``origins`` (topic, partition, offset) that already have an entry in ``dlq_topic``.
+
+    ``since_ms``: the oldest origin message's timestamp (epoch ms); entries older than it minus
+    :data:`CLOCK_SLACK_MS` cannot be about it and are not read, so the check stays cheap on a long DLQ.
+    """
+    wanted = {o for o in origins if o[1] >= 0 and o[2] >= 0}
+    if not wanted:
+        return set()
+    since = None if since_ms is None or since_ms <= 0 else max(0, since_ms - CLOCK_SLACK_MS)
+    return {e.origin for e in read_entries(settings, dlq_topic, timeout_s, since_ms=since)} & wanted
+
+
+#: Clock difference tolerated between the producer of a request and the process that dead-letters it.
+CLOCK_SLACK_MS = 10 * 60 * 1000
 
 
 def list_command(args: argparse.Namespace) -> int:

@@ -61,12 +61,24 @@ SOURCE_KEY = "_qp_source"
 def send_to_dead_letter(
     settings: Settings, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
     error: str, dlq_topic: str = REQUESTS_DLQ_TOPIC, *, stage: str = "decode", request_id: str | None = None,
-) -> None:  # fmt: skip
+    source_timestamp_ms: int | None = None,
+) -> bool:  # fmt: skip
     """Copy the original bytes to the dead-letter topic with the reason, stage (decode | admission | run)
-    and origin (topic, partition, offset) in headers."""
+    and origin (topic, partition, offset) in headers; True if sent.
+
+    Exactly once per origin: a message whose origin already has an entry (its range re-read after a retry,
+    a cursor reset or by a new Dagster instance) is not sent again (False). ``source_timestamp_ms`` (the
+    origin message's timestamp) bounds that look-up to the recent part of the dead-letter topic.
+    Requests without an origin (partition or offset -1, e.g. ``qp vqe run``) are always sent.
+    """
+    from qp_assets.streaming.dlq import dead_lettered_origins
     from qp_assets.streaming.publisher import _producer, ensure_topic
 
     ensure_topic(settings, dlq_topic, 1)
+    origin = (source_topic, partition, offset)
+    if dead_lettered_origins(settings, {origin}, dlq_topic, since_ms=source_timestamp_ms):
+        log.warning("%s:%d@%d already has an entry in %s: not sent again", *origin, dlq_topic)
+        return False
     producer = _producer(settings)
     headers = [
         ("qp.error", error.encode()[:4000]),
@@ -81,6 +93,7 @@ def send_to_dead_letter(
     if producer.flush(15) != 0:
         raise RuntimeError(f"could not deliver {source_topic}:{partition}@{offset} to {dlq_topic}")
     log.error("sent %s:%d@%d to %s: %s", source_topic, partition, offset, dlq_topic, error)
+    return True
 
 
 def consume_range(
@@ -109,7 +122,7 @@ def consume_range(
     )
     deserializer = value_deserializer(settings.schema_registry_url)
     out: list[dict[str, Any]] = []
-    dead: list[tuple[int, bytes | None, bytes | None, str]] = []  # sent once the whole range was read
+    dead: list[tuple[int, bytes | None, bytes | None, str, int]] = []  # sent once the whole range was read
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
@@ -137,7 +150,9 @@ def consume_range(
                 if not isinstance(record, dict):
                     raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
                 request = normalize_request(record)
-                request[SOURCE_KEY] = source_of(topic, partition, offset, msg.key(), msg.value())
+                request[SOURCE_KEY] = source_of(
+                    topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1]
+                )
                 out.append(request)
             except Exception as exc:  # undecodable: dead-letter, never drop
                 if is_registry_outage(exc):
@@ -145,21 +160,24 @@ def consume_range(
                         f"schema registry {settings.schema_registry_url} unavailable while decoding "
                         f"{topic}:{partition}@{offset} ({exc!r}); nothing was consumed or dead-lettered"
                     ) from exc
-                dead.append((offset, msg.key(), msg.value(), repr(exc)))
+                dead.append((offset, msg.key(), msg.value(), repr(exc), msg.timestamp()[1]))
     finally:
         consumer.close()
-    # only after the whole range was read: a retried range (registry outage, timeout) dead-letters nothing twice
-    for offset, key, value, error in dead:
-        send_to_dead_letter(settings, topic, partition, offset, key, value, error)
+    # only after the whole range was read, and once per origin: a re-read range dead-letters nothing twice
+    for offset, key, value, error, timestamp_ms in dead:
+        send_to_dead_letter(
+            settings, topic, partition, offset, key, value, error, source_timestamp_ms=timestamp_ms
+        )
     return out
 
 
 def source_of(
-    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, timestamp_ms: int = -1
 ) -> dict[str, Any]:
-    """A request's origin and original bytes (base64), carried to the runner for dead-lettering."""
+    """A request's origin, its timestamp (epoch ms) and original bytes (base64), carried to the runner for
+    dead-lettering."""
     return {
-        "topic": topic, "partition": partition, "offset": offset,
+        "topic": topic, "partition": partition, "offset": offset, "timestamp_ms": timestamp_ms,
         "key": None if key is None else base64.b64encode(key).decode(),
         "value": None if value is None else base64.b64encode(value).decode(),
     }  # fmt: skip
@@ -181,4 +199,5 @@ def dead_letter_request(
     send_to_dead_letter(
         settings, source.get("topic", default_topic), int(source.get("partition", -1)),
         int(source.get("offset", -1)), key, value, error, stage=stage, request_id=rid,
+        source_timestamp_ms=source.get("timestamp_ms"),
     )  # fmt: skip
