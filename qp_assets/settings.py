@@ -37,6 +37,14 @@ def port_offset() -> int:
     return offset
 
 
+def spark_connect_url(offset: int, endpoint=None) -> str:
+    """The stack's Spark Connect server, ``sc://127.0.0.1:<15002 + offset>`` (``SPARK_CONNECT_URL``
+    overrides); ``QP_SPARK_CONNECT=off`` gives "" (feature builds start their own in-process Spark)."""
+    if os.environ.get("QP_SPARK_CONNECT", "").strip().lower() in ("0", "off", "false", "no"):
+        return ""
+    return (endpoint or _env)("SPARK_CONNECT_URL", f"sc://127.0.0.1:{15002 + offset}")
+
+
 def runtime_dir() -> Path:
     """Project-local runtime directory (logs, PID files, data, cached jars); ``QP_HOME`` overrides."""
     return Path(_env("QP_HOME", str(PROJECT_ROOT / ".qp"))).resolve()
@@ -77,6 +85,8 @@ class Settings:
     iceberg_warehouse: str
     spark_master: str
     runtime_dir: Path
+    #: Spark Connect server of the stack (``sc://host:port``), or "" for an in-process Spark per session.
+    spark_connect_url: str = ""
 
     @classmethod
     def from_env(cls, local_offset: int | None = None) -> Settings:
@@ -104,4 +114,5 @@ class Settings:
             iceberg_warehouse=_env("ICEBERG_WAREHOUSE", f"s3://{bucket}/warehouse"),
             spark_master=_env("SPARK_MASTER", "local[*]"),
             runtime_dir=rt,
+            spark_connect_url=spark_connect_url(off, endpoint),
         )

@@ -33,6 +33,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from qp_assets.features import raw as raw_io
+from qp_assets.features.spark import describe_master
 from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql
 from qp_assets.settings import Settings
 
@@ -79,34 +80,56 @@ def ensure_tables(
         spark.sql(create_table_sql(catalog, namespace, TABLES[name]))
 
 
-def iceberg_table(spark: SparkSession, identifier: str):
-    """The Iceberg Java ``Table`` behind ``catalog.namespace.table`` (py4j object; metadata reads, no job)."""
-    jvm = spark.sparkContext._jvm
-    return jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(spark._jsparkSession, identifier)
+def current_snapshots(spark: SparkSession, identifiers: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """identifier -> (current snapshot id, records that snapshot added), for tables that have one.
+
+    One Spark query over the tables' ``refs`` and ``snapshots`` metadata tables (works in-process and over
+    Spark Connect; tables never written are absent from the answer)."""
+    if not identifiers:
+        return {}
+    parts = [
+        f"SELECT '{ident}' AS ident, s.snapshot_id AS id, s.summary['added-records'] AS added "
+        f"FROM {ident}.refs r JOIN {ident}.snapshots s ON r.snapshot_id = s.snapshot_id WHERE r.name = 'main'"
+        for ident in identifiers
+    ]
+    rows = spark.sql(" UNION ALL ".join(parts)).collect()
+    return {r["ident"]: (int(r["id"]), int(r["added"] or 0)) for r in rows}
 
 
 def current_snapshot_id(spark: SparkSession, identifier: str) -> int | None:
     """The table's current snapshot id (None for a table never written)."""
-    snap = iceberg_table(spark, identifier).currentSnapshot()
-    return int(snap.snapshotId()) if snap is not None else None
+    found = current_snapshots(spark, [identifier]).get(identifier)
+    return found[0] if found else None
+
+
+def snapshot_as_of(spark: SparkSession, identifier: str, epoch_ms: int) -> int | None:
+    """The snapshot that was current at ``epoch_ms`` (None if the table had none then), from ``history``."""
+    rows = spark.sql(
+        f"SELECT snapshot_id FROM {identifier}.history WHERE made_current_at <= timestamp_millis({int(epoch_ms)}) "
+        "ORDER BY made_current_at DESC LIMIT 1"
+    ).collect()
+    return int(rows[0][0]) if rows else None
 
 
 def _rows_per_day(
-    spark: SparkSession, identifier: str, days: list[date]
-) -> tuple[int | None, dict[date, int]]:
-    """(current snapshot id, rows per day) of a table right after a write (from metadata only)."""
-    table = iceberg_table(spark, identifier)
-    snap = table.currentSnapshot()
-    if snap is None:
-        return None, {d: 0 for d in days}
-    if len(days) == 1:
-        # An overwrite of exactly one day: the rows the snapshot added are that day's rows.
-        return int(snap.snapshotId()), {days[0]: int(snap.summary().getOrDefault("added-records", "0"))}
-    rows = spark.sql(
-        f"SELECT partition.event_date AS d, record_count AS n FROM {identifier}.partitions"
-    ).collect()
-    counts = {r["d"]: int(r["n"]) for r in rows}
-    return int(snap.snapshotId()), {d: counts.get(d, 0) for d in days}
+    spark: SparkSession, identifiers: Sequence[str], days: list[date]
+) -> dict[str, tuple[int | None, dict[date, int]]]:
+    """identifier -> (current snapshot id, rows per day) right after a write (from metadata only)."""
+    snaps = current_snapshots(spark, identifiers)
+    out: dict[str, tuple[int | None, dict[date, int]]] = {}
+    for ident in identifiers:
+        if ident not in snaps:
+            out[ident] = (None, {d: 0 for d in days})
+        elif len(days) == 1:
+            # An overwrite of exactly one day: the rows the snapshot added are that day's rows.
+            out[ident] = (snaps[ident][0], {days[0]: snaps[ident][1]})
+        else:
+            rows = spark.sql(
+                f"SELECT partition.event_date AS d, record_count AS n FROM {ident}.partitions"
+            ).collect()
+            counts = {r["d"]: int(r["n"]) for r in rows}
+            out[ident] = (snaps[ident][0], {d: counts.get(d, 0) for d in days})
+    return out
 
 
 def _day_of_path(uri: str) -> date | None:
@@ -120,23 +143,26 @@ def _rollback(
     spark: SparkSession,
     catalog: str,
     namespace: str,
-    before: dict[str, int | None],
+    tables: Sequence[str],
+    started_ms: int,
     days: list[date],
     superseded_deleted: dict[str, list[str]] | None = None,
 ) -> None:
     """Undo this build's own writes, and only them.
 
-    For each table in ``before`` (its snapshot before this build touched it), the built ``days`` get back
-    the rows they had in that snapshot (an overwrite of exactly those days), and runs this build deleted
-    from other days (``superseded_deleted[table]``) are re-appended from it. Commits other runs made in
-    the meantime (another day's build on a PostgreSQL catalog) stay: unlike ``rollback_to_snapshot``, this
-    never moves the table back past them.
+    For each of ``tables`` (those this build started writing, at epoch ``started_ms``), the built ``days``
+    get back the rows they had in the snapshot current at ``started_ms`` (an overwrite of exactly those
+    days), and runs this build deleted from other days (``superseded_deleted[table]``) are re-appended
+    from it. A table this build never committed to is left alone. Commits other runs made in the meantime
+    (another day's build on a PostgreSQL catalog) stay: unlike ``rollback_to_snapshot``, this never moves
+    the table back past them.
     """
     superseded_deleted = superseded_deleted or {}
     in_days = F.col("event_date").isin(*[F.lit(d) for d in days])
-    for name, snap in before.items():
+    for name in tables:
         ident = table_identifier(catalog, namespace, name)
         try:
+            snap = snapshot_as_of(spark, ident, started_ms)
             if current_snapshot_id(spark, ident) == snap and name not in superseded_deleted:
                 continue  # this build's write to it never committed: nothing to undo
             if snap is None:  # the table was empty: remove what this build wrote
@@ -339,12 +365,14 @@ def _write_data_tables(
     from tqdm import tqdm
 
     day_lits = [F.lit(d) for d in write_days]
-    before: dict[str, int | None] = {}
+    idents = {name: table_identifier(catalog, namespace, name) for name in data_tables}
+    started_ms = int(time.time() * 1000) - 1  # commits after this instant are this build's (or later runs')
+    touched: list[str] = []
     deleted: dict[str, list[str]] = {}
     try:
         for name in tqdm(data_tables, desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"):
-            ident = table_identifier(catalog, namespace, name)
-            before[name] = current_snapshot_id(spark, ident)
+            ident = idents[name]
+            touched.append(name)
             if superseded_runs:
                 run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
                 spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
@@ -352,11 +380,12 @@ def _write_data_tables(
             table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
             table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
     except Exception:
-        log.error("writing %s failed: undoing this build's writes to %s", name, list(before))
-        _rollback(spark, catalog, namespace, before, write_days, deleted)
+        log.error("writing %s failed: undoing this build's writes to %s", name, touched)
+        _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
         raise
+    after = _rows_per_day(spark, list(idents.values()), write_days)
     for name in data_tables:
-        snap, counts = _rows_per_day(spark, table_identifier(catalog, namespace, name), write_days)
+        snap, counts = after[idents[name]]
         for d in write_days:
             results[d].row_counts[name] = counts.get(d, 0)
             if snap is not None:
@@ -436,7 +465,7 @@ def _append_processing_metadata(
                 "event_date": d,
                 "dagster_run_id": run_id,
                 "processed_at": now,
-                "spark_master": spark.sparkContext.master,
+                "spark_master": describe_master(spark),
                 "raw_root": raw_root,
                 "source_files": res.source_files,
                 "source_file_count": len(res.source_files),

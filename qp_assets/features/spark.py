@@ -231,13 +231,126 @@ def get_spark_session(
 ):
     """Return a SparkSession for the feature tables (see module doc); reuses an active one if present.
 
-    ``master`` defaults to ``Settings.spark_master`` (``local[*]``); pass ``spark://host:7077`` for the
-    standalone cluster. Driver memory is 1 GiB; jars are resolved once and cached.
+    With the stack's Spark Connect server reachable (``Settings.spark_connect_url``) and no ``spark://``
+    master asked for, the session is a Spark Connect client of that long-lived server: no JVM start and
+    warm JIT per build (about 6 s instead of 23 s for a day's ten tables). Otherwise an in-process Spark:
+    ``master`` defaults to ``Settings.spark_master`` (``local[*]``, which means the Connect server when it
+    runs); pass ``spark://host:7077`` for the standalone cluster. Driver memory is 1 GiB; jars are resolved once and cached.
+    """
+    settings = settings or Settings.from_env()
+    master = master or settings.spark_master or "local[*]"
+    if master == DEFAULT_MASTER and connect_server_reachable(settings):
+        return remote_session(settings)
+    return local_session(settings, master, app_name)
+
+
+#: The master that means "wherever the platform runs Spark": the stack's Spark Connect server when it runs.
+#: Any other master (``local[2]``, ``spark://...``) asks for an in-process session on exactly that master.
+DEFAULT_MASTER = "local[*]"
+
+
+def connect_server_reachable(settings: Settings, timeout_s: float = 1.0) -> bool:
+    """Whether ``settings.spark_connect_url`` is set and accepts TCP connections within ``timeout_s``."""
+    import socket
+
+    if not settings.spark_connect_url:
+        return False
+    host, port = connect_endpoint(settings.spark_connect_url)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        log.warning(
+            "Spark Connect server %s not reachable: starting an in-process Spark", settings.spark_connect_url
+        )
+        return False
+
+
+def connect_endpoint(url: str) -> tuple[str, int]:
+    """(host, port) of an ``sc://host:port[/;params]`` URL (port 15002 when absent)."""
+    parts = urlsplit(url.replace("sc://", "http://", 1))
+    if not url.startswith("sc://") or not parts.hostname:
+        raise ValueError(f"SPARK_CONNECT_URL={url!r}: expected sc://host:port")
+    return parts.hostname, parts.port or 15002
+
+
+#: Conf keys holding credentials: never sent to (or stored in) the Spark Connect server's configuration;
+#: the server reads S3 credentials from its environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+_SECRET_KEY_SUFFIXES = (".s3.access-key-id", ".s3.secret-access-key", ".jdbc.password",
+                        "fs.s3a.access.key", "fs.s3a.secret.key")  # fmt: skip
+
+
+def _without_secrets(conf: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in conf.items() if not k.endswith(_SECRET_KEY_SUFFIXES)}
+
+
+def remote_session(settings: Settings):
+    """A Spark Connect session on ``settings.spark_connect_url`` whose Iceberg catalog is the one
+    ``settings`` names (set on the session, without credentials: a private test catalog works as well as
+    the stack's). A session whose server restarted is replaced by a new one.
+
+    Raises RuntimeError naming the server when it does not answer a trivial query.
     """
     from pyspark.sql import SparkSession
 
-    settings = settings or Settings.from_env()
-    master = master or settings.spark_master or "local[*]"
+    url = settings.spark_connect_url
+    catalog = _without_secrets(catalog_conf(settings))
+    if catalog.get(f"spark.sql.catalog.{settings.iceberg_catalog_name}.jdbc.init-catalog-tables") == "false":
+        from qp_assets.features.catalog import ensure_catalog_tables
+
+        ensure_catalog_tables(settings)  # Spark will not create them (see catalog_conf)
+    if "SPARK_CONNECT_MODE_ENABLED" not in os.environ:  # one mode per process (see local_session)
+        classic = SparkSession.getActiveSession()
+        if classic is not None:
+            classic.stop()
+    for attempt in (1, 2):
+        spark = SparkSession.builder.remote(url).getOrCreate()
+        try:
+            for key, value in catalog.items():
+                spark.conf.set(key, value)
+            return spark
+        except Exception as exc:  # stale session (server restarted) or server not answering
+            try:
+                spark.stop()
+            except Exception:  # noqa: BLE001 - the session is being discarded anyway
+                pass
+            if attempt == 2:
+                raise RuntimeError(
+                    f"Spark Connect server {url} did not answer: {str(exc).splitlines()[0]}"
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+def is_remote(spark) -> bool:
+    """Whether ``spark`` is a Spark Connect client session."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def describe_master(spark) -> str:
+    """Where a session computes: its master (in-process) or ``sc://... (master)`` (Spark Connect)."""
+    if not is_remote(spark):
+        return spark.sparkContext.master
+    try:
+        server_master = spark.conf.get("spark.master")
+    except Exception:  # noqa: BLE001 - informative only
+        server_master = "?"
+    return f"spark-connect ({server_master})"
+
+
+def local_session(settings: Settings, master: str, app_name: str = "qp-features"):
+    """An in-process (py4j) SparkSession with :func:`session_conf`.
+
+    pyspark serves one mode per process: if this process used Spark Connect, its Connect session is
+    stopped first (its DataFrames become unusable), then functions build in-process columns again."""
+    from pyspark.sql import SparkSession
+
+    if os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None) is not None:
+        from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+        active = RemoteSession.getActiveSession()
+        if active is not None:
+            active.stop()
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = resolve_spark_jars(settings)
@@ -252,3 +365,88 @@ def get_spark_session(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+#: Main class of the Spark Connect server shipped in pyspark's jars.
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+#: SQLite catalog: how long a writer waits for the lock (ms) instead of failing at once.
+SQLITE_BUSY_TIMEOUT_MS = 60_000
+
+
+def connect_server_conf(settings: Settings) -> dict[str, str]:
+    """Every conf entry of the stack's Spark Connect server: :func:`session_conf` for
+    ``Settings.spark_master`` plus the gRPC binding of ``Settings.spark_connect_url`` and 1.5 GiB of driver
+    memory (sessions of concurrent feature runs share it). Idle client sessions (a run worker killed
+    mid-build) are dropped after 10 minutes."""
+    master = settings.spark_master if settings.spark_master.startswith("spark://") else "local[*]"
+    conf = session_conf(settings, master, resolve_spark_jars(settings))
+    host, port = connect_endpoint(settings.spark_connect_url or "sc://127.0.0.1:15002")
+    conf.update(
+        {
+            "spark.master": master,
+            "spark.app.name": "qp-spark-connect",
+            "spark.driver.memory": "1536m",
+            "spark.connect.grpc.binding.address": host,
+            "spark.connect.grpc.binding.port": str(port),
+            "spark.connect.session.manager.defaultSessionTimeout": "10min",
+        }
+    )
+    prefix = f"spark.sql.catalog.{settings.iceberg_catalog_name}"
+    if conf.get(f"{prefix}.uri", "").startswith("jdbc:sqlite:"):
+        conf[f"{prefix}.jdbc.busy_timeout"] = str(SQLITE_BUSY_TIMEOUT_MS)
+    # S3 keys never in the conf (a client could read them back); the JDBC password of a PostgreSQL catalog
+    # stays (the catalog cannot connect without it): the conf file is 0600, and it is loopback-only.
+    conf = {k: v for k, v in _without_secrets(conf).items()} | {
+        k: v for k, v in conf.items() if k.endswith(".jdbc.password")
+    }
+    # S3 credentials from the server's environment (see connect_server_env), for s3a and Iceberg alike
+    conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
+        "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"
+    )
+    return conf
+
+
+def connect_server_env(settings: Settings) -> dict[str, str]:
+    """Environment of the Spark Connect server: the S3 credentials it reads (never in its conf)."""
+    return {
+        "AWS_ACCESS_KEY_ID": settings.aws_access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.aws_secret_access_key,
+    }
+
+
+def serve_connect(settings: Settings | None = None) -> None:
+    """Replace this process with the stack's Spark Connect server (``qp stack`` runs it as a service).
+
+    The configuration goes through a 0600 properties file (never argv) and holds no credentials: S3 keys
+    come from the environment, so no client can read them back with ``spark.conf.get``.
+    """
+    import pyspark
+
+    settings = settings or Settings.from_env()
+    conf = connect_server_conf(settings)
+    if conf.get(f"spark.sql.catalog.{settings.iceberg_catalog_name}.jdbc.init-catalog-tables") == "false":
+        from qp_assets.features.catalog import ensure_catalog_tables
+
+        ensure_catalog_tables(settings)
+    conf_dir = settings.runtime_dir / "conf" / "spark-connect"
+    conf_dir.mkdir(parents=True, exist_ok=True)
+    props = conf_dir / "spark-connect.conf"
+    fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        for key, value in conf.items():
+            out.write(f"{key} {value}\n")
+    home = Path(pyspark.__file__).parent
+    argv = [str(home / "bin" / "spark-submit"), "--properties-file", str(props),
+            "--class", CONNECT_SERVER_CLASS, "spark-internal"]  # fmt: skip
+    env = {
+        **os.environ,
+        **connect_server_env(settings),
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    os.execve(argv[0], argv, env)
+
+
+if __name__ == "__main__":
+    serve_connect()

@@ -92,7 +92,8 @@ class BoundedS3Resource(S3Resource):
 
 
 class SparkResource(ConfigurableResource):
-    """SparkSession factory over ``qp_assets.features.spark.get_spark_session`` (local[*] or spark://)."""
+    """SparkSession factory over ``qp_assets.features.spark.get_spark_session``: a client of the stack's
+    Spark Connect server when it runs, else an in-process Spark (local[*] or spark://)."""
 
     master: str = Field(description="Spark master URL: local[*] or spark://host:7077")
     sqlite_busy_timeout_ms: int = Field(
@@ -100,12 +101,12 @@ class SparkResource(ConfigurableResource):
     )
 
     def get_session(self, settings: Settings | None = None) -> Any:
-        from qp_assets.features.spark import get_spark_session
+        from qp_assets.features.spark import get_spark_session, is_remote
 
         settings = settings or Settings.from_env()
         _drop_dead_session()
         session = get_spark_session(dataclasses.replace(settings, spark_master=self.master), self.master)
-        if "sqlite" in settings.iceberg_catalog_uri:
+        if "sqlite" in settings.iceberg_catalog_uri and not is_remote(session):  # the server sets its own
             # The embedded SQLite catalog has one writer at a time: wait for the lock (ms) instead of
             # failing at once. Read when the catalog is first loaded in this session (lazily).
             session.conf.set(
@@ -122,8 +123,8 @@ def _drop_dead_session() -> None:
 
     try:
         active = SparkSession.getActiveSession()
-        if active is None:
-            return
+        if active is None or type(active).__module__.startswith("pyspark.sql.connect"):
+            return  # Spark Connect sessions are checked (and replaced) by features.spark.remote_session
         active.sparkContext._jsc.sc().isStopped()
         return
     except Exception:  # py4j cannot reach the JVM: reset pyspark's process-wide singletons

@@ -39,11 +39,11 @@ def _print_status(services: list[str] | None) -> int:
     from qp_assets.stack.launcher import status
 
     rows = status(services)
-    print(f"{'service':<12} {'endpoint':<22} {'pid':>8} {'rss MB':>8}  {'health':<17} log")
+    print(f"{'service':<13} {'endpoint':<22} {'pid':>8} {'rss MB':>8}  {'health':<17} log")
     for row in rows:
         pid = str(row.pid) if row.pid else "-"
         rss = f"{row.rss_bytes / 2**20:.0f}" if row.rss_bytes else "-"
-        print(f"{row.name:<12} {row.endpoint:<22} {pid:>8} {rss:>8}  {row.state:<17} {row.log_file}")
+        print(f"{row.name:<13} {row.endpoint:<22} {pid:>8} {rss:>8}  {row.state:<17} {row.log_file}")
     return 0 if all(r.state in ("healthy", "external-healthy") for r in rows) else 1
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -141,6 +143,12 @@ class StackContext:
         except ValueError:
             raise StackError(f"QP_SEAWEEDFS_PORT_OFFSET={raw!r} is not an integer") from None
         return {flag: port + offset for flag, port in SEAWEED_DEFAULT_PORTS.items()}
+
+    @property
+    def spark_connect(self) -> Endpoint:
+        return _endpoint(
+            (self.settings.spark_connect_url or "sc://127.0.0.1:15002").replace("sc://", "tcp://", 1), 15002
+        )
 
     @property
     def pushgateway(self) -> Endpoint:
@@ -640,6 +648,29 @@ def _connect_probe(ctx: StackContext) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Spark Connect (the feature builds' long-lived Spark)
+# ---------------------------------------------------------------------------------------------
+
+
+def _spark_connect_command(ctx: StackContext) -> list[str]:
+    """``python -m qp_assets.features.spark``: renders the server's conf (the feature tables' own Spark
+    configuration, jars resolved once) and execs spark-submit in place (same pid)."""
+    return [sys.executable, "-m", "qp_assets.features.spark"]
+
+
+def _spark_connect_env(ctx: StackContext) -> dict[str, str]:
+    return {"QP_HOME": str(ctx.root), "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+def _port_open(endpoint: Endpoint, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
 # PushGateway and Prometheus (Debian packages)
 # ---------------------------------------------------------------------------------------------
 
@@ -768,7 +799,7 @@ def _always(ctx: StackContext) -> bool:
     return True
 
 
-# Start order: object store -> Kafka -> registry -> Connect -> PushGateway -> Prometheus.
+# Start order: object store -> Kafka -> registry -> Connect -> Spark Connect -> PushGateway -> Prometheus.
 SERVICES: dict[str, Service] = {
     s.name: s
     for s in [
@@ -821,6 +852,19 @@ SERVICES: dict[str, Service] = {
             after_ready=_connect_after_ready,
             depends_on=("seaweedfs", "kafka", "registry"),  # the S3 sink reads schemas, writes S3
             start_timeout=150,
+            stop_grace=20,
+        ),
+        Service(
+            name="spark-connect",
+            endpoint=lambda c: c.spark_connect,
+            ports=lambda c: [c.spark_connect.port],
+            fetch=_noop,
+            fetched=_always,
+            command=_spark_connect_command,
+            env=_spark_connect_env,
+            probe=lambda c: _port_open(c.spark_connect),
+            depends_on=("seaweedfs",),  # the warehouse and landed files live in S3
+            start_timeout=240,  # a first start resolves the Spark jars with Maven
             stop_grace=20,
         ),
         Service(
