@@ -226,9 +226,10 @@ def test_dagster_job_on_spark_cluster_gives_airflow_rows(airflow_day) -> None:
     after_dagster = {t: _rows(t, day, settings) for t in DATA_TABLES}
     for table in DATA_TABLES:
         assert after_dagster[table] == after_airflow[table], table
-    # processing_metadata logs one row per materialization: the Airflow one (local[*]) and the cluster one
+    # processing_metadata logs one row per materialization: the Airflow one (on the stack's Spark Connect
+    # server, whose master is local[*]) and the cluster one
     meta = [json.loads(r) for r in _rows("processing_metadata", day, settings)]
-    assert sorted(m["spark_master"] for m in meta) == sorted(["local[*]", cluster.master_url])
+    assert sorted(m["spark_master"] for m in meta) == sorted(["spark-connect (local[*])", cluster.master_url])
 
 
 def test_success_mail_sent_once_to_configured_address(airflow_day) -> None:

@@ -81,6 +81,10 @@ def catalog(env):
 
 
 def test_day1_golden_rows_exact(env):
+    from qp_assets.features.spark import describe_master
+
+    # the test stack runs the Spark Connect server: builds are its clients, on this module's own catalog
+    assert describe_master(env["spark"]) == "spark-connect (local[*])"
     result = build(env, DAY1, "dagster-run-1")
     expected = golden.expected_rows(golden.records_of_day(env["files"], DAY1))
     assert not result.empty and result.runs == 5

@@ -13,7 +13,15 @@ import pytest
 from qp_assets.features import golden
 from qp_assets.features.catalog import check_table_name, parse_as_of
 from qp_assets.features.raw import AVRO_MAGIC, list_day_files, split_avro_files
-from qp_assets.features.spark import SPARK_POM, catalog_conf, jdbc_catalog_uri, session_conf
+from qp_assets.features.spark import (
+    SPARK_POM,
+    catalog_conf,
+    connect_endpoint,
+    connect_server_conf,
+    connect_server_env,
+    jdbc_catalog_uri,
+    session_conf,
+)
 from qp_assets.features.transforms import DATA_TABLES, RAW_SOURCE, TABLES, create_table_sql, lineage
 from qp_assets.settings import Settings
 
@@ -152,3 +160,44 @@ def test_a_failed_read_is_never_a_bad_file(tmp_path: Path):
     assert split_avro_files([good.as_uri(), (tmp_path / "gone.avro").as_uri()]) == ([good.as_uri()], [])
     assert is_transient_read_error(RuntimeError("java.net.SocketTimeoutException: Read timed out"))
     assert not is_transient_read_error(RuntimeError("org.apache.avro.AvroRuntimeException: Invalid sync!"))
+
+
+def test_spark_connect_server_conf_holds_no_s3_secret(tmp_path: Path, monkeypatch):
+    """The server's conf is readable by any Connect client (spark.conf.get): S3 keys go by environment."""
+    import qp_assets.features.spark as spark_mod
+
+    monkeypatch.setattr(spark_mod, "resolve_spark_jars", lambda settings: [Path("/x/avro-1.12.1.jar")])
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        iceberg_catalog_uri=f"sqlite:///{tmp_path}/c.db",
+        iceberg_catalog_name="cat",
+        aws_access_key_id="AKIA-unit-test",
+        aws_secret_access_key="unit-test-secret",
+        spark_connect_url="sc://127.0.0.1:35002",
+    )
+    conf = connect_server_conf(settings)
+    assert not [k for k, v in conf.items() if v in ("AKIA-unit-test", "unit-test-secret")]
+    assert (conf["spark.connect.grpc.binding.address"], conf["spark.connect.grpc.binding.port"]) == (
+        "127.0.0.1",
+        "35002",
+    )
+    assert conf["spark.master"] == "local[*]" and conf["spark.sql.catalog.cat.jdbc.busy_timeout"] == "60000"
+    assert conf["spark.hadoop.fs.s3a.aws.credentials.provider"].endswith(
+        "EnvironmentVariableCredentialsProvider"
+    )
+    assert connect_server_env(settings) == {
+        "AWS_ACCESS_KEY_ID": "AKIA-unit-test",
+        "AWS_SECRET_ACCESS_KEY": "unit-test-secret",
+    }
+    assert connect_endpoint("sc://10.0.0.5:17002/;user_id=x") == ("10.0.0.5", 17002)
+    with pytest.raises(ValueError, match="SPARK_CONNECT_URL"):
+        connect_endpoint("http://127.0.0.1:15002")
+
+
+def test_spark_connect_url_follows_the_port_offset_and_can_be_switched_off(monkeypatch):
+    for name in ("SPARK_CONNECT_URL", "QP_SPARK_CONNECT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QP_PORT_OFFSET", "1000")
+    assert Settings.from_env().spark_connect_url == "sc://127.0.0.1:16002"
+    monkeypatch.setenv("QP_SPARK_CONNECT", "off")
+    assert Settings.from_env().spark_connect_url == ""
