@@ -350,6 +350,11 @@ def build_days(
     return [results[d] for d in target_days]
 
 
+#: Tables written at once: each write is a short Spark job plus a catalog commit, mostly waiting on S3 and
+#: the catalog, so a few in flight overlap those waits (2-core machine: 9 tables in about half the time).
+WRITE_THREADS = 3
+
+
 def _write_data_tables(
     spark: SparkSession,
     good: DataFrame,
@@ -360,32 +365,51 @@ def _write_data_tables(
     results: dict[date, DayBuildResult],
     superseded_runs: Sequence[str] = (),
 ) -> None:
-    """Overwrite ``write_days`` of each table with ``good``, first deleting ``superseded_runs`` (older
-    results of the same requests, in other days); any failure rolls every touched table back."""
+    """Overwrite ``write_days`` of each table with ``good`` (``WRITE_THREADS`` tables at a time), first
+    deleting ``superseded_runs`` (older results of the same requests, in other days); any failure rolls
+    every touched table back, after the writes in flight have finished."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm import tqdm
 
     day_lits = [F.lit(d) for d in write_days]
     idents = {name: table_identifier(catalog, namespace, name) for name in data_tables}
     started_ms = int(time.time() * 1000) - 1  # commits after this instant are this build's (or later runs')
-    touched: list[str] = []
     deleted: dict[str, list[str]] = {}
-    try:
-        for name in tqdm(data_tables, desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"):
-            ident = idents[name]
-            touched.append(name)
-            if superseded_runs:
-                run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
-                spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
-                deleted[name] = list(superseded_runs)
-            table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
-            table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
-    except Exception:
-        log.error("writing %s failed: undoing this build's writes to %s", name, touched)
+    run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
+
+    def write(name: str) -> tuple[int | None, dict[date, int]]:
+        ident = idents[name]
+        if superseded_runs:
+            deleted[name] = list(superseded_runs)
+            spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
+        table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
+        table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
+        return _rows_per_day(spark, [ident], write_days)[ident]
+
+    after: dict[str, tuple[int | None, dict[date, int]]] = {}
+    failures: list[tuple[str, BaseException]] = []
+    progress = tqdm(
+        total=len(data_tables), desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"
+    )
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="qp-write") as pool:
+        futures = {pool.submit(write, name): name for name in data_tables}
+        for future in as_completed(futures):
+            try:
+                after[futures[future]] = future.result()
+            except Exception as exc:  # noqa: BLE001 - every failure is reported, the first re-raised
+                failures.append((futures[future], exc))
+                for pending in futures:
+                    pending.cancel()  # not started yet: never written, nothing to undo
+            progress.update(1)
+    progress.close()
+    if failures:
+        touched = [n for n, f in zip(data_tables, futures, strict=True) if not f.cancelled()]
+        log.error("writing %s failed: undoing this build's writes to %s", [n for n, _ in failures], touched)
         _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
-        raise
-    after = _rows_per_day(spark, list(idents.values()), write_days)
+        raise failures[0][1]
     for name in data_tables:
-        snap, counts = after[idents[name]]
+        snap, counts = after[name]
         for d in write_days:
             results[d].row_counts[name] = counts.get(d, 0)
             if snap is not None:
