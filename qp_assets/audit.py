@@ -35,6 +35,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from qp_assets.settings import Settings
@@ -233,7 +234,10 @@ class KafkaWindowReader:
                     TopicPartition(topic, partition), timeout=self.timeout_s, cached=False
                 )
                 begin = self._offset_at(topic, partition, start_ms, high)
-                stop = high if end_ms is None else self._offset_at(topic, partition, end_ms, high)
+                # timestamps need not follow offsets (CreateTime of a late producer, a result replayed
+                # with its event time): the first offset at start_ms is exact in any order (earliest
+                # offset stamped >= start_ms), an "offset at end_ms" is not, so read to the end and filter
+                stop = high
             except KafkaException as exc:
                 raise AuditError(f"Kafka {topic}[{partition}]: offset lookup failed ({exc})") from exc
             begin = max(begin, low)
@@ -436,6 +440,10 @@ def read_rows_for(settings: Settings, request_ids: set[str], timeout_s: float) -
 
     if not request_ids:
         return []
+    uri = settings.iceberg_catalog_uri
+    for scheme in ("jdbc:sqlite:", "sqlite:///"):
+        if uri.startswith(scheme) and not Path(uri[len(scheme) :]).exists():
+            return []  # no feature build ever ran on this runtime: no catalog file, no table, no rows
     try:
         table = load_feature_table("vqe_results", settings)
     except (NoSuchTableError, NoSuchNamespaceError):

@@ -396,8 +396,13 @@ def executor_from_env(env: dict[str, str] | None = None):
     return local_gpu_executor()
 
 
-def build_vqe_runner_job(executor=None):
-    """The job with the given executor, else the one ``QP_VQE_EXECUTOR`` selects (see :func:`executor_from_env`)."""
+def build_vqe_runner_job(executor=None, read_retry: RetryPolicy | None = None):
+    """The job with the given executor, else the one ``QP_VQE_EXECUTOR`` selects (see :func:`executor_from_env`).
+
+    ``read_retry`` replaces ``load_request_batch``'s retry budget (default :data:`REQUEST_READ_RETRY`, about
+    6 minutes); a range that still fails is retried by the request sensor (``sensors.range_retry``).
+    """
+    loader = load_request_batch.with_retry_policy(read_retry) if read_retry else load_request_batch
 
     @job(
         name="vqe_runner_job",
@@ -406,7 +411,7 @@ def build_vqe_runner_job(executor=None):
         description="Run one offset range of VQE requests: simulate, publish, push metrics.",
     )
     def vqe_runner_job():
-        results = load_request_batch().map(run_vqe_request)
+        results = loader().map(run_vqe_request)
         summarize_batch(results.collect())
 
     return vqe_runner_job

@@ -59,6 +59,9 @@ def request_sensor_result(
     max_per_run: int,
     start: str,
     grace_s: int = DEFAULT_START_GRACE_S,
+    instance=None,
+    job_name: str = "vqe_runner_job",
+    log=None,
 ) -> SensorResult | SkipReason:
     """One tick of the Kafka request sensor (watermarks only; see kafka_offsets).
 
@@ -67,6 +70,10 @@ def request_sensor_result(
     so history another instance or ``qp e2e`` already processed is not re-run; ``earliest`` re-runs all
     retained history. Partitions that appear later (the topic created after the sensor started, or grown)
     start at their beginning: every request submitted while the sensor runs is processed.
+
+    With ``instance``, ranges whose runs failed are requested again or, after ``QP_REQUEST_RANGE_ATTEMPTS``
+    (default 5) failed runs, dead-lettered with an ERROR alert (``sensors.range_retry``); the retry waits
+    ``QP_REQUEST_RANGE_RETRY_DELAY_S`` (default 60) after the last run ended. Both are read at each tick.
     """
     started = time.monotonic()
     topic = kafka.requests_topic
@@ -81,7 +88,21 @@ def request_sensor_result(
         next_offsets = kafka.offsets_at_time(topic, sorted(marks), since_ms)
     ranges, next_offsets = plan_ranges(topic, next_offsets, marks, max_per_run)
     new_cursor = dump_cursor(topic, next_offsets)
-    if not ranges:
+    retries: list[RunRequest] = []
+    if instance is not None:
+        from qp_assets.sensors.range_retry import failed_range_requests
+
+        retries, alerts = failed_range_requests(
+            instance,
+            job_name,
+            kafka.settings(),
+            _env_int("QP_REQUEST_RANGE_ATTEMPTS", 5),
+            float(_env_int("QP_REQUEST_RANGE_RETRY_DELAY_S", 60)),
+        )
+        for alert in alerts:
+            if log is not None:
+                log.error(alert)
+    if not ranges and not retries:
         return SensorResult(
             skip_reason=SkipReason(f"no new requests on {topic} ({time.monotonic() - started:.2f}s)"),
             cursor=new_cursor,
@@ -109,7 +130,7 @@ def request_sensor_result(
         )
         for r in ranges
     ]
-    return SensorResult(run_requests=requests, cursor=new_cursor)
+    return SensorResult(run_requests=requests + retries, cursor=new_cursor)
 
 
 def landing_sensor_result(
@@ -183,7 +204,16 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
     def kafka_vqe_request_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
-        return request_sensor_result(context.cursor, kafka, max_per_run, start, grace_s)
+        return request_sensor_result(
+            context.cursor,
+            kafka,
+            max_per_run,
+            start,
+            grace_s,
+            context.instance,
+            vqe_runner_job.name,
+            context.log,
+        )
 
     from qp_assets.assets.partitions import partitions_start_date
 

@@ -99,15 +99,21 @@ def serializer(settings: Settings, topic: str, schema_name: str, version: int) -
     return _SERIALIZERS[key]
 
 
-def produce_acked(settings: Settings, topic: str, key: str, value: bytes) -> tuple[int, int]:
-    """Produce one record and wait for Kafka's acknowledgement; return (partition, offset)."""
+def produce_acked(
+    settings: Settings, topic: str, key: str, value: bytes, timestamp_ms: int | None = None
+) -> tuple[int, int]:
+    """Produce one record and wait for Kafka's acknowledgement; return (partition, offset).
+
+    ``timestamp_ms`` (epoch ms) becomes the record's Kafka timestamp (CreateTime); None: the producer's now.
+    """
     producer = _producer(settings)
     report: dict[str, Any] = {}
 
     def on_delivery(err: Any, msg: Any) -> None:
         report["err"], report["msg"] = err, msg
 
-    producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery)
+    extra = {"timestamp": int(timestamp_ms)} if timestamp_ms is not None else {}
+    producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery, **extra)
     deadline = time.monotonic() + delivery_timeout_ms() / 1000 + 5
     while "err" not in report and time.monotonic() < deadline:
         producer.poll(0.1)
@@ -159,24 +165,29 @@ def publish_record(
     version: int,
     spool_on_failure: bool = True,
     topic_partitions: int | None = None,
+    timestamp_ms: int | None = None,
 ) -> PublishOutcome:
     """Serialize ``record`` with ``schema_name`` v``version`` and publish it; spool it if Kafka/registry fail.
 
     ``topic_partitions``: create ``topic`` with that many partitions first (once per process) if missing.
+    ``timestamp_ms``: the Kafka timestamp (a result's event time); kept in the spool entry for the replay.
     An incompatible schema is never spooled (replaying cannot fix it): it raises SchemaIncompatibleError.
     """
     try:
         value = serializer(settings, topic, schema_name, version)(record)
         if topic_partitions:
             ensure_topic_once(settings, topic, topic_partitions)
-        partition, offset = produce_acked(settings, topic, key, value)
+        partition, offset = produce_acked(settings, topic, key, value, timestamp_ms)
     except SchemaIncompatibleError:
         raise
     except Exception as exc:  # Kafka or registry unreachable, timeouts
         if not spool_on_failure:
             raise
         path = spool_dir(settings) / f"{key}.json"
-        entry = {"topic": topic, "key": key, "schema": schema_name, "version": version, "record": record}
+        entry = {
+            "topic": topic, "key": key, "schema": schema_name, "version": version, "record": record,
+            "timestamp_ms": timestamp_ms,
+        }  # fmt: skip
         write_private(path, json.dumps(entry, default=_json_default))
         log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
         return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
@@ -191,7 +202,11 @@ def publish_result(
     spool_on_failure: bool = True,
     version: int | None = None,
 ) -> PublishOutcome:
-    """Publish a ``VQEResult`` (or its record dict) to ``vqe_result_v<N>.<configuration suffix>``."""
+    """Publish a ``VQEResult`` (or its record dict) to ``vqe_result_v<N>.<configuration suffix>``.
+
+    The Kafka timestamp is the result's ``event_time``, also when it is replayed from the spool later: the
+    sink files a result under the day (and hour) of its own event time, the day its feature build keeps.
+    """
     settings = settings or Settings.from_env()
     record = result if isinstance(result, dict) else result.to_record()
     version = version or latest_version(RESULT_SCHEMA)
@@ -199,7 +214,18 @@ def publish_result(
     return publish_record(
         record, settings, topic=topic, key=record["run_id"], schema_name=RESULT_SCHEMA, version=version,
         spool_on_failure=spool_on_failure, topic_partitions=RESULT_PARTITIONS,
+        timestamp_ms=event_time_ms(record),
     )  # fmt: skip
+
+
+def event_time_ms(record: dict[str, Any]) -> int | None:
+    """A result record's ``event_time`` as epoch ms (datetime, or ms as spooled), None if absent."""
+    value = record.get("event_time")
+    if isinstance(value, datetime):
+        return _json_default(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return None
 
 
 def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
@@ -275,22 +301,35 @@ def publish_request(
 def replay_spool(settings: Settings | None = None) -> tuple[int, int]:
     """Republish every spooled record; delete each spool file only after Kafka acknowledged it.
 
+    Each record keeps its Kafka timestamp (the spool entry's ``timestamp_ms``; for a result spooled by an
+    older version, its ``event_time``). A spool file that cannot be parsed is skipped, kept and reported
+    (WARNING naming it; counted as still spooled): one corrupt file never stops the replay of the others.
     Returns (published, still spooled).
     """
     settings = settings or Settings.from_env()
     published = failed = 0
     for path in sorted(spool_dir(settings).glob("*.json")):
-        entry = json.loads(path.read_text())
         try:
-            value = serializer(settings, entry["topic"], entry["schema"], entry["version"])(entry["record"])
-            if entry["topic"].startswith(RESULT_TOPIC_PREFIX):
-                ensure_topic_once(settings, entry["topic"], RESULT_PARTITIONS)
-            produce_acked(settings, entry["topic"], entry["key"], value)
+            entry = json.loads(path.read_text())
+            topic, key, record = entry["topic"], entry["key"], entry["record"]
+            schema, version = entry["schema"], entry["version"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            failed += 1
+            log.warning("spool file %s is unreadable, skipped and kept: %s", path, exc)
+            continue
+        timestamp_ms = entry.get("timestamp_ms")
+        if timestamp_ms is None and topic.startswith(RESULT_TOPIC_PREFIX) and isinstance(record, dict):
+            timestamp_ms = event_time_ms(record)
+        try:
+            value = serializer(settings, topic, schema, version)(record)
+            if topic.startswith(RESULT_TOPIC_PREFIX):
+                ensure_topic_once(settings, topic, RESULT_PARTITIONS)
+            produce_acked(settings, topic, key, value, timestamp_ms)
         except Exception as exc:
             failed += 1
             log.warning("replay of %s failed, kept in spool: %s", path.name, exc)
             continue
         path.unlink()
         published += 1
-        log.info("replayed %s to %s", entry["key"], entry["topic"])
+        log.info("replayed %s to %s", key, topic)
     return published, failed

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -96,15 +97,23 @@ def send_to_dead_letter(
     return True
 
 
-def consume_range(
-    topic: str, partition: int, start: int, end: int, settings: Settings | None = None, *, timeout_s: float = 60.0
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Decoded requests at offsets ``[start, end)`` of ``topic``/``partition``, in offset order.
+@dataclass(frozen=True)
+class RawMessage:
+    """One message as stored in Kafka (nothing decoded)."""
 
-    Undecodable messages are dead-lettered and skipped. Raises RegistryUnavailableError when the registry
-    cannot be reached (nothing is dead-lettered then; the caller retries the range), and TimeoutError if
-    the range cannot be read within ``timeout_s`` (e.g. the offsets were deleted by retention).
-    """
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def read_range_raw(
+    topic: str, partition: int, start: int, end: int, settings: Settings | None = None, *, timeout_s: float = 60.0
+) -> list[RawMessage]:  # fmt: skip
+    """The messages at offsets ``[start, end)`` of ``topic``/``partition``, undecoded, in offset order
+    (``assign`` + explicit offset, no group commits; needs no registry). Raises TimeoutError if the range
+    cannot be read within ``timeout_s`` (e.g. the offsets were deleted by retention) and RuntimeError on a
+    Kafka error."""
     settings = settings or Settings.from_env()
     if end <= start:
         return []
@@ -120,9 +129,7 @@ def consume_range(
             },
         )
     )
-    deserializer = value_deserializer(settings.schema_registry_url)
-    out: list[dict[str, Any]] = []
-    dead: list[tuple[int, bytes | None, bytes | None, str, int]] = []  # sent once the whole range was read
+    out: list[RawMessage] = []
     try:
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
@@ -143,26 +150,44 @@ def consume_range(
             next_offset = offset + 1
             if offset >= end:
                 break
-            try:
-                if msg.value() is None:
-                    raise ValueError("tombstone: the message has no value")
-                record = deserialize(deserializer, topic, msg.value())
-                if not isinstance(record, dict):
-                    raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
-                request = normalize_request(record)
-                request[SOURCE_KEY] = source_of(
-                    topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1]
-                )
-                out.append(request)
-            except Exception as exc:  # undecodable: dead-letter, never drop
-                if is_registry_outage(exc):
-                    raise RegistryUnavailableError(
-                        f"schema registry {settings.schema_registry_url} unavailable while decoding "
-                        f"{topic}:{partition}@{offset} ({exc!r}); nothing was consumed or dead-lettered"
-                    ) from exc
-                dead.append((offset, msg.key(), msg.value(), repr(exc), msg.timestamp()[1]))
+            out.append(RawMessage(offset, msg.key(), msg.value(), msg.timestamp()[1]))
     finally:
         consumer.close()
+    return out
+
+
+def consume_range(
+    topic: str, partition: int, start: int, end: int, settings: Settings | None = None, *, timeout_s: float = 60.0
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Decoded requests at offsets ``[start, end)`` of ``topic``/``partition``, in offset order.
+
+    Undecodable messages are dead-lettered and skipped. Raises RegistryUnavailableError when the registry
+    cannot be reached (nothing is dead-lettered then; the caller retries the range), and TimeoutError if
+    the range cannot be read within ``timeout_s`` (e.g. the offsets were deleted by retention).
+    """
+    settings = settings or Settings.from_env()
+    deserializer = value_deserializer(settings.schema_registry_url)
+    out: list[dict[str, Any]] = []
+    dead: list[tuple[int, bytes | None, bytes | None, str, int]] = []  # sent once the whole range was read
+    for msg in read_range_raw(topic, partition, start, end, settings, timeout_s=timeout_s):
+        try:
+            if msg.value is None:
+                raise ValueError("tombstone: the message has no value")
+            record = deserialize(deserializer, topic, msg.value)
+            if not isinstance(record, dict):
+                raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
+            request = normalize_request(record)
+            request[SOURCE_KEY] = source_of(
+                topic, partition, msg.offset, msg.key, msg.value, msg.timestamp_ms
+            )
+            out.append(request)
+        except Exception as exc:  # undecodable: dead-letter, never drop
+            if is_registry_outage(exc):
+                raise RegistryUnavailableError(
+                    f"schema registry {settings.schema_registry_url} unavailable while decoding "
+                    f"{topic}:{partition}@{msg.offset} ({exc!r}); nothing was consumed or dead-lettered"
+                ) from exc
+            dead.append((msg.offset, msg.key, msg.value, repr(exc), msg.timestamp_ms))
     # only after the whole range was read, and once per origin: a re-read range dead-letters nothing twice
     for offset, key, value, error, timestamp_ms in dead:
         send_to_dead_letter(
