@@ -230,9 +230,13 @@ def run_vqe_request(
                 monitor.stop()
     finally:
         placement.release()
-    from qp_assets.streaming.publisher import publish_result
+    from qp_assets.streaming.publisher import RecordTooLargeError, publish_result
 
-    outcome = publish_result(result, settings)
+    try:
+        outcome = publish_result(result, settings)
+    except RecordTooLargeError as exc:  # Kafka will never take it: dead-letter the request with the reason
+        yield _reject(context, request, RuntimeError(f"result {result.run_id}: {exc}"), settings, "publish")
+        return
     if not outcome.published:
         # spooled locally (Kafka unreachable); `qp results replay` republishes it - never lost, but say so
         context.log.warning("result %s spooled to %s: %s", result.run_id, outcome.spool_path, outcome.error)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from qp_assets.settings import Settings
@@ -47,6 +47,13 @@ def delivery_timeout_ms() -> int:
 
 class PublishError(RuntimeError):
     """Kafka did not acknowledge a record within the delivery timeout."""
+
+
+class RecordTooLargeError(PublishError):
+    """Kafka refused the record for its size (``message.max.bytes`` of the producer, broker or topic).
+
+    Not an outage: a replay would be refused again, so such a record is never spooled. The runner
+    dead-letters the request with this reason (stage ``publish``)."""
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,23 @@ def produce_acked(
         report["err"], report["msg"] = err, msg
 
     extra = {"timestamp": int(timestamp_ms)} if timestamp_ms is not None else {}
-    producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery, **extra)
+    try:
+        producer.produce(topic, key=key.encode(), value=value, on_delivery=on_delivery, **extra)
+    except KafkaException as exc:
+        if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.MSG_SIZE_TOO_LARGE:
+            raise RecordTooLargeError(
+                f"{topic} key {key}: {len(value)} bytes refused by the producer (message.max.bytes): {exc}"
+            ) from exc
+        raise
     deadline = time.monotonic() + delivery_timeout_ms() / 1000 + 5
     while "err" not in report and time.monotonic() < deadline:
         producer.poll(0.1)
     if "err" not in report:
         raise PublishError(f"no delivery report for {topic} key {key} within {delivery_timeout_ms()} ms")
+    if report["err"] is not None and report["err"].code() == KafkaError.MSG_SIZE_TOO_LARGE:
+        raise RecordTooLargeError(
+            f"{topic} key {key}: {len(value)} bytes refused by Kafka (message.max.bytes): {report['err']}"
+        )
     if report["err"] is not None:
         raise PublishError(f"Kafka did not acknowledge {topic} key {key}: {report['err']}")
     return report["msg"].partition(), report["msg"].offset()
@@ -171,15 +189,16 @@ def publish_record(
 
     ``topic_partitions``: create ``topic`` with that many partitions first (once per process) if missing.
     ``timestamp_ms``: the Kafka timestamp (a result's event time); kept in the spool entry for the replay.
-    An incompatible schema is never spooled (replaying cannot fix it): it raises SchemaIncompatibleError.
+    An incompatible schema or a record Kafka refuses for its size is never spooled (replaying cannot fix
+    it): it raises SchemaIncompatibleError / RecordTooLargeError.
     """
     try:
         value = serializer(settings, topic, schema_name, version)(record)
         if topic_partitions:
             ensure_topic_once(settings, topic, topic_partitions)
         partition, offset = produce_acked(settings, topic, key, value, timestamp_ms)
-    except SchemaIncompatibleError:
-        raise
+    except (SchemaIncompatibleError, RecordTooLargeError):
+        raise  # replaying cannot fix either: never spooled
     except Exception as exc:  # Kafka or registry unreachable, timeouts
         if not spool_on_failure:
             raise
