@@ -39,6 +39,7 @@ def _isolated_env(home: Path, shift: int) -> dict[str, str]:
         "QP_SEAWEEDFS_PORT_OFFSET": str(shift),
         "PUSHGATEWAY_URL": f"127.0.0.1:{9091 + shift}",
         "PROMETHEUS_URL": f"http://127.0.0.1:{9090 + shift}",
+        "SPARK_CONNECT_URL": f"sc://127.0.0.1:{15002 + shift}",
     }
 
 
