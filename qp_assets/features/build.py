@@ -393,7 +393,9 @@ def _write_data_tables(
         total=len(data_tables), desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"
     )
     with ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="qp-write") as pool:
-        futures = {pool.submit(write, name): name for name in data_tables}
+        # vqe_results first: it is the table users query for a result, so it becomes readable soonest
+        order = sorted(data_tables, key=lambda name: name != "vqe_results")
+        futures = {pool.submit(write, name): name for name in order}
         for future in as_completed(futures):
             try:
                 after[futures[future]] = future.result()
@@ -404,7 +406,7 @@ def _write_data_tables(
             progress.update(1)
     progress.close()
     if failures:
-        touched = [n for n, f in zip(data_tables, futures, strict=True) if not f.cancelled()]
+        touched = [name for future, name in futures.items() if not future.cancelled()]
         log.error("writing %s failed: undoing this build's writes to %s", [n for n, _ in failures], touched)
         _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
         raise failures[0][1]

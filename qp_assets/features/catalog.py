@@ -7,6 +7,8 @@ snapshot id or a point in time); ``snapshot_history`` lists a table's snapshots.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -42,7 +44,25 @@ def ensure_catalog_tables(settings: Settings | None = None) -> None:
     SQLite (see ``spark.catalog_conf``, which also creates the file's directory). Idempotent; the
     connection is closed before returning.
     """
+    settings = settings or Settings.from_env()
+    uri = settings.iceberg_catalog_uri
+    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
+    if path and _sqlite_has_catalog_tables(path):
+        return  # milliseconds with the stdlib, instead of importing PyIceberg (about 1-2 s) to find out
     sql_catalog(settings).engine.dispose()
+
+
+def _sqlite_has_catalog_tables(path: str) -> bool:
+    import sqlite3
+
+    if not os.path.exists(path):
+        return False
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        rows = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name IN ('iceberg_tables', 'iceberg_namespace_properties')"
+        ).fetchall()
+    return len(rows) == 2
 
 
 def check_table_name(table: str) -> str:
