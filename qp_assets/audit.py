@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from qp_assets.redact import redact
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -306,7 +307,7 @@ def read_day_requests(
 
             if is_registry_outage(exc):
                 raise AuditError(
-                    f"schema registry {settings.schema_registry_url} unavailable: {exc!r}"
+                    redact(f"schema registry {settings.schema_registry_url} unavailable: {exc!r}")
                 ) from exc
             if start <= msg.timestamp_ms < end:
                 key = msg.key.decode("utf8", "replace") if msg.key else None
@@ -383,7 +384,7 @@ def read_results(
             except Exception as exc:
                 if is_registry_outage(exc):
                     raise AuditError(
-                        f"schema registry {settings.schema_registry_url} unavailable: {exc!r}"
+                        redact(f"schema registry {settings.schema_registry_url} unavailable: {exc!r}")
                     ) from exc
                 log.warning("undecodable result %s[%d]@%d: %s", topic, msg.partition, msg.offset, exc)
                 continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ class Settings:
     kafka_connect_url: str
     s3_endpoint_url: str
     aws_access_key_id: str
-    aws_secret_access_key: str
+    aws_secret_access_key: str = field(repr=False)  # never in a printed Settings
     aws_region: str
     bucket: str
     pushgateway_url: str

@@ -151,19 +151,23 @@ def kafka_consumer_lag(
     from confluent_kafka import Consumer, ConsumerGroupTopicPartitions
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": int(timeout_s * 1000)})
+    from qp_assets.streaming.kafka_config import client_config
+
+    admin = AdminClient(client_config(bootstrap_servers, **{"socket.timeout.ms": int(timeout_s * 1000)}))
     listing = admin.list_consumer_groups(request_timeout=timeout_s).result(timeout=timeout_s)
     groups = sorted(g.group_id for g in listing.valid if g.group_id.startswith(group_prefix))
     lag: dict[tuple[str, str], int] = {}
     if not groups:
         return lag
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "qp-monitoring-lag",
-            "enable.auto.commit": False,
-            "socket.timeout.ms": int(timeout_s * 1000),
-        }
+        client_config(
+            bootstrap_servers,
+            **{
+                "group.id": "qp-monitoring-lag",
+                "enable.auto.commit": False,
+                "socket.timeout.ms": int(timeout_s * 1000),
+            },
+        )
     )
     try:
         for group in groups:

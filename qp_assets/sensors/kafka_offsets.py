@@ -55,16 +55,17 @@ def _offsets_consumer(bootstrap_servers: str, timeout_s: float):
     """A consumer that only reads offsets (never subscribes or commits), with the cluster's security config."""
     from confluent_kafka import Consumer
 
-    from qp_assets.streaming.kafka_config import security_config
+    from qp_assets.streaming.kafka_config import client_config
 
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": "qp-dagster-watermarks",
-            "enable.auto.commit": False,
-            "socket.timeout.ms": int(timeout_s * 1000),
-            **security_config(),
-        }
+        client_config(
+            bootstrap_servers,
+            **{
+                "group.id": "qp-dagster-watermarks",
+                "enable.auto.commit": False,
+                "socket.timeout.ms": int(timeout_s * 1000),
+            },
+        )
     )
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from qp_assets.settings import PROJECT_ROOT, Settings, port_offset
+from qp_assets.stack import security
 from qp_assets.stack.errors import StackError
 from qp_assets.stack.maven import is_resolved, resolve_pom
 
@@ -194,9 +195,11 @@ def java_executable(min_version: int = 17, service: str = "kafka") -> str:
     )
 
 
-def _http_ok(url: str, timeout: float = 2.0) -> bool:
+def _http_ok(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=timeout
+        ) as resp:
             return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -340,10 +343,9 @@ def _kafka_properties(ctx: StackContext) -> Path:
         controller_port=ctl,
         log_dirs=logs_dir,
     )
-    path = ctx.conf / "kafka" / "server.properties"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rendered)
-    return path
+    return security.write_private(
+        ctx.conf / "kafka" / "server.properties", security.kafka_properties(ctx, rendered)
+    )
 
 
 # C1-only JIT for the stack's JVMs (local volumes are tiny, start time dominates): on the loaded 2-core VM
@@ -389,6 +391,7 @@ def _kafka_format_storage(ctx: StackContext) -> None:
     """Format KRaft storage once (cluster id kept in data/kafka/cluster.id; --ignore-formatted)."""
     props = _kafka_properties(ctx)
     if (ctx.data / "kafka" / "logs" / "meta.properties").is_file():
+        security.check_kafka_storage(ctx)
         return
     cid_file = ctx.data / "kafka" / "cluster.id"
     classpath = f"{ctx.lib / 'kafka'}/*"
@@ -415,6 +418,7 @@ def _kafka_format_storage(ctx: StackContext) -> None:
                 "-c",
                 str(props),
                 "--ignore-formatted",
+                *security.kafka_format_args(ctx),
             ],
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -422,6 +426,7 @@ def _kafka_format_storage(ctx: StackContext) -> None:
         )
     if rc != 0:
         raise StackError(f"kafka storage format failed (exit {rc}); see {log}")
+    security.after_kafka_format(ctx)
 
 
 def _kafka_command(ctx: StackContext) -> list[str]:
@@ -446,6 +451,7 @@ def _kafka_probe(ctx: StackContext) -> bool:
                 "bootstrap.servers": ctx.settings.kafka_bootstrap_servers,
                 "socket.timeout.ms": 2000,
                 "logger": _silent_logger(),
+                **security.kafka_probe_config(),
             }
         )
         md = admin.list_topics(timeout=3)
@@ -515,6 +521,7 @@ def _registry_command(ctx: StackContext) -> list[str]:
         f"-Dapicurio.import.work-dir={tmp}",
         "-Dquarkus.otel.enabled=false",
         *FAST_START_JIT,
+        *security.registry_jvm_options(ctx),
         *jvm_extra_opts("registry"),
         "-jar",
         str(_registry_jar(ctx)),
@@ -522,8 +529,11 @@ def _registry_command(ctx: StackContext) -> list[str]:
 
 
 def _registry_probe(ctx: StackContext) -> bool:
-    base = ctx.settings.schema_registry_url.rstrip("/")
-    return _http_ok(f"{base}/subjects")
+    from qp_assets.redact import strip_userinfo
+    from qp_assets.streaming.serde import registry_auth_header
+
+    base = strip_userinfo(ctx.settings.schema_registry_url.rstrip("/"))
+    return _http_ok(f"{base}/subjects", headers=registry_auth_header())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,6 +620,7 @@ def _connect_env(ctx: StackContext) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": ctx.settings.aws_access_key_id,
         "AWS_SECRET_ACCESS_KEY": ctx.settings.aws_secret_access_key,
+        **security.connect_env(),
     }
 
 
@@ -623,10 +634,9 @@ def _connect_properties(ctx: StackContext) -> Path:
         rest_port=ctx.connect.port,
         plugin_path=connect_plugin_dir(ctx),
     )
-    path = ctx.conf / "connect" / "connect-distributed.properties"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(rendered)
-    return path
+    return security.write_private(
+        ctx.conf / "connect" / "connect-distributed.properties", security.connect_properties(rendered)
+    )
 
 
 def _connect_command(ctx: StackContext) -> list[str]:
@@ -836,6 +846,7 @@ SERVICES: dict[str, Service] = {
             fetched=_registry_fetched,
             command=_registry_command,
             probe=_registry_probe,
+            after_ready=security.registry_check_auth,
             start_timeout=150,
             stop_grace=15,
         ),

@@ -71,8 +71,12 @@ def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def submit_command(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from qp_assets.redact import redact
     from qp_assets.settings import Settings
     from qp_assets.streaming.publisher import publish_request, request_record
+    from qp_assets.streaming.serde import RegistryUnavailableError
     from qp_assets.vqe.admission import AdmissionLimits, admit_request
     from qp_assets.vqe.errors import InputError
 
@@ -86,8 +90,12 @@ def submit_command(args: argparse.Namespace) -> int:
         print(f"qp request submit: error: {exc}")
         return 2
     settings = Settings.from_env()
-    for record in records:
-        outcome = publish_request(record, settings)
+    for done, record in enumerate(records):
+        try:
+            outcome = publish_request(record, settings)
+        except (KafkaException, RegistryUnavailableError) as exc:  # one clear line, no credential in it
+            print(f"qp request submit: error: {redact(exc)} ({done} of {len(records)} request(s) published)")
+            return 1
         print(json.dumps({"request_id": record["request_id"], "molecule": record["molecule"]["name"],
                           "topic": outcome.topic, "partition": outcome.partition, "offset": outcome.offset}))  # fmt: skip
     return 0

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from qp_assets.redact import redact
 from qp_assets.settings import PROJECT_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def rest(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Res
         return httpx.request(method, url, timeout=kwargs.pop("timeout", REST_TIMEOUT_S), **kwargs)
     except httpx.TransportError as exc:  # connect errors, timeouts, broken answers
         raise ConnectError(
-            f"Kafka Connect REST at {settings.kafka_connect_url}: {method} {path} failed: {exc!r}"
+            redact(f"Kafka Connect REST at {settings.kafka_connect_url}: {method} {path} failed: {exc!r}")
         ) from exc
 
 
@@ -102,14 +103,28 @@ def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str
     Credentials are never rendered in: the template refers to them as ``${env:AWS_ACCESS_KEY_ID}`` /
     ``${env:AWS_SECRET_ACCESS_KEY}``, resolved inside the Connect worker by its EnvVarConfigProvider (the stack
     starts Connect with those two variables from ``settings``), so neither Connect's REST API nor its
-    ``_connect-configs`` topic ever holds the secret.
+    ``_connect-configs`` topic ever holds the secret. Registry basic auth likewise: with
+    ``SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` set, the config says
+    ``"schema.registry.basic.auth.user.info": "${env:SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO}"``; user info in
+    ``SCHEMA_REGISTRY_URL`` is refused (ConnectError), since it would be readable over the REST API.
     """
+    from qp_assets.redact import redact_url, strip_userinfo
+    from qp_assets.streaming.serde import REGISTRY_USER_INFO_VAR, registry_user_info
+
     template = json.loads((CONNECTORS_DIR / f"{name}.json").read_text())
+    registry_url = settings.schema_registry_url
+    if strip_userinfo(registry_url) != registry_url:
+        raise ConnectError(
+            f"SCHEMA_REGISTRY_URL={redact_url(registry_url)} carries credentials, which the connector config "
+            f"would expose over Connect's REST API; put them in {REGISTRY_USER_INFO_VAR}=user:password instead"
+        )
+    if registry_user_info() is not None:
+        template["schema.registry.basic.auth.user.info"] = "${env:" + REGISTRY_USER_INFO_VAR + "}"
     values = {
         "bucket": settings.bucket,
         "s3_endpoint_url": settings.s3_endpoint_url,
         "aws_region": settings.aws_region,
-        "schema_registry_url": settings.schema_registry_url,
+        "schema_registry_url": registry_url,
         "flush_size": os.environ.get("QP_SINK_FLUSH_SIZE", "100"),
         "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "10000"),
     }
@@ -135,7 +150,7 @@ def ensure_connectors(settings: Settings, timeout_s: float = 60.0) -> None:
         resp = rest(settings, "PUT", f"/connectors/{name}/config", json=config)
         if resp.status_code >= 400:
             raise ConnectError(
-                f"connector {name}: Connect refused its config (HTTP {resp.status_code}): {resp.text}"
+                redact(f"connector {name}: Connect refused its config (HTTP {resp.status_code}): {resp.text}")
             )
         wait_running(settings, name, timeout_s)
 
@@ -186,7 +201,7 @@ def wait_running(
                     trace = (failed[0].get("trace") or "").strip().splitlines()[:3]
                     what = f"task {failed[0]['id']}" if "id" in failed[0] else "connector"
                     raise ConnectError(
-                        f"connector {name} {what} FAILED again after a restart: {' | '.join(trace)}"
+                        redact(f"connector {name} {what} FAILED again after a restart: {' | '.join(trace)}")
                     )
                 else:
                     restart_connector(settings, name, only_failed=True)
@@ -197,4 +212,6 @@ def wait_running(
                 restart_connector(settings, name, only_failed=False)
                 last_nudge = time.monotonic()
         time.sleep(1)
-    raise ConnectError(f"connector {name} not RUNNING within {timeout_s:.0f} s (last status: {status})")
+    raise ConnectError(
+        redact(f"connector {name} not RUNNING within {timeout_s:.0f} s (last status: {status})")
+    )

@@ -11,11 +11,16 @@ the local PLAINTEXT broker and to SASL/SSL clusters:
 ``KAFKA_SSL_CA_LOCATION``       CA bundle (PEM) to verify the brokers
 ``KAFKA_SSL_CERTIFICATE_LOCATION`` / ``KAFKA_SSL_KEY_LOCATION`` / ``KAFKA_SSL_KEY_PASSWORD``  mTLS
 =============================== ==================================================
+
+``QP_KAFKA_SECURITY=scram`` (the local stack's SCRAM profile, see docs/security.md) makes
+``SASL_PLAINTEXT`` + ``SCRAM-SHA-512`` the defaults of the first two, so only the user name and password
+need to be set. Errors name the variable, never a password.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 _ENV_TO_LIBRDKAFKA = {
@@ -30,12 +35,25 @@ _ENV_TO_LIBRDKAFKA = {
 }
 VALID_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 VALID_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+VALID_STACK_SECURITY = ("plaintext", "scram")
 
 
-def security_config(environ: dict[str, str] | None = None) -> dict[str, str]:
+def stack_security(environ: Mapping[str, str] | None = None) -> str:
+    """``QP_KAFKA_SECURITY``: ``plaintext`` (default) or ``scram`` (SASL/SCRAM-SHA-512 listener and clients)."""
+    env = os.environ if environ is None else environ
+    value = (env.get("QP_KAFKA_SECURITY") or "plaintext").strip().lower()
+    if value not in VALID_STACK_SECURITY:
+        raise ValueError(f"QP_KAFKA_SECURITY={value!r} is not one of {', '.join(VALID_STACK_SECURITY)}")
+    return value
+
+
+def security_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """librdkafka security keys from the environment; raises ValueError naming a bad variable."""
     env = os.environ if environ is None else environ
     conf = {key: env[var] for var, key in _ENV_TO_LIBRDKAFKA.items() if env.get(var)}
+    if stack_security(env) == "scram":
+        conf.setdefault("security.protocol", "SASL_PLAINTEXT")
+        conf.setdefault("sasl.mechanism", "SCRAM-SHA-512")
     protocol = conf.get("security.protocol", "PLAINTEXT").upper()
     if protocol not in VALID_PROTOCOLS:
         raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(VALID_PROTOCOLS)}")
@@ -47,6 +65,38 @@ def security_config(environ: dict[str, str] | None = None) -> dict[str, str]:
             f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
         )
     return conf
+
+
+class AuthFailureWatch:
+    """An ``error_cb`` for a client config that remembers SASL/SSL authentication failures.
+
+    librdkafka reports a refused login only through ``error_cb`` / its log (the failing call itself says
+    "Broker transport failure"); :meth:`describe` turns what was seen into one message naming the brokers,
+    the mechanism and the user (never a password), or None.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def __call__(self, err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+            self.errors.append(err.str())
+
+    def describe(self, bootstrap_servers: str, environ: Mapping[str, str] | None = None) -> str | None:
+        if not self.errors:
+            return None
+        from qp_assets.redact import redact
+
+        conf = security_config(environ)
+        who = f"SASL user {conf['sasl.username']!r}, {conf.get('sasl.mechanism', 'PLAIN')}" if "sasl.username" in conf else (
+            f"security.protocol {conf.get('security.protocol', 'PLAINTEXT')}"
+        )  # fmt: skip
+        return redact(
+            f"Kafka at {bootstrap_servers} refused our credentials ({who}; check KAFKA_SASL_USERNAME / "
+            f"KAFKA_SASL_PASSWORD): {self.errors[-1]}"
+        )
 
 
 def client_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:

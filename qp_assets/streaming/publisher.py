@@ -28,7 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from qp_assets.settings import Settings
-from qp_assets.streaming.kafka_config import client_config
+from qp_assets.streaming.kafka_config import AuthFailureWatch, client_config
 from qp_assets.streaming.schemas import REQUEST_SCHEMA, RESULT_SCHEMA, latest_version
 from qp_assets.streaming.serde import SchemaIncompatibleError, ValueSerializer
 from qp_assets.streaming.topics import REQUESTS_TOPIC, RESULT_TOPIC_PREFIX, result_topic
@@ -252,10 +252,17 @@ def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
 
     Bounded: each admin request gives up after ADMIN_TIMEOUT_S with a KafkaException naming the brokers.
     """
-    admin = AdminClient(client_config(settings.kafka_bootstrap_servers, **{"socket.timeout.ms": 10_000}))
+    watch = AuthFailureWatch()
+    admin = AdminClient(
+        client_config(settings.kafka_bootstrap_servers, **{"socket.timeout.ms": 10_000, "error_cb": watch})
+    )
     try:
         existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
     except KafkaException as exc:
+        admin.poll(0)  # serve the queued error callbacks
+        refused = watch.describe(settings.kafka_bootstrap_servers)
+        if refused:
+            raise KafkaException(refused) from exc
         raise KafkaException(
             f"Kafka at {settings.kafka_bootstrap_servers} did not answer a metadata request "
             f"within {ADMIN_TIMEOUT_S:.0f} s: {exc}"

@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from qp_assets.redact import redact
 from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.serde import (
@@ -184,8 +185,10 @@ def consume_range(
         except Exception as exc:  # undecodable: dead-letter, never drop
             if is_registry_outage(exc):
                 raise RegistryUnavailableError(
-                    f"schema registry {settings.schema_registry_url} unavailable while decoding "
-                    f"{topic}:{partition}@{msg.offset} ({exc!r}); nothing was consumed or dead-lettered"
+                    redact(
+                        f"schema registry {settings.schema_registry_url} unavailable while decoding "
+                        f"{topic}:{partition}@{msg.offset} ({exc!r}); nothing was consumed or dead-lettered"
+                    )
                 ) from exc
             dead.append((msg.offset, msg.key, msg.value, repr(exc), msg.timestamp_ms))
     # only after the whole range was read, and once per origin: a re-read range dead-letters nothing twice

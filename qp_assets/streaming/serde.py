@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import fastavro
@@ -21,6 +22,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from qp_assets.redact import redact, strip_userinfo
 from qp_assets.streaming.schemas import schema_text
 
 PROFILE_COMPATIBILITY = {"prod": "BACKWARD", "dev": "NONE"}
@@ -62,21 +64,54 @@ def registry_timeout_s() -> float:
     return value
 
 
+REGISTRY_USER_INFO_VAR = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
+
+
+def registry_user_info(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """Registry basic-auth ``(user, password)`` from ``SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=user:password``.
+
+    None when unset or empty; a value without ``:`` or with an empty user raises ValueError naming the
+    variable (never its value).
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(REGISTRY_USER_INFO_VAR) or ""
+    if not raw:
+        return None
+    user, sep, password = raw.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{REGISTRY_USER_INFO_VAR} must be 'user:password' (value not shown)")
+    return user, password
+
+
+def registry_auth_header(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{"Authorization": "Basic ..."}`` for plain HTTP calls to the registry, or ``{}`` without credentials."""
+    import base64
+
+    info = registry_user_info(environ)
+    if info is None:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{info[0]}:{info[1]}".encode()).decode()}
+
+
 def registry_client(url: str, *, timeout_s: float | None = None) -> SchemaRegistryClient:
     """The one way to build a ``SchemaRegistryClient``: with a request timeout and bounded retries.
 
     Worst case for one call: (1 + 2 retries of 429/5xx answers) x timeout plus <= 2 s of backoff; a
     registry that accepts connections and never answers fails after one timeout (no retry on timeouts).
+    Basic auth: ``SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO`` (it wins over user info in ``url``, which is then
+    dropped); without it, user info in the URL (``http://user:password@host/...``) is used.
     """
-    return SchemaRegistryClient(
-        {
-            "url": url,
-            "timeout": timeout_s if timeout_s is not None else registry_timeout_s(),
-            "max.retries": 2,
-            "retries.wait.ms": 250,
-            "retries.max.wait.ms": 1000,
-        }
-    )
+    conf: dict[str, Any] = {
+        "url": url,
+        "timeout": timeout_s if timeout_s is not None else registry_timeout_s(),
+        "max.retries": 2,
+        "retries.wait.ms": 250,
+        "retries.max.wait.ms": 1000,
+    }
+    info = registry_user_info()
+    if info is not None:
+        conf.update({"url": strip_userinfo(url), "basic.auth.user.info": f"{info[0]}:{info[1]}"})
+    return SchemaRegistryClient(conf)
 
 
 def is_registry_outage(exc: BaseException) -> bool:
@@ -98,8 +133,16 @@ def is_registry_outage(exc: BaseException) -> bool:
 
 
 def unavailable(url: str, what: str, exc: BaseException) -> RegistryUnavailableError:
-    """A RegistryUnavailableError naming the registry, what we were doing and the underlying error."""
-    return RegistryUnavailableError(f"schema registry at {url} unavailable while {what}: {exc!r}")
+    """A RegistryUnavailableError naming the registry, what we were doing and the underlying error
+    (credentials redacted: the URL's password and any secret of the environment)."""
+    status = getattr(exc, "http_status_code", None)
+    if status in (401, 403):
+        who = "no credentials set" if registry_user_info() is None else "check its user and password"
+        return RegistryUnavailableError(redact(
+            f"schema registry at {url} refused our credentials (HTTP {status}; {REGISTRY_USER_INFO_VAR}: {who}) "
+            f"while {what}"
+        ))  # fmt: skip
+    return RegistryUnavailableError(redact(f"schema registry at {url} unavailable while {what}: {exc!r}"))
 
 
 class Registry:
@@ -126,8 +169,10 @@ class Registry:
             except SchemaRegistryError as exc:
                 if exc.http_status_code == 409:
                     raise SchemaIncompatibleError(
-                        f"schema registry rejected the schema for subject {subject!r} "
-                        f"(compatibility {self.compatibility(subject)}): {exc.error_message}"
+                        redact(
+                            f"schema registry rejected the schema for subject {subject!r} "
+                            f"(compatibility {self.compatibility(subject)}): {exc.error_message}"
+                        )
                     ) from exc
                 raise unavailable(self.url, f"registering {subject!r}", exc) from exc
             except Exception as exc:

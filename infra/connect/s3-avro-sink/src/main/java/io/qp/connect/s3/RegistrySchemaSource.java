@@ -20,21 +20,56 @@ import org.apache.avro.Schema;
  * as bad ({@link BadRecordException}: dead-lettered). Everything else is transient and thrown as an
  * {@link IOException} so the batch is redelivered: no answer in time, 401/403 (credentials being rotated),
  * 408/429 (throttling), 5xx, a 404 without the registry's error code (wrong URL, proxy), an unreadable answer.
+ *
+ * <p>Basic auth: {@code userInfo} ({@code user:password}) or, when it is empty, the user info of the URL. The
+ * credentials are sent as an {@code Authorization} header and never appear in a message: every message names the
+ * registry by its URL without user info.
  */
 public class RegistrySchemaSource implements SchemaSource {
   static final int SCHEMA_NOT_FOUND = 40403;
   private static final ObjectMapper JSON = new ObjectMapper();
   private final String baseUrl;
+  private final String authorization; // "Basic ..." or null
   private final Duration requestTimeout;
   private final HttpClient http;
   private final Map<Integer, Schema> cache = new ConcurrentHashMap<>();
 
   public RegistrySchemaSource(String baseUrl) {
-    this(baseUrl, Duration.ofSeconds(5), Duration.ofSeconds(15));
+    this(baseUrl, "");
+  }
+
+  public RegistrySchemaSource(String baseUrl, String userInfo) {
+    this(baseUrl, userInfo, Duration.ofSeconds(5), Duration.ofSeconds(15));
   }
 
   public RegistrySchemaSource(String baseUrl, Duration connectTimeout, Duration requestTimeout) {
-    this.baseUrl = baseUrl.endsWith("/") ? baseUrl.substring(0, baseUrl.length() - 1) : baseUrl;
+    this(baseUrl, "", connectTimeout, requestTimeout);
+  }
+
+  public RegistrySchemaSource(String baseUrl, String userInfo, Duration connectTimeout, Duration requestTimeout) {
+    URI uri = URI.create(baseUrl);
+    String fromUrl = uri.getRawUserInfo();
+    String credentials = userInfo != null && !userInfo.isEmpty() ? userInfo : fromUrl;
+    if (fromUrl != null) {
+      try {
+        uri = new URI(uri.getScheme(), null, uri.getHost(), uri.getPort(), uri.getRawPath(), null, null);
+      } catch (java.net.URISyntaxException e) {
+        throw new IllegalArgumentException("schema.registry.url is not a valid URL (user info not shown)");
+      }
+      credentials = userInfo != null && !userInfo.isEmpty() ? userInfo
+          : java.net.URLDecoder.decode(fromUrl, java.nio.charset.StandardCharsets.UTF_8);
+    }
+    String url = uri.toString();
+    this.baseUrl = url.endsWith("/") ? url.substring(0, url.length() - 1) : url;
+    if (credentials != null && !credentials.isEmpty()) {
+      if (!credentials.contains(":")) {
+        throw new IllegalArgumentException("schema registry basic auth must be user:password (value not shown)");
+      }
+      this.authorization = "Basic " + java.util.Base64.getEncoder().encodeToString(
+          credentials.getBytes(java.nio.charset.StandardCharsets.UTF_8));
+    } else {
+      this.authorization = null;
+    }
     this.requestTimeout = requestTimeout;
     this.http = HttpClient.newBuilder().connectTimeout(connectTimeout).build();
   }
@@ -45,8 +80,12 @@ public class RegistrySchemaSource implements SchemaSource {
     if (cached != null) {
       return cached;
     }
-    HttpRequest request = HttpRequest.newBuilder(URI.create(baseUrl + "/schemas/ids/" + id))
-        .timeout(requestTimeout).GET().build();
+    HttpRequest.Builder builder = HttpRequest.newBuilder(URI.create(baseUrl + "/schemas/ids/" + id))
+        .timeout(requestTimeout).GET();
+    if (authorization != null) {
+      builder.header("Authorization", authorization);
+    }
+    HttpRequest request = builder.build();
     HttpResponse<String> response;
     try {
       response = http.send(request, HttpResponse.BodyHandlers.ofString());
@@ -59,6 +98,11 @@ public class RegistrySchemaSource implements SchemaSource {
     int status = response.statusCode();
     if (status == 404 && errorCode(response.body()) == SCHEMA_NOT_FOUND) {
       throw new BadRecordException("schema id " + id + " is unknown to the registry at " + baseUrl);
+    }
+    if (status == 401 || status == 403) {
+      throw new IOException("schema registry at " + baseUrl + " refused the sink's credentials (HTTP " + status
+          + (authorization == null ? ", none configured: set schema.registry.basic.auth.user.info" : "")
+          + ") for schema id " + id + " (transient, retried)");
     }
     if (status != 200) {
       throw new IOException("schema registry at " + baseUrl + " answered HTTP " + status + " for schema id " + id

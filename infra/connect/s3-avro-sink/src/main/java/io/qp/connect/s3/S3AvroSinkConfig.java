@@ -20,6 +20,7 @@ public class S3AvroSinkConfig extends AbstractConfig {
   public static final String PATH_STYLE = "s3.path.style.access";
   public static final String PREFIX = "s3.prefix";
   public static final String REGISTRY_URL = "schema.registry.url";
+  public static final String REGISTRY_USER_INFO = "schema.registry.basic.auth.user.info";
   public static final String FLUSH_SIZE = "flush.size";
   public static final String ROTATE_INTERVAL_MS = "rotate.interval.ms";
   public static final String RETRY_BACKOFF_MS = "s3.retry.backoff.ms";
@@ -33,6 +34,9 @@ public class S3AvroSinkConfig extends AbstractConfig {
       .define(PATH_STYLE, Type.BOOLEAN, true, Importance.MEDIUM, "Path-style addressing (SeaweedFS, MinIO).")
       .define(PREFIX, Type.STRING, "raw", Importance.MEDIUM, "Key prefix; files go to <prefix>/topics/<topic>/...")
       .define(REGISTRY_URL, Type.STRING, Importance.HIGH, "Confluent-compatible schema registry base URL.")
+      .define(REGISTRY_USER_INFO, Type.PASSWORD, "", Importance.MEDIUM,
+          "Registry basic auth as user:password (empty: none, or the URL's user info); use a config-provider "
+          + "reference such as ${env:SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO}.")
       .define(FLUSH_SIZE, Type.INT, 100, ConfigDef.Range.atLeast(1), Importance.HIGH,
           "Records per file: a file is closed and uploaded when it holds this many.")
       .define(ROTATE_INTERVAL_MS, Type.LONG, 60_000L, ConfigDef.Range.atLeast(100), Importance.HIGH,
@@ -77,6 +81,11 @@ public class S3AvroSinkConfig extends AbstractConfig {
 
   public String registryUrl() {
     return getString(REGISTRY_URL);
+  }
+
+  public String registryUserInfo() {
+    Password p = getPassword(REGISTRY_USER_INFO);
+    return p == null ? "" : p.value();
   }
 
   public int flushSize() {

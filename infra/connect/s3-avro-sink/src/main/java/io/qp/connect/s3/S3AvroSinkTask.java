@@ -33,7 +33,7 @@ public class S3AvroSinkTask extends SinkTask {
   public void start(Map<String, String> props) {
     config = new S3AvroSinkConfig(props);
     store = new S3ObjectStore(config);
-    core = new SinkCore(store, new RegistrySchemaSource(config.registryUrl()), config.prefix(), config.flushSize(),
+    core = new SinkCore(store, new RegistrySchemaSource(config.registryUrl(), config.registryUserInfo()), config.prefix(), config.flushSize(),
         config.rotateIntervalMs(), System::currentTimeMillis);
     reporter = context.errantRecordReporter();
     if (reporter == null) {

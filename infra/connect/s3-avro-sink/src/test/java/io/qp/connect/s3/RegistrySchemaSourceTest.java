@@ -52,6 +52,17 @@ class RegistrySchemaSourceTest {
         out.write(bytes);
       }
     });
+    server.createContext("/auth/schemas/ids/", exchange -> {
+      String expected = "Basic " + java.util.Base64.getEncoder().encodeToString(
+          "reg-user:p@ss:w0rd".getBytes(StandardCharsets.UTF_8));
+      boolean ok = expected.equals(exchange.getRequestHeaders().getFirst("Authorization"));
+      byte[] bytes = (ok ? "{\"schema\":" + quote(GOOD) + "}" : "{\"error_code\":0,\"message\":\"User is not authenticated.\"}")
+          .getBytes(StandardCharsets.UTF_8);
+      exchange.sendResponseHeaders(ok ? 200 : 401, bytes.length);
+      try (OutputStream out = exchange.getResponseBody()) {
+        out.write(bytes);
+      }
+    });
     server.start();
     url = "http://127.0.0.1:" + server.getAddress().getPort();
   }
@@ -73,6 +84,25 @@ class RegistrySchemaSourceTest {
       IOException e = assertThrows(IOException.class, () -> source.byId(transientId), "id " + transientId);
       assertTrue(e.getMessage().contains("schema registry at " + url), e.getMessage());
     }
+  }
+
+  @Test
+  void basicAuthFromConfigOrUrlAndNoCredentialInAnyMessage() throws Exception {
+    int port = server.getAddress().getPort();
+    assertEquals("R", new RegistrySchemaSource(url + "/auth", "reg-user:p@ss:w0rd").byId(1).getName());
+    // user info in the URL (percent-encoded '@' and ':'), stripped from the URL the messages name
+    RegistrySchemaSource fromUrl = new RegistrySchemaSource("http://reg-user:p%40ss%3Aw0rd@127.0.0.1:" + port + "/auth");
+    assertEquals("R", fromUrl.byId(1).getName());
+    IOException wrong = assertThrows(IOException.class,
+        () -> new RegistrySchemaSource("http://reg-user:wrong-pw@127.0.0.1:" + port + "/auth").byId(1));
+    assertEquals("schema registry at http://127.0.0.1:" + port + "/auth refused the sink's credentials (HTTP 401) "
+        + "for schema id 1 (transient, retried)", wrong.getMessage());
+    IOException none = assertThrows(IOException.class, () -> new RegistrySchemaSource(url + "/auth").byId(1));
+    assertTrue(none.getMessage().contains("none configured: set schema.registry.basic.auth.user.info"),
+        none.getMessage());
+    IllegalArgumentException bad = assertThrows(IllegalArgumentException.class,
+        () -> new RegistrySchemaSource(url, "no-colon-secret"));
+    assertTrue(!bad.getMessage().contains("no-colon-secret"), bad.getMessage());
   }
 
   @Test
