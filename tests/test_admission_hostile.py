@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 from qp_assets.settings import Settings
+from qp_assets.streaming.kafka_config import client_config
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -131,8 +132,7 @@ def _produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, 
     from qp_assets.streaming.publisher import ensure_topic
 
     ensure_topic(settings, topic, 1)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "enable.idempotence": True,
-                         "message.max.bytes": 4 * 1024 * 1024})  # fmt: skip
+    producer = Producer(client_config(settings.kafka_bootstrap_servers, **{"enable.idempotence": True, "message.max.bytes": 4 * 1024 * 1024}))  # fmt: skip
     offsets: dict[int, int] = {}
     for i, (key, value) in enumerate(messages):
         producer.produce(topic, key=key, value=value,

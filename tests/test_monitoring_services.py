@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Gauge, push_to_gateway
 from qp_assets.monitoring import dashboards, metrics, pipeline_metrics
 from qp_assets.monitoring.monitor import LivePusher, PerformanceMonitor
 from qp_assets.settings import Settings
+from qp_assets.streaming.kafka_config import client_config
 from tests.monitoring_helpers import vqe_record
 
 pytestmark = pytest.mark.services
@@ -293,7 +294,7 @@ def test_pipeline_health_measured_from_real_kafka_and_s3(stack: Settings) -> Non
 
     tag = uuid.uuid4().hex[:8]
     topic, group = f"qp-monitoring-test-{tag}", f"qp-monitoring-test-group-{tag}"
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
     s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint_url, aws_access_key_id=stack.aws_access_key_id,
                       aws_secret_access_key=stack.aws_secret_access_key, region_name=stack.aws_region)  # fmt: skip
@@ -301,12 +302,11 @@ def test_pipeline_health_measured_from_real_kafka_and_s3(stack: Settings) -> Non
     day = dt.date(2001, 2, 3)
     keys = [f"{prefix}vqe_result_v3.test/year=2001/month=02/day=03/hour=04/part-{i}.avro" for i in range(3)]
     try:
-        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        producer = Producer(client_config(stack.kafka_bootstrap_servers))
         for i in range(10):
             producer.produce(topic, value=f"m{i}".encode())
         assert producer.flush(30) == 0
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": group,
-                             "enable.auto.commit": False})  # fmt: skip
+        consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": group, "enable.auto.commit": False}))  # fmt: skip
         consumer.commit(offsets=[TopicPartition(topic, 0, 4)], asynchronous=False)
         consumer.close()
         lag = pipeline_metrics.kafka_consumer_lag(stack.kafka_bootstrap_servers, group_prefix=group)

@@ -29,6 +29,7 @@ from dagster import DagsterEventType, DagsterInstance
 from qp_assets import e2e
 from qp_assets.resources.core import REQUESTS_TOPIC
 from qp_assets.sensors.kafka_offsets import dump_cursor, read_watermarks
+from qp_assets.streaming.kafka_config import client_config
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,9 +146,7 @@ def test_sensor_runs_publish_exactly_once(stack, runner_outcome):
     assert all(m["published"] and m["molecule"] == "H2" for m in mine)
     assert all(abs(m["total_energy_ha"] - H2_FCI) < 1.6e-3 for m in mine)
     # exactly one result per request in Kafka: read each recorded offset back, its key is the run id
-    consumer = Consumer(
-        {"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": f"orch-{uuid.uuid4()}"}
-    )
+    consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": f"orch-{uuid.uuid4()}"}))
     try:
         keys = []
         for m in mine:

@@ -11,6 +11,7 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from orchestration_helpers import isolated
 
 from qp_assets.resources.core import KafkaResource, LandingResource
+from qp_assets.streaming.kafka_config import client_config
 
 pytestmark = [pytest.mark.services]
 
@@ -27,9 +28,9 @@ def _produce(settings, topic: str, n: int, partitions: int = 2) -> None:
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka_bootstrap_servers))
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(client_config(settings.kafka_bootstrap_servers))
     for i in range(n):
         producer.produce(topic, json.dumps({"request_id": f"r{i}"}).encode(), partition=i % partitions)
     assert producer.flush(30) == 0
@@ -105,7 +106,7 @@ def test_kafka_sensor_new_instance_starts_at_the_end_but_reads_a_topic_created_l
 def _produce_more(settings, topic: str, n: int) -> None:
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    producer = Producer(client_config(settings.kafka_bootstrap_servers))
     for i in range(n):
         producer.produce(topic, b"{}", partition=i % 2)
     assert producer.flush(30) == 0

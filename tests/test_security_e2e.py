@@ -10,6 +10,7 @@ stopped and its directory deleted at the end. Credentials are random per run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -61,7 +63,12 @@ def secure(tmp_path_factory: pytest.TempPathFactory):
     started = time.monotonic()
     try:
         up = qp(env, "stack", "up", timeout=420)
-        assert up.returncode == 0, f"secure stack did not start:\n{up.stdout[-3000:]}\n{up.stderr[-3000:]}"
+        if up.returncode != 0:
+            logs = "".join(
+                f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+                for p in (home / "logs").glob("*.log")
+            )
+            pytest.fail(f"secure stack did not start:\n{up.stdout[-2000:]}\n{up.stderr[-2000:]}\n{logs}")
         print(f"\n[secure] stack up in {time.monotonic() - started:.1f} s")
         offset = port_offset() + OFFSET_SHIFT
         yield env, Settings.from_env(local_offset=offset)
@@ -83,6 +90,22 @@ def test_e2e_passes_with_every_client_authenticated(secure) -> None:
     assert row[1] == "-1.13727017" and row[2] == "-1.13727017" and row[-1] == "CPU", row
     assert "vqe_results=1" in run.stdout and "molecules=1" in run.stdout
     assert not any(secret in run.stdout + run.stderr for secret in SECRETS)
+
+
+def test_operator_tools_work_on_the_secure_stack(secure) -> None:
+    """The lag monitor (admin + consumer), the DLQ reader and the audit (Kafka + registry) authenticate too."""
+    env, _settings = secure
+    push = qp(env, "monitoring", "push-pipeline", "--days", "1", timeout=180)
+    assert push.returncode == 0, push.stdout + push.stderr
+    out = json.loads(push.stdout)
+    assert out["errors"] == [] and out["pushed"] is True
+    lag_keys = [k for k in out["kafka_lag"] if k.startswith("connect-qp-s3-avro-sink/vqe_result_v3.")]
+    assert len(lag_keys) == 1, out["kafka_lag"]
+    dlq = qp(env, "dlq", "list", "--json", timeout=120)
+    assert dlq.returncode == 0 and dlq.stdout.strip() == "", dlq.stdout + dlq.stderr
+    audit = qp(env, "audit", datetime.now(UTC).date().isoformat(), "--json", timeout=300)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    assert not any(secret in push.stdout + dlq.stdout + audit.stdout + audit.stderr for secret in SECRETS)
 
 
 def test_wrong_kafka_password_fails_clearly(secure) -> None:

@@ -199,3 +199,23 @@ def test_stack_registry_basic_auth_options(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("QP_REGISTRY_AUTH", "oidc")
     with pytest.raises(StackError, match="QP_REGISTRY_AUTH='oidc' is not one of none, basic"):
         security.registry_jvm_options(ctx)
+
+
+def test_every_kafka_client_of_ours_takes_the_shared_client_config() -> None:
+    """No module of qp_assets or benchmarks builds a librdkafka config by hand (the stack's probe adds the
+    security config explicitly); every client goes through kafka_config.client_config."""
+    from qp_assets.settings import PROJECT_ROOT
+
+    allowed = {
+        PROJECT_ROOT / "qp_assets/streaming/kafka_config.py",
+        PROJECT_ROOT / "qp_assets/stack/services.py",
+    }
+    by_hand = [
+        str(path.relative_to(PROJECT_ROOT))
+        for folder in ("qp_assets", "benchmarks")
+        for path in sorted((PROJECT_ROOT / folder).rglob("*.py"))
+        if path not in allowed and '"bootstrap.servers"' in path.read_text()
+    ]
+    assert by_hand == []
+    probe = (PROJECT_ROOT / "qp_assets/stack/services.py").read_text()
+    assert probe.count('"bootstrap.servers"') == 1 and "**security.kafka_probe_config()" in probe

@@ -11,6 +11,7 @@ import pytest
 
 from qp_assets.settings import Settings
 from qp_assets.stack import SERVICE_ORDER, status
+from qp_assets.streaming.kafka_config import client_config
 
 pytestmark = pytest.mark.services
 
@@ -28,22 +29,24 @@ def test_kafka_create_topic_produce_consume_exactly_1000(stack: Settings) -> Non
     from confluent_kafka.admin import AdminClient, NewTopic
 
     topic = f"qp-stack-test-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
     futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
     futures[topic].result(timeout=30)
     try:
-        producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers, "linger.ms": 5})
+        producer = Producer(client_config(stack.kafka_bootstrap_servers, **{"linger.ms": 5}))
         sent = [f"record-{i}" for i in range(1000)]
         for i, value in enumerate(sent):
             producer.produce(topic, key=str(i).encode(), value=value.encode())
         assert producer.flush(30) == 0
 
         consumer = Consumer(
-            {
-                "bootstrap.servers": stack.kafka_bootstrap_servers,
-                "group.id": f"qp-stack-test-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-            }
+            client_config(
+                stack.kafka_bootstrap_servers,
+                **{
+                    "group.id": f"qp-stack-test-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                },
+            )
         )
         consumer.assign([TopicPartition(topic, 0, 0)])
         received: list[str] = []

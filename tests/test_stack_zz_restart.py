@@ -15,6 +15,7 @@ import pytest
 from qp_assets.settings import Settings
 from qp_assets.stack import down, ensure_up, our_process_groups, process
 from qp_assets.stack.services import s3_client
+from qp_assets.streaming.kafka_config import client_config
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -25,11 +26,13 @@ def _consume_all(settings: Settings, topic: str, expected: int, timeout_s: float
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"qp-restart-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
+        client_config(
+            settings.kafka_bootstrap_servers,
+            **{
+                "group.id": f"qp-restart-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+            },
+        )
     )
     consumer.assign([TopicPartition(topic, 0, 0)])
     values: list[str] = []
@@ -65,9 +68,9 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
     )
 
     # --- write state into every stateful service
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers, "acks": "all"})
+    producer = Producer(client_config(stack.kafka_bootstrap_servers, **{"acks": "all"}))
     sent = [f"{tag}-{i}" for i in range(N_RECORDS)]
     for value in sent:
         producer.produce(topic, value=value.encode())
@@ -95,7 +98,7 @@ def test_down_leaves_nothing_and_state_survives_up(stack: Settings) -> None:
         assert fresh.get_latest_version(subject).schema_id == schema_id
         assert s3_client(stack).get_object(Bucket=stack.bucket, Key=key)["Body"].read() == tag.encode()
     finally:
-        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
         admin.delete_topics([topic])[topic].result(timeout=30)
         registry = registry_client(stack.schema_registry_url)
         registry.delete_subject(subject)

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer, Producer
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.streaming.connect import connector_config, wait_running
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record
 from qp_assets.streaming.topics import RESULT_TOPIC_REGEX, result_topic
 
@@ -122,7 +123,7 @@ def test_200_results_over_3_topics_land_exactly_as_published(sink: Settings) -> 
 
 def test_undecodable_record_goes_to_dlq_and_sink_keeps_running(sink: Settings) -> None:
     before = len(landed(sink)[1])
-    producer = Producer({"bootstrap.servers": sink.kafka_bootstrap_servers})
+    producer = Producer(client_config(sink.kafka_bootstrap_servers))
     producer.produce(TOPICS[0], key=b"bad", value=b"\x01garbage-not-confluent-avro")
     producer.produce(TOPICS[1], key=b"bad-id", value=b"\x00\x00\x0f\x42\x40\x02")  # unknown schema id 1000000
     producer.flush(10)
@@ -130,8 +131,7 @@ def test_undecodable_record_goes_to_dlq_and_sink_keeps_running(sink: Settings) -
     _, records = wait_landed(sink, before + 10)
     assert len(records) == before + 10
     assert set(sent) <= {r["run_id"] for r in records}
-    consumer = Consumer({"bootstrap.servers": sink.kafka_bootstrap_servers, "group.id": f"t-{TAG}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer = Consumer(client_config(sink.kafka_bootstrap_servers, **{"group.id": f"t-{TAG}", "auto.offset.reset": "earliest"}))  # fmt: skip
     consumer.subscribe([DLQ])
     dead, deadline = [], time.monotonic() + 60
     while len(dead) < 2 and time.monotonic() < deadline:

@@ -24,6 +24,7 @@ from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.stack.services import s3_client
 from qp_assets.streaming.connect import connector_config, wait_running
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import RESULT_PARTITIONS, publish_record
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -77,7 +78,7 @@ def wait_for_topic(
 
 def cleanup(settings: Settings, connector: str, topics: list[str], prefix: str) -> None:
     httpx.delete(f"{settings.kafka_connect_url}/connectors/{connector}", timeout=30)
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka_bootstrap_servers))
     existing = set(admin.list_topics(timeout=10).topics)
     doomed = [t for t in topics if t in existing]
     if doomed:

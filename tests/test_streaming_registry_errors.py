@@ -29,6 +29,7 @@ from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.stack.services import s3_client
 from qp_assets.streaming.connect import connector_config, connector_status, wait_running
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
@@ -71,14 +72,13 @@ def request_topic(stack: Settings) -> Iterator[str]:
     topic = f"qp_test_regerr_{uuid.uuid4().hex[:8]}"
     ensure_topic(stack, topic, 1)
     yield topic
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
     for future in admin.delete_topics([topic], operation_timeout=10).values():
         future.result(15)
 
 
 def _dead_letters_of(settings: Settings, topic: str, header: str = "qp.source.topic") -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))  # fmt: skip
     consumer.subscribe([REQUESTS_DLQ_TOPIC])
     ours, deadline = [], time.monotonic() + 6
     while time.monotonic() < deadline:
@@ -154,10 +154,9 @@ def test_sink_with_a_401_registry_keeps_running_dead_letters_nothing_and_lands_a
         status = connector_status(stack, name)
         assert [t["state"] for t in status["tasks"]] == ["RUNNING"]  # transient: never FAILED
         assert landed() == []
-        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
         if dlq in admin.list_topics(timeout=10).topics:
-            consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": f"t-{tag}",
-                                 "auto.offset.reset": "earliest"})  # fmt: skip
+            consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": f"t-{tag}", "auto.offset.reset": "earliest"}))  # fmt: skip
             consumer.subscribe([dlq])
             msgs, end = [], time.monotonic() + 5
             while time.monotonic() < end:
@@ -176,7 +175,7 @@ def test_sink_with_a_401_registry_keeps_running_dead_letters_nothing_and_lands_a
     finally:
         registry.close()
         httpx.delete(base, timeout=90)
-        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
         doomed = [t for t in (topic, dlq) if t in admin.list_topics(timeout=10).topics]
         for future in admin.delete_topics(doomed, operation_timeout=10).values() if doomed else []:
             future.result(15)

@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.stack.services import java_executable, kafka_random_uuid
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import publish_record
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -105,9 +106,7 @@ def test_publish_over_sasl_scram_with_the_right_password(
     out = publish_record(record, settings, topic=topic, key=record["run_id"], schema_name="vqe_result", version=3,
                          spool_on_failure=False)  # fmt: skip
     assert out.published and out.offset == 0
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": "scram-test",
-                         "auto.offset.reset": "earliest", "security.protocol": "SASL_PLAINTEXT",
-                         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": USER, "sasl.password": PASSWORD})  # fmt: skip
+    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": "scram-test", "auto.offset.reset": "earliest", "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": USER, "sasl.password": PASSWORD}))  # fmt: skip
     consumer.subscribe([topic])
     msg, deadline = None, time.monotonic() + 30
     while msg is None and time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
 from qp_assets.stack.services import s3_client
 from qp_assets.streaming.connect import SINK_CONNECTOR, connector_config, wait_running
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import publish_record
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -30,8 +31,7 @@ WHEN = datetime(2026, 11, 29, 7, 30, tzinfo=UTC)
 
 def _config_topic_values(settings: Settings, names: set[str]) -> list[bytes]:
     """Values of every ``_connect-configs`` record whose key mentions one of ``names``."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4()}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": f"t-{uuid.uuid4()}", "enable.auto.commit": False}))  # fmt: skip
     _, high = consumer.get_watermark_offsets(TopicPartition("_connect-configs", 0), timeout=10)
     consumer.assign([TopicPartition("_connect-configs", 0, 0)])
     values, deadline = [], time.monotonic() + 30
@@ -95,7 +95,7 @@ def test_s3_secret_is_in_no_connect_api_topic_or_log_and_the_sink_still_lands(st
             assert secret not in handle.read()
     finally:
         httpx.delete(f"{base}/connectors/{name}", timeout=30)
-        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
         doomed = [
             t for t in (topic, f"qp_test_secret_dlq_{tag}") if t in admin.list_topics(timeout=10).topics
         ]

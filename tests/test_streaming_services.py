@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Producer
 
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
 from qp_assets.streaming.schemas import schema_dict, schema_text
@@ -29,8 +30,7 @@ H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]
 
 
 def _read_all(settings: Settings, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"t-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))  # fmt: skip
     consumer.subscribe([topic])
     msgs = []
     import time
@@ -105,7 +105,7 @@ def test_requests_read_by_exact_offset_range_and_garbage_goes_to_dlq(stack: Sett
     ensure_topic(stack, topic, 1)
     rid = f"range-{uuid.uuid4().hex[:8]}"
     first = publish_request({"request_id": rid + "-a", "molecule": H2, "seed": 1}, stack, topic=topic)
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap_servers})
+    producer = Producer(client_config(stack.kafka_bootstrap_servers))
     producer.produce(topic, key=b"garbage", value=b"\x00\x00\x00\x00\x01not-avro")
     producer.flush(10)
     second = publish_request({"request_id": rid + "-b", "molecule": H2, "seed": 2}, stack, topic=topic)

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
@@ -79,7 +80,7 @@ def _timed(fn, *args, **kwargs):
 
 
 def _delete_topics(settings: Settings, *topics: str) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    admin = AdminClient(client_config(settings.kafka_bootstrap_servers))
     for future in admin.delete_topics(list(topics), operation_timeout=10, request_timeout=10).values():
         future.result(15)
 
@@ -116,8 +117,7 @@ def test_publish_with_a_stalled_registry_is_released_naming_it_and_spooled_0600(
         # the registry back: the spooled result is published once and the spool is empty
         assert replay_spool(settings) == (1, 0)
         assert not path.exists() and replay_spool(settings) == (0, 0)
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": f"t-{topic}",
-                             "auto.offset.reset": "earliest"})  # fmt: skip
+        consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": f"t-{topic}", "auto.offset.reset": "earliest"}))  # fmt: skip
         consumer.subscribe([topic])
         keys, deadline = [], time.monotonic() + 20
         while time.monotonic() < deadline and len(keys) < 2:
@@ -148,8 +148,7 @@ def test_reading_requests_with_a_stalled_registry_raises_naming_it_and_dead_lett
         print(f"request read with a stalled registry released after {elapsed:.1f} s")
         assert isinstance(exc, RegistryUnavailableError), exc
         assert elapsed < 30 and stalled_registry in str(exc) and f"{topic}:0@0" in str(exc)
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap_servers, "group.id": f"t-{topic}",
-                             "auto.offset.reset": "earliest"})  # fmt: skip
+        consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": f"t-{topic}", "auto.offset.reset": "earliest"}))  # fmt: skip
         consumer.subscribe([REQUESTS_DLQ_TOPIC])
         ours, deadline = [], time.monotonic() + 5
         while time.monotonic() < deadline:

@@ -28,6 +28,7 @@ from qp_assets.stack.launcher import our_process_groups
 from qp_assets.stack.process import group_members, port_open
 from qp_assets.stack.services import s3_client
 from qp_assets.streaming.connect import SINK_CONNECTOR, connector_config, connector_status, wait_running
+from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import publish_record
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -105,7 +106,7 @@ def test_broker_kill_9_then_stack_up_lands_everything_exactly_once_within_a_minu
             assert [t["state"] for t in status["tasks"]] == ["RUNNING"]
     finally:
         httpx.delete(f"{base}/connectors/{name}", timeout=90)
-        admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap_servers})
+        admin = AdminClient(client_config(stack.kafka_bootstrap_servers))
         doomed = [t for t in (topic, f"qp_test_kill_dlq_{tag}") if t in admin.list_topics(timeout=10).topics]
         for future in admin.delete_topics(doomed, operation_timeout=10).values() if doomed else []:
             future.result(15)

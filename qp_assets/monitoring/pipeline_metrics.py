@@ -234,7 +234,9 @@ def collect_and_push(settings: Any, days: Iterable[dt.date], *, timeout_s: float
         out["kafka_lag"] = {f"{g}/{t}": v for (g, t), v in lag.items()}
         out["pushed"] &= push_pipeline_metrics(settings, kafka_lag=lag or 0, timeout_s=timeout_s)
     except Exception as exc:  # noqa: BLE001
-        out["errors"].append(f"kafka lag: {exc}")
+        from qp_assets.redact import redact
+
+        out["errors"].append(redact(f"kafka lag: {exc}"))
     try:
         landed = landed_files_per_day(settings, days)
     except Exception as exc:  # noqa: BLE001
