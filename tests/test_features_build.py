@@ -15,7 +15,7 @@ from datetime import date
 import pytest
 
 from qp_assets.features import golden
-from qp_assets.features.transforms import DATA_TABLES, TABLES
+from qp_assets.features.transforms import DATA_TABLES, TABLES, column_description
 
 pytestmark = [pytest.mark.spark, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -182,6 +182,8 @@ def test_day2_and_pyiceberg_reads_what_spark_wrote(env):
     cat = catalog(env)
     for name in DATA_TABLES:
         tbl = cat.load_table(f"{NS}.{name}")
+        docs = {f.name: f.doc for f in tbl.schema().fields}  # the DDL's column comments, as Iceberg docs
+        assert docs == {f.name: column_description(TABLES[name], f.name) for f in TABLES[name].schema.fields}
         for day in (DAY1, DAY2):
             n = tbl.scan(row_filter=EqualTo("event_date", day.isoformat())).to_arrow().num_rows
             assert n == golden.expected_rows(golden.records_of_day(env["files"], day))[name], (name, day)

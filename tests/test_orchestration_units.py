@@ -204,6 +204,35 @@ def test_definitions_shape(monkeypatch):
     assert runner.executor_def.name in ("local_gpu_executor", "local_inprocess_executor")
 
 
+def test_feature_assets_carry_every_column_description():
+    """The UI's column schema of each feature asset: every column, its type, nullability and description."""
+    from dagster import AssetKey
+
+    from qp_assets.definitions import build_definitions
+    from qp_assets.features.transforms import TABLES, column_description
+
+    defs = build_definitions()
+    for name, spec in TABLES.items():
+        key = AssetKey(["quantum_features", name])
+        schema = defs.resolve_assets_def(key).specs_by_key[key].metadata["dagster/column_schema"]
+        cols = {c.name: c for c in schema.columns}
+        assert list(cols) == spec.schema.names
+        for f in spec.schema.fields:
+            col = cols[f.name]
+            assert col.description == column_description(spec, f.name) and len(col.description) >= 20
+            assert col.type == f.dataType.simpleString() and col.constraints.nullable == f.nullable
+            assert col.description.startswith("Key. ") == (f.name in spec.keys)
+    key = AssetKey(["quantum_features", "vqe_results"])
+    cols = {
+        c.name: c
+        for c in defs.resolve_assets_def(key).specs_by_key[key].metadata["dagster/column_schema"].columns
+    }
+    assert cols["run_id"].description == "Key. The VQE run this row belongs to. Unique per run (UUID4)."
+    assert cols["error_vs_hf_mha"].description.startswith(
+        "Final VQE energy minus Hartree-Fock energy, milli-hartree"
+    )
+
+
 def test_definitions_validate_cli(tmp_path):
     """`dagster definitions validate -m qp_assets.definitions` (the CI gate)."""
     home = tmp_path / "dagster_home"

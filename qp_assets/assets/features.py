@@ -18,12 +18,13 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableColumnConstraints,
     TableSchema,
     multi_asset,
 )
 
 from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
-from qp_assets.features.transforms import RAW_SOURCE, TABLES
+from qp_assets.features.transforms import RAW_SOURCE, TABLES, column_description
 from qp_assets.resources.core import IcebergCatalogResource, LandingResource, SparkResource
 
 FEATURE_GROUP = "quantum_features"
@@ -40,14 +41,16 @@ def table_of_key(key: AssetKey) -> str:
 
 
 def _column_schema(table: str) -> TableSchema:
+    """The table's columns for the UI: Spark type, nullability and the description of
+    ``qp_assets/features/columns.py`` (key columns start with ``Key.``)."""
     spec = TABLES[table]
     return TableSchema(
         columns=[
             TableColumn(
                 name=f.name,
                 type=f.dataType.simpleString(),
-                constraints=None,
-                description="key" if f.name in spec.keys else None,
+                constraints=TableColumnConstraints(nullable=f.nullable),
+                description=column_description(spec, f.name),
             )
             for f in spec.schema.fields
         ]

@@ -34,6 +34,8 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
+from qp_assets.features.columns import describe
+
 NAMESPACE = "quantum_features"
 RAW_SOURCE = "raw_vqe_results"  # lineage name of the landed Avro files every table derives from
 PARTITION_COLUMN = "event_date"
@@ -545,15 +547,27 @@ def lineage() -> dict[str, tuple[str, ...]]:
     return {name: spec.depends_on for name, spec in TABLES.items()}
 
 
+def sql_string(text: str) -> str:
+    """``text`` as a Spark SQL string literal (single quotes; backslashes and quotes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def column_description(spec: TableSpec, column: str) -> str:
+    """The description of ``column`` of ``spec`` (``features/columns.py``; keys marked)."""
+    return describe(spec.name, column, is_key=column in spec.keys)
+
+
 def create_table_sql(catalog: str, namespace: str, spec: TableSpec) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` DDL (Iceberg, Parquet, identity partition on event_date)."""
+    """``CREATE TABLE IF NOT EXISTS`` DDL (Iceberg, Parquet, identity partition on event_date), every
+    column with its description as ``COMMENT`` (Iceberg column doc: PyIceberg and Spark show it)."""
     cols = ",\n  ".join(
         f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+        f" COMMENT {sql_string(column_description(spec, f.name))}"
         for f in spec.schema.fields
     )
     return (
         f"CREATE TABLE IF NOT EXISTS {catalog}.{namespace}.{spec.name} (\n  {cols}\n) USING iceberg\n"
         f"PARTITIONED BY ({spec.partition_column})\n"
         f"TBLPROPERTIES ('format-version'='2', 'write.format.default'='parquet', "
-        f"'comment'='{spec.description.replace(chr(39), '')}')"
+        f"'comment'={sql_string(spec.description)})"
     )
