@@ -7,7 +7,14 @@ running) and returns the Settings clients should use. Tests that need it are mar
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# The golden input replays fixed days of January 2026 (features.golden): the feature partitions must reach
+# back to them. The product default is the last week (qp_assets.assets.partitions.DEFAULT_START); set here
+# before any test imports the definitions, and inherited by the daemons and Airflow the tests start.
+os.environ.setdefault("QP_PARTITIONS_START", "2026-01-01")
 
 from qp_assets.settings import Settings
 

@@ -2,9 +2,10 @@
 pinning, the k8s GPU pod spec, and the shape of the Definitions."""
 
 import json
+import re
 import subprocess
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -202,6 +203,33 @@ def test_definitions_shape(monkeypatch):
     }
     runner = defs.resolve_job_def("vqe_runner_job")
     assert runner.executor_def.name in ("local_gpu_executor", "local_inprocess_executor")
+
+
+def test_partitions_start_defaults_to_the_last_week(monkeypatch):
+    from dagster import AssetKey
+
+    from qp_assets.assets import partitions
+    from qp_assets.definitions import build_definitions
+
+    today = date(2026, 3, 10)
+    monkeypatch.delenv("QP_PARTITIONS_START")
+    assert partitions.partitions_start_date(today) == "2026-03-03"
+    monkeypatch.setenv("QP_PARTITIONS_START", "today-30")
+    assert partitions.partitions_start_date(today) == "2026-02-08"
+    monkeypatch.setenv("QP_PARTITIONS_START", "2026-01-01")
+    assert partitions.partitions_start_date(today) == "2026-01-01"
+    for bad, msg in [("2026-13-01", "neither a YYYY-MM-DD date nor today-N"), ("today+3", "neither"),
+                     ("2026-03-11", "is after today \\(2026-03-10, UTC\\)")]:  # fmt: skip
+        monkeypatch.setenv("QP_PARTITIONS_START", bad)
+        with pytest.raises(ValueError, match=f"QP_PARTITIONS_START: {re.escape(repr(bad))} .*{msg}"):
+            partitions.partitions_start_date(today)
+    # the definitions as a fresh stack loads them: today and the 7 days before it, nothing older
+    monkeypatch.delenv("QP_PARTITIONS_START")
+    now = datetime.now(UTC).date()
+    key = AssetKey(["quantum_features", "vqe_results"])
+    keys = build_definitions().resolve_assets_def(key).partitions_def.get_partition_keys()
+    if datetime.now(UTC).date() == now:  # not across midnight
+        assert keys == [(now - timedelta(days=i)).isoformat() for i in range(7, -1, -1)]
 
 
 def test_feature_assets_carry_every_column_description():

@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta
+import re
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import DailyPartitionsDefinition, RetryPolicy
 
-DEFAULT_START_DATE = "2026-01-01"
+#: Default ``QP_PARTITIONS_START``: the last week. The first landed day is not knowable when the code
+#: location loads (it would take an S3 listing at import, and definitions must load without services), and
+#: a fixed date in the past leaves every day before the stack's first run unfilled for ever ("0% filled").
+#: A week back covers the landing sensor's lookback (``QP_LANDING_LOOKBACK_DAYS``, 2) with room for late
+#: files, and with the daily schedule and the landing sensor running the partitions fill within a week.
+DEFAULT_START = "today-7"
+_RELATIVE = re.compile(r"^today-(?P<days>\d{1,5})$")
 
 
-def partitions_start_date() -> str:
-    """First day of the feature partitions (``QP_PARTITIONS_START``, YYYY-MM-DD; default 2026-01-01)."""
-    value = os.environ.get("QP_PARTITIONS_START") or DEFAULT_START_DATE
+def partitions_start_date(today: date | None = None) -> str:
+    """First day of the feature partitions, YYYY-MM-DD, from ``QP_PARTITIONS_START``: a date
+    (``2026-01-01``, for history older than a week) or ``today-N`` (N days before ``today``, UTC, evaluated
+    when the code location loads); default ``today-7``. Raises ValueError naming the variable and value."""
+    value = (os.environ.get("QP_PARTITIONS_START") or DEFAULT_START).strip()
+    today = today or datetime.now(UTC).date()
+    relative = _RELATIVE.match(value)
+    if relative:
+        return (today - timedelta(days=int(relative["days"]))).isoformat()
     try:
-        date.fromisoformat(value)
+        start = date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"QP_PARTITIONS_START: {value!r} is not a YYYY-MM-DD date") from None
-    return value
+        raise ValueError(
+            f"QP_PARTITIONS_START: {value!r} is neither a YYYY-MM-DD date nor today-N (N days before today)"
+        ) from None
+    if start > today:
+        raise ValueError(f"QP_PARTITIONS_START: {value!r} is after today ({today.isoformat()}, UTC)")
+    return start.isoformat()
 
 
 def daily_partitions() -> DailyPartitionsDefinition:
