@@ -344,7 +344,10 @@ def test_compose_dagster_instance_config_validates(tmp_path: Path, monkeypatch) 
     ref = InstanceRef.from_dir(str(tmp_path))
     assert ref.run_storage_data.class_name == "PostgresRunStorage"
     assert ref.event_storage_data.class_name == "PostgresEventLogStorage"
-    assert ref.run_coordinator_data.class_name == "QueuedRunCoordinator"
+    assert (ref.run_coordinator_data.module_name, ref.run_coordinator_data.class_name) == (
+        "qp_assets.assets.run_tags",
+        "QpRunCoordinator",
+    )
     workspace = yaml.safe_load((COMPOSE_DIR / "workspace.yaml").read_text())
     assert workspace["load_from"][0]["grpc_server"] == {
         "host": "dagster-code",

@@ -232,6 +232,55 @@ def test_partitions_start_defaults_to_the_last_week(monkeypatch):
         assert keys == [(now - timedelta(days=i)).isoformat() for i in range(7, -1, -1)]
 
 
+def test_feature_runs_carry_qp_kind_however_launched(tmp_path):
+    """Job runs (sensor, schedule, job page, `dagster job execute`) get qp/kind from the job; runs of the
+    implicit asset job (UI Materialize, asset backfills) get it from the run coordinator of dagster.yaml."""
+    from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.run_coordinator import SubmitRunContext
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from qp_assets.assets.run_tags import QpRunCoordinator
+    from qp_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    assert defs.resolve_job_def("feature_processing_job").run_tags == {"qp/kind": "features"}
+    assert defs.resolve_job_def("vqe_runner_job").run_tags == {"qp/kind": "vqe"}
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    instance = DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert isinstance(instance.run_coordinator, QpRunCoordinator)
+        asset_job = defs.resolve_implicit_global_asset_job_def()
+        assert asset_job.run_tags == {}  # what the UI's Materialize launches: no tags of its own
+        selection = frozenset({AssetKey(["quantum_features", "vqe_results"])})
+
+        def submit(job, **kwargs):
+            code = InProcessCodeLocationOrigin(LoadableTargetOrigin(module_name="qp_assets.definitions"))
+            origin = RemoteJobOrigin(RemoteRepositoryOrigin(code, "__repository__"), job.name)
+            run = instance.create_run_for_job(job_def=job, remote_job_origin=origin, **kwargs)
+            queued = instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))
+            assert queued.status == DagsterRunStatus.QUEUED
+            tags = dict(instance.get_run_by_id(run.run_id).tags)
+            assert (
+                tags.pop("dagster/code_location") == "<<in_process>>"
+            )  # added by create_run from the origin
+            return tags
+
+        tags = submit(asset_job, asset_selection=selection, tags={"dagster/partition": "2026-01-14"})
+        assert tags == {"dagster/partition": "2026-01-14", "qp/kind": "features"}
+        # a kind set by the launcher is kept; a job run keeps exactly its job's tags
+        assert submit(asset_job, asset_selection=selection, tags={"qp/kind": "manual"})["qp/kind"] == "manual"
+        vqe_job = defs.resolve_job_def("vqe_runner_job")
+        config = {"ops": {"load_request_batch": {"config": {"start_offset": 0, "end_offset": 1}}}}
+        assert submit(vqe_job, tags=dict(vqe_job.run_tags), run_config=config) == {"qp/kind": "vqe"}
+    finally:
+        instance.dispose()
+
+
 def test_feature_assets_carry_every_column_description():
     """The UI's column schema of each feature asset: every column, its type, nullability and description."""
     from dagster import AssetKey

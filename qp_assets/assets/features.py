@@ -24,10 +24,10 @@ from dagster import (
 )
 
 from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
+from qp_assets.assets.run_tags import FEATURE_GROUP
 from qp_assets.features.transforms import RAW_SOURCE, TABLES, column_description
 from qp_assets.resources.core import IcebergCatalogResource, LandingResource, SparkResource
 
-FEATURE_GROUP = "quantum_features"
 RAW_ASSET_KEY = AssetKey(RAW_SOURCE)
 
 

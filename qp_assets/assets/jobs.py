@@ -11,7 +11,7 @@ from dagster import (
     schedule,
 )
 
-from qp_assets.assets.features import FEATURE_GROUP
+from qp_assets.assets.run_tags import FEATURE_GROUP, FEATURE_RUN_TAGS
 
 
 def build_feature_job():
@@ -22,7 +22,7 @@ def build_feature_job():
         selection=AssetSelection.groups(FEATURE_GROUP),
         executor_def=in_process_executor,
         description="Build the Iceberg feature tables of one day (or a range: one Spark job).",
-        tags={"qp/kind": "features"},
+        tags=dict(FEATURE_RUN_TAGS),
     )
 
 

@@ -41,6 +41,7 @@ from dagster import (
 from pydantic import Field
 
 from qp_assets.assets.gpu import gpu_ids, pin_device
+from qp_assets.assets.run_tags import VQE_RUN_TAGS
 from qp_assets.resources.core import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC, KafkaResource, PushGatewayResource
 from qp_assets.settings import Settings
 
@@ -411,7 +412,7 @@ def build_vqe_runner_job(executor=None, read_retry: RetryPolicy | None = None):
     @job(
         name="vqe_runner_job",
         executor_def=executor or executor_from_env(),
-        tags={"qp/kind": "vqe"},
+        tags=dict(VQE_RUN_TAGS),
         description="Run one offset range of VQE requests: simulate, publish, push metrics.",
     )
     def vqe_runner_job():
