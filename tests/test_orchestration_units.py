@@ -281,6 +281,53 @@ def test_feature_runs_carry_qp_kind_however_launched(tmp_path):
         instance.dispose()
 
 
+def test_feature_tables_are_stale_without_the_daily_rebuild():
+    """Every feature table has the daily freshness policy; Dagster's own evaluator (what the UI shows)
+    passes a table built after the 00:30 rebuild and fails one whose last build is older."""
+    import asyncio
+
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+    from dagster._core.definitions.freshness import CronFreshnessPolicy, FreshnessState
+    from dagster._core.definitions.freshness_evaluator import CronFreshnessPolicyEvaluator
+    from dagster._core.loader import LoadingContextForTest
+    from dagster._core.test_utils import freeze_time
+
+    from qp_assets.definitions import build_definitions
+    from qp_assets.features.transforms import TABLES
+
+    graph = build_definitions().resolve_asset_graph()
+    for name in TABLES:
+        policy = graph.get(AssetKey(["quantum_features", name])).freshness_policy
+        assert isinstance(policy, CronFreshnessPolicy), name
+        assert (policy.deadline_cron, policy.lower_bound_delta, policy.timezone) == (
+            "0 3 * * *",
+            timedelta(hours=2, minutes=30),
+            "UTC",
+        )
+    key = AssetKey(["quantum_features", "vqe_results"])
+    node = graph.get(key)
+    with DagsterInstance.ephemeral() as instance:
+
+        def state(at: datetime) -> FreshnessState:
+            with freeze_time(at):
+                evaluation = CronFreshnessPolicyEvaluator().evaluate_freshness(
+                    LoadingContextForTest(instance), node
+                )
+                return asyncio.run(evaluation)
+
+        def build(at: datetime) -> None:
+            with freeze_time(at):
+                instance.report_runless_asset_event(AssetMaterialization(asset_key=key))
+
+        assert state(datetime(2026, 3, 2, 3, 10, tzinfo=UTC)) == FreshnessState.UNKNOWN  # never built
+        build(datetime(2026, 3, 1, 23, 50, tzinfo=UTC))  # a landing build before the 00:30 rebuild
+        assert state(datetime(2026, 3, 2, 2, 59, tzinfo=UTC)) == FreshnessState.PASS  # 1 March's window
+        assert state(datetime(2026, 3, 2, 3, 0, tzinfo=UTC)) == FreshnessState.FAIL  # no rebuild by 03:00
+        build(datetime(2026, 3, 2, 3, 20, tzinfo=UTC))  # late rebuild
+        assert state(datetime(2026, 3, 2, 3, 30, tzinfo=UTC)) == FreshnessState.PASS
+        assert state(datetime(2026, 3, 4, 3, 0, tzinfo=UTC)) == FreshnessState.FAIL  # two days without builds
+
+
 def test_feature_assets_carry_every_column_description():
     """The UI's column schema of each feature asset: every column, its type, nullability and description."""
     from dagster import AssetKey

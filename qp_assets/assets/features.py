@@ -23,7 +23,12 @@ from dagster import (
     multi_asset,
 )
 
-from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
+from qp_assets.assets.partitions import (
+    daily_partitions,
+    days_in_window,
+    feature_freshness_policy,
+    feature_retry_policy,
+)
 from qp_assets.assets.run_tags import FEATURE_GROUP
 from qp_assets.features.transforms import RAW_SOURCE, TABLES, column_description
 from qp_assets.resources.core import IcebergCatalogResource, LandingResource, SparkResource
@@ -75,6 +80,7 @@ def feature_specs() -> list[AssetSpec]:
                     "partition_column": spec.partition_column,
                 },
                 skippable=True,
+                freshness_policy=feature_freshness_policy(),
             )
         )
     return specs

@@ -11,6 +11,7 @@ from dagster import (
     schedule,
 )
 
+from qp_assets.assets.partitions import DAILY_REBUILD_CRON
 from qp_assets.assets.run_tags import FEATURE_GROUP, FEATURE_RUN_TAGS
 
 
@@ -31,7 +32,7 @@ def build_daily_schedule(feature_job):
 
     @schedule(
         name="daily_feature_schedule",
-        cron_schedule="30 0 * * *",
+        cron_schedule=DAILY_REBUILD_CRON,
         job=feature_job,
         execution_timezone="UTC",
     )

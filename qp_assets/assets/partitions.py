@@ -6,7 +6,14 @@ import os
 import re
 from datetime import UTC, date, datetime, timedelta
 
-from dagster import DailyPartitionsDefinition, RetryPolicy
+from dagster import DailyPartitionsDefinition, FreshnessPolicy, RetryPolicy
+
+#: The daily rebuild of yesterday (``daily_feature_schedule``), UTC.
+DAILY_REBUILD_CRON = "30 0 * * *"
+#: Feature tables are stale when no build finished between the daily rebuild (00:30 UTC) and 03:00 UTC:
+#: 2.5 h leave room for the build and the first retries of the retry policy.
+FRESHNESS_DEADLINE_CRON = "0 3 * * *"
+FRESHNESS_LOWER_BOUND = timedelta(hours=2, minutes=30)
 
 #: Default ``QP_PARTITIONS_START``: the last week. The first landed day is not knowable when the code
 #: location loads (it would take an S3 listing at import, and definitions must load without services), and
@@ -40,6 +47,15 @@ def partitions_start_date(today: date | None = None) -> str:
 def daily_partitions() -> DailyPartitionsDefinition:
     """UTC days from the start date up to and including today (``end_offset=1``: runs land the same day)."""
     return DailyPartitionsDefinition(start_date=partitions_start_date(), timezone="UTC", end_offset=1)
+
+
+def feature_freshness_policy() -> FreshnessPolicy:
+    """The feature tables' daily cadence as a Dagster freshness policy: a table passes from the 03:00 UTC
+    deadline on when it materialized (any partition) after that day's 00:30 rebuild, and fails until it
+    materializes again otherwise (``FreshnessPolicy.cron``, evaluated by the daemon's freshness daemon)."""
+    return FreshnessPolicy.cron(
+        deadline_cron=FRESHNESS_DEADLINE_CRON, lower_bound_delta=FRESHNESS_LOWER_BOUND, timezone="UTC"
+    )
 
 
 def feature_retry_policy() -> RetryPolicy:
