@@ -104,6 +104,37 @@ def test_every_column_of_every_table_is_described():
         columns.avro_doc("molecule.nope")
 
 
+def test_apply_column_docs_describes_tables_created_before_the_descriptions(tmp_path: Path):
+    """A table created without column docs (as before columns.py) gets them in one schema commit; a second
+    apply changes nothing; tables not created yet are skipped. Real PyIceberg SQL catalog on local files."""
+    import pyarrow as pa
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    from qp_assets.features.catalog import apply_column_docs
+
+    arrow_type = {"string": pa.string(), "date": pa.date32(), "int": pa.int32(), "double": pa.float64(),
+                  "timestamp": pa.timestamp("us", tz="UTC")}  # fmt: skip
+    spec = TABLES["vqe_iterations"]
+    cat = SqlCatalog("qp", uri=f"sqlite:///{tmp_path / 'catalog.db'}", warehouse=f"file://{tmp_path / 'wh'}")
+    cat.create_namespace("quantum_features")
+    schema = pa.schema(
+        [pa.field(f.name, arrow_type[f.dataType.simpleString()], f.nullable) for f in spec.schema]
+    )
+    tbl = cat.create_table("quantum_features.vqe_iterations", schema=schema)
+    assert {f.doc for f in tbl.schema().fields} == {None}
+    with tbl.update_schema() as update:  # one column already described as in columns.py
+        update.update_column("energy", doc=column_description(spec, "energy"))
+
+    assert apply_column_docs(cat, tables=["vqe_iterations", "molecules"]) == {"vqe_iterations": 12}
+    tbl = cat.load_table("quantum_features.vqe_iterations")
+    assert {f.name: f.doc for f in tbl.schema().fields} == {
+        c: column_description(spec, c) for c in spec.schema.names
+    }
+    schema_id = tbl.schema().schema_id
+    assert apply_column_docs(cat) == {"vqe_iterations": 0}  # all ten asked, nine not created yet
+    assert cat.load_table("quantum_features.vqe_iterations").schema().schema_id == schema_id
+
+
 def test_sql_string_escapes_quotes_and_backslashes():
     # Spark SQL string literal: \' is a quote, \\ a backslash (checked against Spark's parser by hand)
     assert sql_string("it's a \\ x") == "'it\\'s a \\\\ x'"
@@ -194,6 +225,24 @@ def test_cli_rejects_bad_input_with_exit_2(capsys):
             main(argv)
         assert info.value.code == 2, argv
     assert "not YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_cli_describe_prints_every_column(capsys):
+    import json
+
+    from qp_assets.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["features", "describe", "vqe_iterations", "--json"])
+    assert info.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["column"] for r in rows] == TABLES["vqe_iterations"].schema.names
+    assert rows[2] == {
+        "table": "vqe_iterations",
+        "column": "iteration",
+        "type": "int",
+        "description": "Key. 1-based optimizer iteration.",
+    }
 
 
 def test_a_failed_read_is_never_a_bad_file(tmp_path: Path):

@@ -183,3 +183,36 @@ def snapshot_history(
             }
         )
     return out
+
+
+def apply_column_docs(
+    catalog: Any, namespace: str = NAMESPACE, tables: list[str] | None = None
+) -> dict[str, int]:
+    """Write the descriptions of ``features/columns.py`` as Iceberg column docs of existing tables.
+
+    For tables created before the descriptions existed (``CREATE TABLE`` writes them for new tables).
+    ``catalog`` is a PyIceberg catalog (``sql_catalog()``). One schema commit per table whose docs differ,
+    none when they all match; tables not created yet are skipped. Returns table -> columns changed
+    (absent tables left out). A concurrent commit by a build makes PyIceberg's commit fail (optimistic
+    concurrency, nothing half-written): run it again.
+    """
+    from pyiceberg.exceptions import NoSuchTableError
+
+    from qp_assets.features.transforms import column_description
+
+    changed: dict[str, int] = {}
+    for name in tables or list(TABLES):
+        spec = TABLES[check_table_name(name)]
+        try:
+            tbl = catalog.load_table(f"{namespace}.{name}")
+        except NoSuchTableError:
+            continue
+        docs = {f.name: f.doc for f in tbl.schema().fields}
+        wanted = {c: column_description(spec, c) for c in spec.schema.names if c in docs}
+        todo = {c: text for c, text in wanted.items() if docs[c] != text}
+        if todo:
+            with tbl.update_schema() as update:
+                for column, text in todo.items():
+                    update.update_column(column, doc=text)
+        changed[name] = len(todo)
+    return changed

@@ -4,6 +4,8 @@
 - ``qp features history TABLE``: snapshots of a table (id, time, operation, record counts)
 - ``qp features build DATE [--end DATE] [--run-id ID]``: build one day (or a date range in one Spark job)
 - ``qp features tables``: the ten tables, their keys and lineage
+- ``qp features describe [TABLE] [--apply]``: what every column means (unit, source); ``--apply`` writes the
+  descriptions as column docs into existing Iceberg tables created before they existed
 - ``qp features jars``: resolve (once, cached) and list the Spark jars of ``infra/spark/pom.xml``
 """
 
@@ -127,6 +129,37 @@ def _tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(args: argparse.Namespace) -> int:
+    from qp_assets.features.transforms import column_description
+
+    names = [args.table] if args.table else list(TABLES)
+    if args.apply:
+        from qp_assets.features.catalog import apply_column_docs, sql_catalog
+
+        try:
+            changed = apply_column_docs(sql_catalog(), args.namespace, names)
+        except Exception as exc:  # catalog / storage unreachable, concurrent commit
+            print(f"error: cannot update column docs in {args.namespace}: {exc}", file=sys.stderr)
+            return 1
+        for name in names:
+            n = changed.get(name)
+            print(f"{name}: " + ("not created yet" if n is None else f"{n} column doc(s) updated"))
+        return 0
+    rows = [
+        {"table": name, "column": f.name, "type": f.dataType.simpleString(),
+         "description": column_description(TABLES[name], f.name)}
+        for name in names
+        for f in TABLES[name].schema.fields
+    ]  # fmt: skip
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        for row in rows:
+            print(f"{row['table']}.{row['column']} ({row['type']}): {row['description']}")
+    return 0
+
+
 def _jars(args: argparse.Namespace) -> int:
     from qp_assets.features.spark import resolve_spark_jars
 
@@ -173,6 +206,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     jars = sub.add_parser("jars", help="resolve the Spark jars of infra/spark/pom.xml (cached) and list them")
     jars.set_defaults(handler=_jars)
+
+    describe = sub.add_parser("describe", help="what every column means; --apply writes it into Iceberg")
+    describe.add_argument(
+        "table", nargs="?", choices=list(TABLES), metavar="TABLE", help="one table (default: all ten)"
+    )
+    describe.add_argument(
+        "--apply", action="store_true", help="write the descriptions as column docs of the existing tables"
+    )
+    common(describe)
+    describe.set_defaults(handler=_describe)
 
     tables = sub.add_parser("tables", help="list the ten tables with keys and lineage")
     tables.set_defaults(handler=_tables)
