@@ -111,8 +111,12 @@ def test_operator_tools_work_on_the_secure_stack(secure) -> None:
 
 def test_wrong_kafka_password_fails_clearly(secure) -> None:
     env, settings = secure
+    started = time.monotonic()
     run = qp({**env, "KAFKA_SASL_PASSWORD": "wrong-kafka-pw-1"}, "request", "submit", "-m", "H2", timeout=120)
+    elapsed = time.monotonic() - started
+    print(f"[secure] wrong Kafka password refused in {elapsed:.1f} s (process start included)")
     assert run.returncode == 1, run.stdout + run.stderr
+    assert elapsed < 10  # reported on the first refused login, not after the 10 s metadata timeout
     error = run.stdout.strip().splitlines()[-1]
     assert error.startswith(
         f"qp request submit: error: Kafka at {settings.kafka_bootstrap_servers} refused our credentials "

@@ -256,17 +256,21 @@ def ensure_topic(settings: Settings, topic: str, partitions: int) -> None:
     admin = AdminClient(
         client_config(settings.kafka_bootstrap_servers, **{"socket.timeout.ms": 10_000, "error_cb": watch})
     )
-    try:
-        existing = admin.list_topics(timeout=ADMIN_TIMEOUT_S).topics
-    except KafkaException as exc:
-        admin.poll(0)  # serve the queued error callbacks
-        refused = watch.describe(settings.kafka_bootstrap_servers)
-        if refused:
-            raise KafkaException(refused) from exc
-        raise KafkaException(
-            f"Kafka at {settings.kafka_bootstrap_servers} did not answer a metadata request "
-            f"within {ADMIN_TIMEOUT_S:.0f} s: {exc}"
-        ) from exc
+    deadline = time.monotonic() + ADMIN_TIMEOUT_S
+    while True:  # 1 s slices, so refused credentials are reported in ~1 s, not after the whole timeout
+        try:
+            existing = admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic()))).topics
+            break
+        except KafkaException as exc:
+            admin.poll(0)  # serve the queued error callbacks
+            refused = watch.describe(settings.kafka_bootstrap_servers)
+            if refused:
+                raise KafkaException(refused) from exc
+            if time.monotonic() >= deadline:
+                raise KafkaException(
+                    f"Kafka at {settings.kafka_bootstrap_servers} did not answer a metadata request "
+                    f"within {ADMIN_TIMEOUT_S:.0f} s: {exc}"
+                ) from exc
     if topic in existing:
         return
     futures = admin.create_topics(
