@@ -24,6 +24,8 @@ def sql_catalog(settings: Settings | None = None):
     uri = settings.iceberg_catalog_uri
     if uri.startswith("jdbc:sqlite:"):
         uri = "sqlite:///" + uri[len("jdbc:sqlite:") :]
+    if uri.startswith("sqlite:///"):  # a fresh runtime has no iceberg/ folder yet: SQLite cannot create it
+        os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
     return SqlCatalog(
         settings.iceberg_catalog_name,
         uri=uri,
