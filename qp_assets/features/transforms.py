@@ -14,7 +14,7 @@ memory in bytes. Keys are real: ``run_id`` plus positional indexes (``iteration`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -490,7 +490,6 @@ class TableSpec:
     depends_on: tuple[str, ...] = (RAW_SOURCE,)
     description: str = ""
     partition_column: str = PARTITION_COLUMN
-    per_run: bool = field(default=False)
 
 
 _SPECS = [
@@ -499,14 +498,11 @@ _SPECS = [
         molecules,
         MOLECULES_SCHEMA,
         ("run_id",),
-        per_run=True,
         description=molecules.__doc__ or "",
     ),
-    TableSpec("ansatz_info", ansatz_info, ANSATZ_INFO_SCHEMA, ("run_id",), per_run=True),
-    TableSpec(
-        "performance_metrics", performance_metrics, PERFORMANCE_METRICS_SCHEMA, ("run_id",), per_run=True
-    ),
-    TableSpec("vqe_results", vqe_results, VQE_RESULTS_SCHEMA, ("run_id",), per_run=True),
+    TableSpec("ansatz_info", ansatz_info, ANSATZ_INFO_SCHEMA, ("run_id",)),
+    TableSpec("performance_metrics", performance_metrics, PERFORMANCE_METRICS_SCHEMA, ("run_id",)),
+    TableSpec("vqe_results", vqe_results, VQE_RESULTS_SCHEMA, ("run_id",)),
     TableSpec(
         "initial_parameters", initial_parameters, INITIAL_PARAMETERS_SCHEMA, ("run_id", "parameter_index")
     ),
@@ -539,7 +535,6 @@ for _spec in _SPECS:
 
 #: All ten tables in build order (processing_metadata last); ``TABLES[name]`` gives the spec.
 TABLES: dict[str, TableSpec] = {s.name: s for s in _SPECS}
-TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 
 def lineage() -> dict[str, tuple[str, ...]]:

@@ -35,7 +35,6 @@ from prometheus_client.exposition import push_to_gateway
 log = logging.getLogger(__name__)
 
 JOB = "quantum_pipeline"
-VQE_LABELS = ("molecule", "basis_set", "backend", "device", "optimizer", "ansatz", "experiment_id")
 ITERATION_BUCKETS_S = (
     0.001,
     0.0025,

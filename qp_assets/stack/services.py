@@ -684,8 +684,6 @@ def _port_open(endpoint: Endpoint, timeout: float = 1.0) -> bool:
 # PushGateway and Prometheus (Debian packages)
 # ---------------------------------------------------------------------------------------------
 
-APT_PACKAGES = {"pushgateway": "prometheus-pushgateway", "prometheus": "prometheus"}
-
 
 def _binary(name: str) -> str | None:
     return shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)

@@ -47,15 +47,6 @@ def normalize_request(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def decode_request(payload: bytes, settings: Settings | None = None, topic: str = "vqe.requests") -> dict:
-    """Decode one Confluent-framed Avro request (writer schema from the registry)."""
-    settings = settings or Settings.from_env()
-    record = deserialize(value_deserializer(settings.schema_registry_url), topic, payload)
-    if not isinstance(record, dict):
-        raise ValueError(f"request payload decoded to {type(record).__name__}, not a record")
-    return normalize_request(record)
-
-
 #: Key of the request's origin in the dicts :func:`consume_range` returns (the runner dead-letters with it).
 SOURCE_KEY = "_qp_source"
 
