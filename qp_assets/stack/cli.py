@@ -122,7 +122,7 @@ def _logs(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``qp stack ...`` to the top-level parser."""
     stack = subparsers.add_parser(
-        "stack", help="local service stack (Kafka, registry, Connect, S3, Prometheus)"
+        "stack", help="local service stack (Kafka, registry, Connect, S3, Spark Connect, Prometheus)"
     )
     sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
     only_help = f"comma-separated subset of: {','.join(SERVICE_ORDER)}"
