@@ -186,3 +186,35 @@ def test_registry_outage_is_told_apart_from_a_bad_payload() -> None:
     assert not is_registry_outage(SchemaRegistryError(404, 40403, "schema not found"))
     assert not is_registry_outage(ValueError("not avro"))
     assert not is_registry_outage(EOFError())
+
+
+def test_event_time_ms_of_a_result_record() -> None:
+    from qp_assets.streaming.publisher import event_time_ms
+
+    when = datetime(2026, 11, 28, 22, 5, tzinfo=UTC)
+    assert event_time_ms(make_result(0, when)) == 1795903500000
+    assert event_time_ms({"event_time": 1795903500000}) == 1795903500000  # as spooled (epoch ms)
+    assert event_time_ms({"event_time": None}) is None and event_time_ms({}) is None
+    assert event_time_ms({"event_time": True}) is None
+
+
+def test_corrupt_spool_files_are_skipped_kept_and_counted(tmp_path, monkeypatch, caplog) -> None:
+    """No network: every file fails to parse, so nothing is contacted; each is kept and named in a warning."""
+    import dataclasses
+
+    from qp_assets.settings import Settings
+    from qp_assets.streaming.publisher import replay_spool, spool_dir
+
+    settings = dataclasses.replace(Settings.from_env(), runtime_dir=tmp_path)
+    spool = spool_dir(settings)
+    cut = spool / "a-cut.json"
+    cut.write_text('{"topic": "vqe_result_v3.x", "key": ')
+    fields = spool / "b-fields.json"
+    fields.write_text('{"topic": "vqe_result_v3.x"}')
+    binary = spool / "c-binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with caplog.at_level("WARNING"):
+        assert replay_spool(settings) == (0, 3)
+    assert cut.exists() and fields.exists() and binary.exists()
+    for path in (cut, fields, binary):
+        assert any(str(path) in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
