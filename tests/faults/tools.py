@@ -219,11 +219,12 @@ class Expected:
     recovery_s: float | None
     notes: str = ""
     settings: Any = field(default=None, repr=False)
+    built: bool = False  # the case built its day itself (test_zz_audit does not rebuild it)
 
 
 LEDGER: list[Expected] = []
 
 
 def expect(case: str, prefix: str, day: date, counts: dict[str, int], recovery_s: float | None,
-           settings: Any, notes: str = "") -> None:  # fmt: skip
-    LEDGER.append(Expected(case, prefix, day, counts, recovery_s, notes, settings))
+           settings: Any, notes: str = "", built: bool = False) -> None:  # fmt: skip
+    LEDGER.append(Expected(case, prefix, day, counts, recovery_s, notes, settings, built))
