@@ -123,7 +123,8 @@ def is_transient_read_error(exc: BaseException) -> bool:
 def split_avro_files(files: list[str], settings: Settings | None = None) -> tuple[list[str], list[str]]:
     """(files starting with the Avro object container magic ``Obj\\x01``, the others).
 
-    A file deleted since it was listed is left out. Any other failure to read a file's first bytes
+    A file deleted since it was listed is left out; an empty one (S3 answers the 4-byte range with 416
+    InvalidRange) is among the others. Any other failure to read a file's first bytes
     raises LandingReadError naming it: a transient S3 fault must not turn good results into "bad files".
     """
     from botocore.exceptions import ClientError
@@ -133,8 +134,12 @@ def split_avro_files(files: list[str], settings: Settings | None = None) -> tupl
         try:
             head = _read_head(uri, settings)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("NoSuchKey", "404"):
                 log.warning("%s disappeared since it was listed: skipped", uri)
+                continue
+            if code in ("InvalidRange", "416"):  # an empty object: no first bytes, certainly not Avro
+                bad.append(uri)
                 continue
             raise LandingReadError(f"S3: reading {uri} failed: {exc}") from exc
         except FileNotFoundError:
