@@ -455,3 +455,71 @@ def test_unreadable_landed_files_counts_only_each_days_latest_build():
     assert check_logic.unreadable_landed_files(meta) == [
         {"day": "2026-01-02", "bad_files": ["s3a://b/raw/topics/t/junk.avro"]}
     ]
+
+
+def test_a_dead_run_worker_fails_its_run_under_run_monitoring(tmp_path) -> None:
+    """The repo's dagster.yaml: QpRunLauncher + run monitoring. A STARTED run whose worker process is gone
+    (killed) is marked failed by Dagster's own monitoring step; a live worker's run is left alone."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+    from dagster._core.events import EngineEventData
+    from dagster._daemon.monitoring.run_monitoring import monitor_started_run
+
+    from qp_assets.assets.run_launcher import QpRunLauncher
+
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    instance = DagsterInstance.from_config(str(tmp_path))
+    try:
+        assert isinstance(instance.run_launcher, QpRunLauncher)
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_resume_run_attempts == 0
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()  # a run worker that was there and is gone (as after kill -9)
+        runs = {}
+        for name, pid in (("dead", dead.pid), ("alive", os.getpid()), ("no-pid", None)):
+            run = instance.create_run_for_job(job_def=_tiny_job(), run_id=None)
+            instance.handle_run_event(run.run_id, _run_start_event(run))
+            if pid is not None:
+                instance.report_engine_event(
+                    f"Started process for run (pid: {pid}).", run, EngineEventData.in_process(pid)
+                )
+            runs[name] = run.run_id
+        for record in instance.get_run_records(RunsFilter(run_ids=list(runs.values()))):
+            assert record.dagster_run.status == DagsterRunStatus.STARTED
+            monitor_started_run(instance, None, record, logging.getLogger("test"))
+        status = {name: instance.get_run_by_id(rid).status for name, rid in runs.items()}
+        assert status == {
+            "dead": DagsterRunStatus.FAILURE,
+            "alive": DagsterRunStatus.STARTED,
+            "no-pid": DagsterRunStatus.STARTED,
+        }
+        assert f"run worker process {dead.pid} is gone" in str(
+            [e.message for e in instance.all_logs(runs["dead"]) if e.message]
+        )
+    finally:
+        instance.dispose()
+
+
+def _tiny_job():
+    from dagster import job, op
+
+    @op
+    def noop() -> None:
+        return None
+
+    @job(name="tiny_job")
+    def tiny_job():
+        noop()
+
+    return tiny_job
+
+
+def _run_start_event(run):
+    from dagster import DagsterEvent, DagsterEventType
+
+    return DagsterEvent(
+        event_type_value=DagsterEventType.RUN_START.value, job_name=run.job_name, message="start"
+    )
