@@ -9,9 +9,19 @@ apart with ``qp``'s own publisher:
   yet, so Kafka Connect has never seen it;
 * existing configuration: every request uses the default configuration, whose topic exists by then.
 
-Per request it measures submit -> result acknowledged by Kafka (the ``run_vqe_request`` step's output,
-recorded after the publish was acknowledged) and submit -> row queryable in Iceberg (``vqe_results`` through
-PyIceberg), and prints p50 / p95 of both side by side with their ratio.
+Per request it measures submit -> result acknowledged by Kafka (``kafka_acked_at`` of the ``run_vqe_request``
+step, stamped when ``publish_result`` returned; before that metadata existed: the step output, recorded after
+the metrics push and the plot), submit -> step output (``step p50``) and submit -> row queryable in Iceberg (``vqe_results`` through
+PyIceberg), and prints p50 / p95 of both side by side with their ratio. It then splits each request's
+latency into stages (median seconds per scenario), from Dagster's run records and the landed object:
+
+* sensor: submit -> ``vqe_runner_job`` run created by the request sensor;
+* launch: run created -> run started (dequeue, run worker process start, definitions import);
+* run->ack: run started -> result acknowledged by Kafka (read, admission, VQE, publish);
+* ->landed: ack -> the result's file in S3 (its ``LastModified``, 1 s resolution: Connect's rotation);
+* ->feature run: landed -> the first ``feature_processing_job`` run of the day created after it (landing sensor);
+* f.launch: feature run created -> started;
+* f.build: feature run started -> row queryable (Spark build + Iceberg commit + the 1 s poll).
 
     .venv/bin/python benchmarks/daemon_latency.py [--requests 5 --gap 8 --timeout 420]
 """
@@ -45,17 +55,95 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
-def _acked_at(instance, request_ids: set[str]) -> dict[str, float]:
-    """request_id -> wall-clock time its run_vqe_request step output was recorded (epoch seconds)."""
+#: Stage names of the per-request split, in order (see the module doc).
+STAGES = ("sensor", "launch", "run->ack", "->landed", "->feature run", "f.launch", "f.build")
+
+
+def _epoch(value) -> float:
+    """A run record timestamp (datetime, naive = UTC, or epoch float) as epoch seconds."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    return float(value)
+
+
+def _acked(instance, request_ids: set[str]) -> dict[str, dict]:
+    """request_id -> {ack, run_created, run_started, topic, partition, offset} of its run_vqe_request output.
+
+    ``ack`` is when Kafka acknowledged the publish (``kafka_acked_at``, epoch seconds; the step output's time
+    when the metadata is absent), ``step`` when the step output was recorded; run times from the run record.
+    """
     from dagster import DagsterEventType, RunsFilter
 
-    out: dict[str, float] = {}
-    for run in instance.get_runs(RunsFilter(job_name="vqe_runner_job")):
+    out: dict[str, dict] = {}
+    for record in instance.get_run_records(RunsFilter(job_name="vqe_runner_job")):
+        run = record.dagster_run
         for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT):
             meta = entry.dagster_event.event_specific_data.metadata or {}
             rid = meta.get("request_id")
-            if rid is not None and rid.value in request_ids:
-                out[rid.value] = entry.timestamp
+            if rid is None or rid.value not in request_ids:
+                continue
+            acked_at = meta.get("kafka_acked_at")
+            out[rid.value] = {
+                "ack": acked_at.value if acked_at is not None else entry.timestamp,
+                "step": entry.timestamp,
+                "run_created": _epoch(record.create_timestamp),
+                "run_started": record.start_time,
+                "topic": meta["result_topic"].value if "result_topic" in meta else None,
+                "partition": meta["kafka_partition"].value if "kafka_partition" in meta else -1,
+                "offset": meta["kafka_offset"].value if "kafka_offset" in meta else -1,
+            }
+    return out
+
+
+def _landed_at(client, bucket: str, raw_prefix: str, topic: str, partition: int, offset: int) -> float | None:
+    """LastModified (epoch s) of the landed file holding (topic, partition, offset), None if not landed.
+
+    Keys end in ``<topic>+<partition>+<startOffset:019d>.avro``: the file is the one with the largest start
+    offset <= ``offset``.
+    """
+    best: tuple[int, float] | None = None
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{raw_prefix}{topic}/"):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[-1]
+            head, _, start = name.removesuffix(".avro").rpartition("+")
+            if head != f"{topic}+{partition}" or not start.isdigit() or int(start) > offset:
+                continue
+            if best is None or int(start) > best[0]:
+                best = (int(start), obj["LastModified"].timestamp())
+    return None if best is None else best[1]
+
+
+def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[float]]:
+    """Per-stage seconds (see STAGES) of every request whose every timestamp is known."""
+    from dagster import RunsFilter
+
+    from qp_assets.resources.core import LandingResource
+    from qp_assets.s3 import s3_client
+
+    raw_prefix = LandingResource(bucket=settings.bucket).raw_prefix
+    client = s3_client(settings)
+    today = datetime.now(UTC).date().isoformat()
+    features = [
+        (_epoch(r.create_timestamp), r.start_time)
+        for r in instance.get_run_records(RunsFilter(job_name="feature_processing_job"))
+        if r.dagster_run.tags.get("dagster/partition") == today
+    ]
+    out: dict[str, list[float]] = {name: [] for name in STAGES}
+    for rid, t_submit in submitted.items():
+        a = acked.get(rid)
+        if not a or a["run_started"] is None or not a["topic"] or rid not in queryable:
+            continue
+        landed = _landed_at(client, settings.bucket, raw_prefix, a["topic"], a["partition"], a["offset"])
+        # LastModified is truncated to the second: a run created in that second may still have seen the file
+        later = sorted(f for f in features if landed is not None and f[0] >= landed - 1 and f[1] is not None)
+        if landed is None or not later:
+            continue
+        f_created, f_started = later[0]
+        points = [t_submit, a["run_created"], a["run_started"], a["ack"], landed, f_created, f_started,
+                  queryable[rid]]  # fmt: skip
+        for name, start, end in zip(STAGES, points[:-1], points[1:], strict=True):
+            out[name].append(end - start)
     return out
 
 
@@ -74,6 +162,23 @@ def _wait_first_tick(instance, daemon: subprocess.Popen, timeout_s: float = 180)
     raise TimeoutError("the request sensor did not tick")
 
 
+def _kill_leftovers(marker: str) -> None:
+    """SIGKILL processes whose command line names ``marker`` (this run's temp dir): the daemon's code server
+    can outlive the daemon (it waits for a heartbeat timeout) and would keep the stack's files open."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "dagster" in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
 def _scenario(name, configs, settings, instance, gap_s, timeout_s) -> dict[str, list[float]]:
     from qp_assets import e2e
     from qp_assets.features.catalog import read_rows
@@ -86,11 +191,11 @@ def _scenario(name, configs, settings, instance, gap_s, timeout_s) -> dict[str, 
         e2e.submit_requests([req], settings)
         print(f"  {name}: submitted {req['request_id']} {cfg or '(default configuration)'}", flush=True)
         time.sleep(gap_s)
-    acked: dict[str, float] = {}
+    acked: dict[str, dict] = {}
     landed: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(landed) < len(submitted):
-        acked.update(_acked_at(instance, set(submitted) - set(acked)))
+        acked.update(_acked(instance, set(submitted) - set(acked)))
         try:
             ids = read_rows("vqe_results", day=datetime.now(UTC).date(), settings=settings).column(
                 "request_id"
@@ -106,9 +211,12 @@ def _scenario(name, configs, settings, instance, gap_s, timeout_s) -> dict[str, 
         raise TimeoutError(
             f"{name}: {len(missing)} request(s) not in Iceberg after {timeout_s:.0f} s: {missing}"
         )
+    acked.update(_acked(instance, set(submitted) - set(acked)))
     return {
-        "ack": [acked[r] - submitted[r] for r in submitted if r in acked],
+        "ack": [acked[r]["ack"] - submitted[r] for r in submitted if r in acked],
+        "step": [acked[r]["step"] - submitted[r] for r in submitted if r in acked],
         "iceberg": [landed[r] - submitted[r] for r in submitted],
+        "stages": _stages(instance, settings, submitted, acked, landed),
     }
 
 
@@ -175,23 +283,38 @@ def main(argv: list[str] | None = None) -> int:
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(daemon.pid, 9)
+        _kill_leftovers(str(work))
         down()
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{args.requests} H2 requests per scenario, {args.gap:.0f} s apart, under dagster-daemon")
-    print(f"{'scenario':<24}{'ack p50':>9}{'ack p95':>9}{'iceberg p50':>13}{'iceberg p95':>13}{'ratio':>7}")
+    print(
+        f"{'scenario':<24}{'ack p50':>9}{'ack p95':>9}{'step p50':>10}{'iceberg p50':>13}{'iceberg p95':>13}"
+        f"{'ratio':>7}"
+    )
     for name, r in results.items():
-        a50, a95, i50, i95 = (
+        a50, a95, s50, i50, i95 = (
             _pct(r["ack"], 50),
             _pct(r["ack"], 95),
+            _pct(r["step"], 50),
             _pct(r["iceberg"], 50),
             _pct(r["iceberg"], 95),
         )
-        print(f"{name:<24}{a50:>9.1f}{a95:>9.1f}{i50:>13.1f}{i95:>13.1f}{i50 / a50:>7.1f}")
+        print(f"{name:<24}{a50:>9.1f}{a95:>9.1f}{s50:>10.1f}{i50:>13.1f}{i95:>13.1f}{i50 / a50:>7.1f}")
     new, old = results["new configuration"], results["existing configuration"]
     ratio = statistics.median(new["iceberg"]) / statistics.median(old["iceberg"])
     print(f"\nratio new / existing configuration, Iceberg p50: {ratio:.2f}")
-    print("(seconds; ack = submit -> result acknowledged by Kafka; iceberg = submit -> row queryable)")
+    print(
+        "(seconds; ack = submit -> result acknowledged by Kafka; step = submit -> run_vqe_request output "
+        "(after metrics and plot); iceberg = submit -> row queryable; ratio = iceberg / ack p50)"
+    )
+    print("\nstages, median seconds (n = requests with every timestamp known)")
+    print(f"{'scenario':<24}" + "".join(f"{name:>14}" for name in STAGES) + f"{'n':>4}")
+    for name, r in results.items():
+        stages = r["stages"]
+        n = len(stages[STAGES[0]])
+        cells = "".join(f"{statistics.median(stages[s]) if n else float('nan'):>14.1f}" for s in STAGES)
+        print(f"{name:<24}{cells}{n:>4}")
     return 0
 
 
