@@ -19,8 +19,9 @@ latency into stages (median seconds per scenario), from Dagster's run records an
 * launch: run created -> run started (dequeue, run worker process start, definitions import);
 * run->ack: run started -> result acknowledged by Kafka (read, admission, VQE, publish);
 * ->landed: ack -> the result's file in S3 (its ``LastModified``, 1 s resolution: Connect's rotation);
-* ->feature run: landed -> the first ``feature_processing_job`` run of the day created after it (landing sensor);
-* f.launch: feature run created -> started;
+* ->feature run: landed -> the ``feature_processing_job`` run of the day that read it (the first to start
+  after it landed) was created (landing sensor; 0 when that run was already queued);
+* f.launch: feature run created (or the landing, if later) -> started (queue behind a running build + launch);
 * f.build: feature run started -> row queryable (Spark build + Iceberg commit + the 1 s poll).
 
     .venv/bin/python benchmarks/daemon_latency.py [--requests 5 --gap 8 --timeout 420]
@@ -135,11 +136,13 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
         if not a or a["run_started"] is None or not a["topic"] or rid not in queryable:
             continue
         landed = _landed_at(client, settings.bucket, raw_prefix, a["topic"], a["partition"], a["offset"])
-        # LastModified is truncated to the second: a run created in that second may still have seen the file
-        later = sorted(f for f in features if landed is not None and f[0] >= landed - 1 and f[1] is not None)
+        # the feature run that read the file: the first to start after it landed (LastModified is truncated
+        # to the second); it may have been created (queued) before the file landed
+        later = sorted((f[1], f[0]) for f in features if landed is not None and f[1] and f[1] >= landed - 1)
         if landed is None or not later:
             continue
-        f_created, f_started = later[0]
+        f_started, f_created = later[0]
+        f_created = min(max(f_created, landed), f_started)  # queued before the landing: pickup counts as 0
         points = [t_submit, a["run_created"], a["run_started"], a["ack"], landed, f_created, f_started,
                   queryable[rid]]  # fmt: skip
         for name, start, end in zip(STAGES, points[:-1], points[1:], strict=True):

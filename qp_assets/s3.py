@@ -28,16 +28,43 @@ def s3_client(
 
     Health probes pass shorter timeouts and a single attempt.
     """
+    settings = settings or Settings.from_env()
+    return make_client(
+        settings.s3_endpoint_url,
+        settings.aws_access_key_id,
+        settings.aws_secret_access_key,
+        settings.aws_region,
+        connect_timeout_s=connect_timeout_s,
+        read_timeout_s=read_timeout_s,
+        max_attempts=max_attempts,
+    )
+
+
+def make_client(
+    endpoint_url: str | None,
+    aws_access_key_id: str | None,
+    aws_secret_access_key: str | None,
+    region_name: str | None,
+    *,
+    aws_session_token: str | None = None,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> Any:
+    """A path-style boto3 S3 client with explicit endpoint and credentials (``None``: boto3's own lookup).
+
+    ``connect_timeout_s`` / ``read_timeout_s`` bound one attempt (seconds), ``max_attempts`` the attempts.
+    """
     import boto3
     from botocore.config import Config
 
-    settings = settings or Settings.from_env()
     return boto3.client(
         "s3",
-        endpoint_url=settings.s3_endpoint_url,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=settings.aws_secret_access_key,
-        region_name=settings.aws_region,
+        endpoint_url=endpoint_url or None,
+        aws_access_key_id=aws_access_key_id or None,
+        aws_secret_access_key=aws_secret_access_key or None,
+        aws_session_token=aws_session_token or None,
+        region_name=region_name or None,
         config=Config(
             s3={"addressing_style": "path"},
             connect_timeout=connect_timeout_s,

@@ -46,6 +46,7 @@ def _tick(sensor, cursor, kafka, instance):
 def test_kafka_sensor_plans_each_offset_once(stack, monkeypatch):
     monkeypatch.setenv("QP_REQUESTS_PER_RUN", "3")
     monkeypatch.setenv("QP_REQUEST_SENSOR_START", "earliest")
+    monkeypatch.setenv("QP_REQUEST_SENSOR_WAIT_S", "0")  # planning only; the wait has its own test
     topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
     _produce(stack, topic, 7)
     sensor = _sensors()["kafka_vqe_request_sensor"]
@@ -101,6 +102,32 @@ def test_kafka_sensor_new_instance_starts_at_the_end_but_reads_a_topic_created_l
         _produce(stack, new_topic, 3)
         after, _ = _tick(sensor, before.cursor, later, instance)
         assert [r.run_key for r in after.run_requests] == [f"{new_topic}:0:0-2", f"{new_topic}:1:0-1"]
+
+
+def test_kafka_sensor_tick_waits_for_a_request_and_returns_when_it_arrives(stack, monkeypatch):
+    """The daemon starts a sensor loop at most every 5 s: a tick with nothing new waits up to
+    QP_REQUEST_SENSOR_WAIT_S for a request and returns as soon as one is on the topic."""
+    import threading
+
+    monkeypatch.setenv("QP_REQUEST_SENSOR_START", "earliest")
+    monkeypatch.setenv("QP_REQUEST_SENSOR_WAIT_S", "4")
+    topic = f"test.orch.requests.{uuid.uuid4().hex[:8]}"
+    _produce(stack, topic, 2)
+    sensor = _sensors()["kafka_vqe_request_sensor"]
+    kafka = KafkaResource(bootstrap_servers=stack.kafka_bootstrap_servers, requests_topic=topic)
+    with DagsterInstance.ephemeral() as instance:
+        first, seconds = _tick(sensor, None, kafka, instance)  # requests there: no wait
+        assert [r.run_key for r in first.run_requests] == [f"{topic}:0:0-1", f"{topic}:1:0-1"] and seconds < 3
+        later = threading.Timer(1.0, _produce_more, (stack, topic, 1))
+        later.start()
+        try:
+            second, seconds = _tick(sensor, first.cursor, kafka, instance)
+        finally:
+            later.join()
+        assert [r.run_key for r in second.run_requests] == [f"{topic}:0:1-2"]
+        assert 1.0 <= seconds < 3.0  # returned once the request was there, not after the 4 s wait
+        third, seconds = _tick(sensor, second.cursor, kafka, instance)  # nothing comes: waits, skips
+        assert not third.run_requests and third.cursor == second.cursor and 4.0 <= seconds < 6.0
 
 
 def _produce_more(settings, topic: str, n: int) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
@@ -72,6 +73,119 @@ def test_changed_days_requests_exactly_the_touched_days():
     assert recent_days(d3, 2) == [d1, d2, d3]
     with pytest.raises(ValueError, match="cursor"):
         changed_days("nope", landed)
+
+
+class _FakeS3:
+    """The two list_objects_v2 shapes landed_per_day uses (delimiter listing of topics, prefix listing)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, datetime] = {}
+
+    def put(self, key: str) -> None:
+        self.objects[key] = datetime(2026, 3, 1, 12, 0, len(self.objects), tzinfo=UTC)
+
+    def list_objects_v2(self, Bucket: str, Prefix: str, Delimiter: str | None = None, **_: object) -> dict:
+        keys = sorted(k for k in self.objects if k.startswith(Prefix))
+        if Delimiter:
+            folders = sorted({Prefix + k[len(Prefix) :].split(Delimiter, 1)[0] + Delimiter for k in keys})
+            return {"CommonPrefixes": [{"Prefix": f} for f in folders], "IsTruncated": False}
+        return {
+            "Contents": [{"Key": k, "Size": 10, "LastModified": self.objects[k]} for k in keys],
+            "IsTruncated": False,
+        }
+
+
+def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
+    """Issue 18 saw 3 feature runs for one day within 2 minutes: a day whose run has not started yet (queued,
+    not started, starting; a UI backfill's range counts for each of its days) gets no other run; a run in
+    progress gets exactly one follow-up, which then covers every later landing while it waits."""
+    from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
+    from dagster._core.utils import make_new_run_id
+
+    from qp_assets.assets.jobs import build_feature_job
+    from qp_assets.assets.vqe_runner import build_vqe_runner_job
+    from qp_assets.resources.core import BoundedS3Resource, LandingResource
+    from qp_assets.sensors.definitions import build_sensors
+
+    fake = _FakeS3()
+
+    class FakeS3Resource(BoundedS3Resource):
+        def get_client(self):
+            return fake
+
+    monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "0")
+    job = build_feature_job()
+    sensor = {s.name: s for s in build_sensors(build_vqe_runner_job(), job)}["landing_sensor"]
+    resources = {"s3": FakeS3Resource(), "landing": LandingResource(bucket="b")}
+    today = datetime.now(UTC).date()
+    day = today.isoformat()
+    prefix = f"raw/topics/vqe_result_v3.x/year={today:%Y}/month={today:%m}/day={today:%d}/hour=00/"
+
+    with DagsterInstance.ephemeral() as instance:
+        # The sensor asks the instance for runs by job and status (RunsFilter); a queued DagsterRun cannot be
+        # built without a code location origin, so the instance's run listing is a fake over these records.
+        runs: dict[str, SimpleNamespace] = {}
+
+        def get_runs(filters, limit=None):
+            return [
+                r
+                for r in runs.values()
+                if filters.tags.items() <= r.tags.items() and r.status in filters.statuses
+            ][:limit]
+
+        monkeypatch.setattr(instance, "get_runs", get_runs)
+
+        def run(status: DagsterRunStatus, job_name: str = job.name, **tags: str) -> str:
+            run_id = make_new_run_id()
+            tags = {
+                "qp/kind": "features",
+                **tags,
+            }  # what the job's tags / QpRunCoordinator put on every feature run
+            runs[run_id] = SimpleNamespace(job_name=job_name, run_id=run_id, status=status, tags=tags)
+            return run_id
+
+        cursor = None
+
+        def land_and_tick(n: int) -> list[str]:
+            nonlocal cursor
+            fake.put(f"{prefix}vqe_result_v3.x+0+{n:019d}.avro")
+            result = sensor(build_sensor_context(cursor=cursor, resources=resources, instance=instance))
+            cursor = result.cursor
+            return [r.partition_key for r in result.run_requests]
+
+        assert land_and_tick(0) == [day]  # first landing: one run (the daemon queues it)
+        first = run(DagsterRunStatus.QUEUED, **{"dagster/partition": day})
+        assert land_and_tick(1) == []  # queued: it will list this file when it starts
+        runs.pop(first)
+        first = run(DagsterRunStatus.STARTING, **{"dagster/partition": day})
+        assert land_and_tick(2) == []  # launched, not started: still lists the files itself
+        runs.pop(first)
+        run(DagsterRunStatus.STARTED, **{"dagster/partition": day})
+        assert land_and_tick(3) == [day]  # in progress: exactly one follow-up
+        follow_up = run(DagsterRunStatus.QUEUED, **{"dagster/partition": day})
+        assert land_and_tick(4) == [] and land_and_tick(5) == []  # the waiting follow-up covers them
+        runs.pop(follow_up)
+        backfill = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": day}
+        run(DagsterRunStatus.NOT_STARTED, "__ASSET_JOB", **backfill)  # a UI backfill: the implicit asset job
+        assert land_and_tick(6) == []  # a pending range run covers each of its days
+        assert land_and_tick(6) == []  # nothing new: nothing requested either
+
+
+def test_run_days_of_partition_and_range_tags():
+    from qp_assets.sensors.definitions import run_days
+
+    assert run_days({"dagster/partition": "2026-03-02"}) == {"2026-03-02"}
+    assert run_days(
+        {
+            "dagster/asset_partition_range_start": "2026-02-27",
+            "dagster/asset_partition_range_end": "2026-03-01",
+        }
+    ) == {"2026-02-27", "2026-02-28", "2026-03-01"}
+    assert (
+        run_days({"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "b"})
+        == set()
+    )
+    assert run_days({}) == set()
 
 
 # --- check logic ----------------------------------------------------------------------------------------

@@ -5,10 +5,9 @@ import os
 from datetime import UTC, datetime
 
 from dagster import DataVersion, MetadataValue, ObserveResult, observable_source_asset
-from dagster_aws.s3 import S3Resource
 
 from qp_assets.assets.features import RAW_ASSET_KEY
-from qp_assets.resources.core import LandingResource
+from qp_assets.resources.core import BoundedS3Resource, LandingResource
 from qp_assets.sensors.landing import landed_per_day, recent_days
 
 
@@ -27,7 +26,7 @@ def observe_lookback_days() -> int:
     description="Avro files landed by Kafka Connect under `s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/`",
     kinds={"s3", "avro"},
 )
-def raw_vqe_results(s3: S3Resource, landing: LandingResource) -> ObserveResult:
+def raw_vqe_results(s3: BoundedS3Resource, landing: LandingResource) -> ObserveResult:
     days = recent_days(datetime.now(UTC).date(), observe_lookback_days())
     landed = landed_per_day(s3.get_client(), landing.bucket, landing.raw_prefix, days)
     per_day = {d.isoformat(): {"files": info.files, "bytes": info.bytes} for d, info in landed.items()}

@@ -9,7 +9,6 @@ from email.message import EmailMessage
 from typing import Any
 
 from dagster import ConfigurableResource, EnvVar
-from dagster_aws.s3 import S3Resource
 from pydantic import Field
 
 from qp_assets.settings import Settings
@@ -34,6 +33,16 @@ class KafkaResource(ConfigurableResource):
 
         return read_watermarks(self.bootstrap_servers, topic or self.requests_topic, self.timeout_s)
 
+    def wait_for_new_offsets(
+        self, topic: str, next_offsets: dict[int, int], wait_s: float
+    ) -> dict[int, tuple[int, int]]:
+        """Watermarks as soon as ``topic`` holds offsets beyond ``next_offsets``, else after ``wait_s``."""
+        from qp_assets.sensors.kafka_offsets import wait_for_new_offsets
+
+        return wait_for_new_offsets(
+            self.bootstrap_servers, topic, next_offsets, wait_s, timeout_s=self.timeout_s
+        )
+
     def offsets_at_time(self, topic: str, partitions: list[int], timestamp_ms: int) -> dict[int, int]:
         """Partition -> first offset stamped at or after ``timestamp_ms`` (the end when none)."""
         from qp_assets.sensors.kafka_offsets import offsets_at_time
@@ -54,41 +63,39 @@ class SchemaRegistryResource(ConfigurableResource):
         return registry_client(self.url, timeout_s=self.timeout_s)
 
 
-class BoundedS3Resource(S3Resource):
-    """dagster-aws's S3Resource with connect/read timeouts (botocore's defaults are 60 s each, x5 attempts).
+class BoundedS3Resource(ConfigurableResource):
+    """The S3 client of sensors and assets, with connect/read timeouts (botocore's defaults: 60 s each, x5).
 
-    An S3 endpoint that accepts connections and never answers fails a sensor tick or op after at most
+    Field names follow dagster-aws's ``S3Resource`` (run config written for it still applies), but the class
+    is ours: importing ``dagster_aws`` costs ~0.9 s of CPU in every process that loads the definitions (the
+    code server, each run worker), which is on the path of every request's latency. An S3 endpoint that
+    accepts connections and never answers fails a sensor tick or op after at most
     ``max_attempts * 2 * read_timeout_s`` (measured; botocore reconnects once per attempt), not 10 minutes.
     """
 
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL (None: AWS)")
+    region_name: str | None = Field(default=None, description="S3 region")
+    aws_access_key_id: str | None = Field(default=None, description="access key (None: boto3's lookup)")
+    aws_secret_access_key: str | None = Field(default=None, description="secret key (None: boto3's lookup)")
+    aws_session_token: str | None = Field(default=None, description="session token of temporary credentials")
+    max_attempts: int = Field(default=3, ge=1, description="attempts per call (botocore standard retries)")
     connect_timeout_s: float = Field(default=5.0, description="seconds to establish a connection to S3")
     read_timeout_s: float = Field(default=30.0, description="seconds to wait for bytes of an S3 answer")
 
     def get_client(self) -> Any:
-        import boto3
-        from botocore.config import Config
+        """A path-style boto3 S3 client (see :func:`qp_assets.s3.make_client`)."""
+        from qp_assets.s3 import make_client
 
-        session = boto3.session.Session(profile_name=self.profile_name)
-        client = session.client(
-            "s3",
-            region_name=self.region_name,
-            use_ssl=self.use_ssl,
-            verify=self.verify,
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
+        return make_client(
+            self.endpoint_url,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.region_name,
             aws_session_token=self.aws_session_token,
-            config=Config(
-                connect_timeout=self.connect_timeout_s,
-                read_timeout=self.read_timeout_s,
-                retries={"max_attempts": self.max_attempts, "mode": "standard"},
-            ),
+            connect_timeout_s=self.connect_timeout_s,
+            read_timeout_s=self.read_timeout_s,
+            max_attempts=self.max_attempts,
         )
-        if self.use_unsigned_session:
-            from botocore import UNSIGNED
-
-            client.meta.events.register("choose-signer.s3.*", lambda **kwargs: UNSIGNED)
-        return client
 
 
 class SparkResource(ConfigurableResource):

@@ -2,7 +2,7 @@
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     DagsterRunStatus,
@@ -17,9 +17,8 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
-from dagster_aws.s3 import S3Resource
 
-from qp_assets.resources.core import KafkaResource, LandingResource, SmtpResource
+from qp_assets.resources.core import BoundedS3Resource, KafkaResource, LandingResource, SmtpResource
 from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
 from qp_assets.sensors.landing import changed_days, landed_per_day, recent_days
 
@@ -52,6 +51,14 @@ def _mail_status() -> DefaultSensorStatus:
 #: the daemon's first tick, is not skipped.
 DEFAULT_START_GRACE_S = 30
 
+#: How long one tick of the request sensor waits for a new request (``QP_REQUEST_SENSOR_WAIT_S``, seconds).
+#: Dagster 1.13's sensor daemon starts its evaluation loop at most every 5 s (``MIN_INTERVAL_LOOP_TIME``,
+#: not configurable; a smaller ``minimum_interval_seconds`` changes nothing), so a tick that returned at once
+#: would see a request on average 2.5 s late. Waiting inside the tick, re-reading the watermarks every
+#: 0.25 s, covers the gap until the next loop: a request is seen within ~0.3 s.
+DEFAULT_WAIT_S = 5
+MAX_WAIT_S = 30
+
 
 def request_sensor_result(
     cursor: str | None,
@@ -62,8 +69,12 @@ def request_sensor_result(
     instance=None,
     job_name: str = "vqe_runner_job",
     log=None,
+    wait_s: float = 0.0,
 ) -> SensorResult | SkipReason:
     """One tick of the Kafka request sensor (watermarks only; see kafka_offsets).
+
+    When nothing new is there, the tick waits up to ``wait_s`` seconds for a request and returns as soon as
+    one arrives (never on the very first tick of an instance, which only places the cursor).
 
     ``start`` applies to the partitions that exist at the sensor's very first tick (no cursor yet):
     ``latest`` (the default) starts a new instance at the requests stamped in the last ``grace_s`` seconds,
@@ -86,8 +97,7 @@ def request_sensor_result(
     if not cursor and start == "latest":
         since_ms = int((time.time() - grace_s) * 1000)
         next_offsets = kafka.offsets_at_time(topic, sorted(marks), since_ms)
-    ranges, next_offsets = plan_ranges(topic, next_offsets, marks, max_per_run)
-    new_cursor = dump_cursor(topic, next_offsets)
+    ranges, planned = plan_ranges(topic, next_offsets, marks, max_per_run)
     retries: list[RunRequest] = []
     if instance is not None:
         from qp_assets.sensors.range_retry import failed_range_requests
@@ -102,6 +112,10 @@ def request_sensor_result(
         for alert in alerts:
             if log is not None:
                 log.error(alert)
+    if not ranges and not retries and cursor and wait_s > 0:
+        marks = kafka.wait_for_new_offsets(topic, next_offsets, wait_s) or marks
+        ranges, planned = plan_ranges(topic, next_offsets, marks, max_per_run)
+    new_cursor = dump_cursor(topic, planned)
     if not ranges and not retries:
         return SensorResult(
             skip_reason=SkipReason(f"no new requests on {topic} ({time.monotonic() - started:.2f}s)"),
@@ -135,7 +149,7 @@ def request_sensor_result(
 
 def landing_sensor_result(
     cursor: str | None,
-    s3: S3Resource,
+    s3: BoundedS3Resource,
     landing: LandingResource,
     lookback_days: int,
     first_day: str,
@@ -163,15 +177,48 @@ def landing_sensor_result(
     return SensorResult(run_requests=requests, cursor=new_cursor)
 
 
-def queued_partitions(instance, job_name: str) -> set[str]:
-    """Partitions of ``job_name`` runs that are queued / not started yet (they will list files when they start)."""
+#: Feature runs in these states have not listed the landed files yet: they will read the newest ones.
+PENDING_STATUSES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING)
+
+
+def run_days(tags: dict[str, str]) -> set[str]:
+    """ISO days a run covers: its ``dagster/partition``, or every day of its partition range tags."""
+    if tags.get("dagster/partition"):
+        return {tags["dagster/partition"]}
+    first, last = (
+        tags.get("dagster/asset_partition_range_start"),
+        tags.get("dagster/asset_partition_range_end"),
+    )
+    if not first or not last:
+        return set()
+    try:
+        day, end = date.fromisoformat(first), date.fromisoformat(last)
+    except ValueError:  # not a daily range: covers no day
+        return set()
+    days = set()
+    while day <= end:
+        days.add(day.isoformat())
+        day += timedelta(days=1)
+    return days
+
+
+def queued_partitions(instance) -> set[str]:
+    """Days covered by feature runs (``qp/kind=features``) that have not started yet (queued, not started,
+    starting), whichever way they were launched (landing sensor, schedule, UI Materialize, backfills).
+
+    Such a run lists the landed files when it starts, so it will read files that land meanwhile: the landing
+    sensor requests nothing more for those days. A run already in progress gets one follow-up (requested
+    while it runs, queued behind it by the ``qp/kind=features`` concurrency limit); more landings while
+    that follow-up waits are covered by it.
+    """
     from dagster import RunsFilter
 
+    from qp_assets.assets.run_tags import FEATURE_RUN_TAGS
+
     runs = instance.get_runs(
-        RunsFilter(job_name=job_name, statuses=[DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED]),
-        limit=100,
+        RunsFilter(tags=dict(FEATURE_RUN_TAGS), statuses=list(PENDING_STATUSES)), limit=200
     )
-    return {r.tags["dagster/partition"] for r in runs if r.tags.get("dagster/partition")}
+    return set().union(*(run_days(r.tags) for r in runs)) if runs else set()
 
 
 def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = None) -> tuple[str, str]:
@@ -195,11 +242,14 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     if start not in ("earliest", "latest"):
         raise ValueError(f"QP_REQUEST_SENSOR_START: expected earliest or latest, got {start!r}")
     grace_s = _env_int("QP_REQUEST_SENSOR_GRACE_S", DEFAULT_START_GRACE_S)
+    wait_s = _env_int("QP_REQUEST_SENSOR_WAIT_S", DEFAULT_WAIT_S)
+    if wait_s > MAX_WAIT_S:  # a tick must end well within Dagster's sensor gRPC timeout (60 s)
+        raise ValueError(f"QP_REQUEST_SENSOR_WAIT_S: at most {MAX_WAIT_S} seconds, got {wait_s}")
 
     @sensor(
         name="kafka_vqe_request_sensor",
         job=vqe_runner_job,
-        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 3),
+        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 1),
         default_status=_default_status(),
         description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
@@ -213,6 +263,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
             context.instance,
             vqe_runner_job.name,
             context.log,
+            wait_s,
         )
 
     from qp_assets.assets.partitions import partitions_start_date
@@ -223,12 +274,12 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     @sensor(
         name="landing_sensor",
         job=feature_job,
-        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 10),
+        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 2),
         default_status=_default_status(),
         description="New files under the recent day prefixes -> feature partitions of those days",
     )
-    def landing_sensor(context: SensorEvaluationContext, s3: S3Resource, landing: LandingResource):
-        pending = queued_partitions(context.instance, feature_job.name)
+    def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
+        pending = queued_partitions(context.instance)
         return landing_sensor_result(context.cursor, s3, landing, lookback, first_day, pending)
 
     @run_failure_sensor(

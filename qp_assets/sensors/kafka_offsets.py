@@ -9,6 +9,7 @@ half-open ranges of at most ``max_per_run`` offsets. A range's run key is ``<top
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 
@@ -47,6 +48,45 @@ def read_watermarks(
             )
             for p in sorted(meta.partitions)
         }
+    finally:
+        consumer.close()
+
+
+def wait_for_new_offsets(
+    bootstrap_servers: str,
+    topic: str,
+    next_offsets: dict[int, int],
+    wait_s: float,
+    poll_s: float = 0.25,
+    timeout_s: float = 10.0,
+) -> dict[int, tuple[int, int]]:
+    """Watermarks of ``topic`` as soon as a partition holds an offset not handed out yet, else after ``wait_s``.
+
+    A partition has new offsets when its high watermark exceeds its entry in ``next_offsets`` (a partition
+    absent from it: exceeds its low watermark). Re-reads the watermarks every ``poll_s`` seconds with one
+    consumer; returns the last read (possibly unchanged) once ``wait_s`` seconds have passed, and ``{}``
+    while the topic does not exist. Each read is bounded by ``timeout_s``.
+    """
+    from confluent_kafka import TopicPartition
+
+    deadline = time.monotonic() + max(0.0, wait_s)
+    consumer = _offsets_consumer(bootstrap_servers, timeout_s)
+    try:
+        while True:
+            marks: dict[int, tuple[int, int]] = {}
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            if meta is not None and meta.error is None:
+                for p in sorted(meta.partitions):
+                    marks[p] = tuple(
+                        consumer.get_watermark_offsets(
+                            TopicPartition(topic, p), timeout=timeout_s, cached=False
+                        )
+                    )
+            if any(high > next_offsets.get(p, low) for p, (low, high) in marks.items()):
+                return marks
+            if time.monotonic() + poll_s > deadline:
+                return marks
+            time.sleep(poll_s)
     finally:
         consumer.close()
 

@@ -6,7 +6,8 @@ Confluent's S3 sink is not on Maven Central, and Aiven's needs Confluent's Avro 
 either. Connector settings come from ``Settings`` and two environment variables:
 
 - ``QP_SINK_FLUSH_SIZE`` (default 100): records per landed file;
-- ``QP_SINK_ROTATE_INTERVAL_MS`` (default 10000): a file open this long is closed and uploaded.
+- ``QP_SINK_ROTATE_INTERVAL_MS`` (default 2000): a file open this long is closed and uploaded (small files
+  are fine: the daily feature build reads a day in one pass and rewrites its Iceberg partitions).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str
         "aws_region": settings.aws_region,
         "schema_registry_url": registry_url,
         "flush_size": os.environ.get("QP_SINK_FLUSH_SIZE", "100"),
-        "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "10000"),
+        "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "2000"),
     }
     rendered = {}
     for key, value in template.items():
