@@ -135,12 +135,16 @@ def _reject(context: OpExecutionContext, request: dict, exc: Exception, settings
 
 
 #: What a request's steps import, in the order they need it: admission (PySCF's basis sets, the sector
-#: kernel's memory estimate), the simulation, the publish, then the metadata (metrics, plot). About 5 s of
-#: CPU on 2 cores when the run worker starts cold.
+#: kernel's memory estimate), the simulation (with what ``run_vqe`` imports lazily), the publish, then the
+#: metadata (metrics, plot): several seconds of CPU in every cold run worker (the numba kernels load from
+#: their on-disk cache at the first call).
 WARM_MODULES = (
     "pyscf.gto",
     "qp_assets.vqe.sector_kernel",
     "qp_assets.vqe.runner",
+    "qiskit_nature.second_q.drivers",  # imported inside run_vqe (build_problem): ~1.5 s idle
+    "qiskit_nature.second_q.transformers",
+    "qiskit_nature.second_q.mappers",
     "qp_assets.streaming.publisher",
     "qp_assets.monitoring.metrics",
     "qp_assets.monitoring.plots",

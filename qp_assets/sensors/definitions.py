@@ -167,7 +167,9 @@ def landing_sensor_result(
     changed = [d for d in changed if d not in covered]
     if not changed:
         reason = (
-            "no new landed files" if not covered else f"new files for {covered}: a queued run covers them"
+            "no new landed files"
+            if not covered
+            else f"new files for {', '.join(d.isoformat() for d in covered)}: a queued run covers them"
         )
         return SensorResult(skip_reason=SkipReason(reason), cursor=new_cursor)
     requests = [

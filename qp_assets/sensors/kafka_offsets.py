@@ -84,9 +84,10 @@ def wait_for_new_offsets(
                     )
             if any(high > next_offsets.get(p, low) for p, (low, high) in marks.items()):
                 return marks
-            if time.monotonic() + poll_s > deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return marks
-            time.sleep(poll_s)
+            time.sleep(min(poll_s, remaining))
     finally:
         consumer.close()
 
