@@ -134,12 +134,14 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
     for rid, t_submit in submitted.items():
         a = acked.get(rid)
         if not a or a["run_started"] is None or not a["topic"] or rid not in queryable:
+            print(f"  stages: {rid}: no ack/run start/topic ({a})", flush=True)
             continue
         landed = _landed_at(client, settings.bucket, raw_prefix, a["topic"], a["partition"], a["offset"])
         # the feature run that read the file: the first to start after it landed (LastModified is truncated
         # to the second); it may have been created (queued) before the file landed
         later = sorted((f[1], f[0]) for f in features if landed is not None and f[1] and f[1] >= landed - 1)
         if landed is None or not later:
+            print(f"  stages: {rid}: landed {landed}, feature runs (created, started) {features}", flush=True)
             continue
         f_started, f_created = later[0]
         f_created = min(max(f_created, landed), f_started)  # queued before the landing: pickup counts as 0
@@ -182,7 +184,7 @@ def _kill_leftovers(marker: str) -> None:
                 pass
 
 
-def _scenario(name, configs, settings, instance, gap_s, timeout_s) -> dict[str, list[float]]:
+def _scenario(name, configs, settings, instance, gap_s, timeout_s, daemon) -> dict[str, list[float]]:
     from qp_assets import e2e
     from qp_assets.features.catalog import read_rows
 
@@ -198,6 +200,8 @@ def _scenario(name, configs, settings, instance, gap_s, timeout_s) -> dict[str, 
     landed: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(landed) < len(submitted):
+        if daemon.poll() is not None:
+            raise RuntimeError(f"{name}: dagster-daemon exited with {daemon.returncode} while waiting")
         acked.update(_acked(instance, set(submitted) - set(acked)))
         try:
             ids = read_rows("vqe_results", day=datetime.now(UTC).date(), settings=settings).column(
@@ -273,12 +277,17 @@ def main(argv: list[str] | None = None) -> int:
             _wait_first_tick(instance, daemon)
             results = {
                 "new configuration": _scenario(
-                    "new", NEW_CONFIGS[: args.requests], settings, instance, args.gap, args.timeout
+                    "new", NEW_CONFIGS[: args.requests], settings, instance, args.gap, args.timeout, daemon
                 ),
                 "existing configuration": _scenario(
-                    "existing", [{}] * args.requests, settings, instance, args.gap, args.timeout
+                    "existing", [{}] * args.requests, settings, instance, args.gap, args.timeout, daemon
                 ),
             }
+    except BaseException:
+        daemon_log = work / "daemon.log"
+        if daemon_log.exists():
+            print("--- daemon.log (tail):\n" + daemon_log.read_text()[-3000:], file=sys.stderr)
+        raise
     finally:
         if daemon is not None:
             os.killpg(daemon.pid, 15)
