@@ -19,10 +19,10 @@ latency into stages (median seconds per scenario), from Dagster's run records an
 * launch: run created -> run started (dequeue, run worker process start, definitions import);
 * run->ack: run started -> result acknowledged by Kafka (read, admission, VQE, publish);
 * ->landed: ack -> the result's file in S3 (its ``LastModified``, 1 s resolution: Connect's rotation);
-* ->feature run: landed -> the ``feature_processing_job`` run of the day that read it (the first to start
-  after it landed) was created (landing sensor; 0 when that run was already queued);
-* f.launch: feature run created (or the landing, if later) -> started (queue behind a running build + launch);
-* f.build: feature run started -> row queryable (Spark build + Iceberg commit + the 1 s poll).
+* ->feature run: landed -> the ``feature_processing_job`` run of the day that made the row queryable (the
+  last one started before it was) was created (landing sensor; 0 when that run already existed);
+* f.launch: that run created (or the landing, if later) -> started (queue behind a running build, launch);
+* f.build: that run started (or the landing, if later) -> row queryable (Spark + Iceberg commit + 1 s poll).
 
     .venv/bin/python benchmarks/daemon_latency.py [--requests 5 --gap 8 --timeout 420]
 """
@@ -137,16 +137,25 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
             print(f"  stages: {rid}: no ack/run start/topic ({a})", flush=True)
             continue
         landed = _landed_at(client, settings.bucket, raw_prefix, a["topic"], a["partition"], a["offset"])
-        # the feature run that read the file: the first to start after it landed (LastModified is truncated
-        # to the second); it may have been created (queued) before the file landed
-        later = sorted((f[1], f[0]) for f in features if landed is not None and f[1] and f[1] >= landed - 1)
-        if landed is None or not later:
+        # the feature run that made the row queryable: the last one started before it was seen (a run lists
+        # the files late, after its Spark session is up, so it may have started before the file landed)
+        before = sorted(f for f in features if f[1] and f[1] <= queryable[rid])
+        if landed is None or not before:
             print(f"  stages: {rid}: landed {landed}, feature runs (created, started) {features}", flush=True)
             continue
-        f_started, f_created = later[0]
-        f_created = min(max(f_created, landed), f_started)  # queued before the landing: pickup counts as 0
-        points = [t_submit, a["run_created"], a["run_started"], a["ack"], landed, f_created, f_started,
-                  queryable[rid]]  # fmt: skip
+        f_created, f_started = max(before, key=lambda f: f[1])
+        picked = max(f_created, landed)  # created before the landing (queued or running): pickup is 0
+        begun = max(f_started, picked)  # started before the landing: its launch does not count
+        points = [
+            t_submit,
+            a["run_created"],
+            a["run_started"],
+            a["ack"],
+            landed,
+            picked,
+            begun,
+            queryable[rid],
+        ]
         for name, start, end in zip(STAGES, points[:-1], points[1:], strict=True):
             out[name].append(end - start)
     return out
@@ -268,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fresh stack up in {time.monotonic() - t0:.1f} s (ports +{args.port_offset})", flush=True)
         home = prepare_dagster_home(work / "dagster_home")
+        with DagsterInstance.from_config(str(home)) as fresh:  # create the SQLite storages before the daemon
+            fresh.get_runs(limit=1)  # does (two processes migrating a fresh database race)
         log = (work / "daemon.log").open("w")
         daemon = subprocess.Popen(
             [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             print("--- daemon.log (tail):\n" + daemon_log.read_text()[-3000:], file=sys.stderr)
         raise
     finally:
-        if daemon is not None:
+        if daemon is not None and daemon.poll() is None:
             os.killpg(daemon.pid, 15)
             try:
                 daemon.wait(30)
