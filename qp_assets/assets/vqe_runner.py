@@ -134,10 +134,11 @@ def _reject(context: OpExecutionContext, request: dict, exc: Exception, settings
     )
 
 
-#: What a request's steps import, in the order they need it: admission (PySCF's basis sets, the sector
-#: kernel's memory estimate), the simulation (with what ``run_vqe`` imports lazily), the publish, then the
-#: metadata (metrics, plot): several seconds of CPU in every cold run worker (the numba kernels load from
-#: their on-disk cache at the first call).
+#: What a request's steps import before its result is acknowledged, in the order they need it: admission
+#: (PySCF's basis sets, the sector kernel's memory estimate), the simulation (with what ``run_vqe`` imports
+#: lazily) and the publish: several seconds of CPU in every cold run worker (the numba kernels load from
+#: their on-disk cache at the first call). The metrics push and the plot (matplotlib) come after the ack and
+#: are not warmed: a thread importing them would compete with the simulation for the GIL.
 WARM_MODULES = (
     "pyscf.gto",
     "qp_assets.vqe.sector_kernel",
@@ -146,8 +147,6 @@ WARM_MODULES = (
     "qiskit_nature.second_q.transformers",
     "qiskit_nature.second_q.mappers",
     "qp_assets.streaming.publisher",
-    "qp_assets.monitoring.metrics",
-    "qp_assets.monitoring.plots",
 )
 
 

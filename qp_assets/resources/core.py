@@ -67,8 +67,8 @@ class BoundedS3Resource(ConfigurableResource):
     """The S3 client of sensors and assets, with connect/read timeouts (botocore's defaults: 60 s each, x5).
 
     Field names follow dagster-aws's ``S3Resource`` (run config written for it still applies), but the class
-    is ours: importing ``dagster_aws`` costs ~0.9 s of CPU in every process that loads the definitions (the
-    code server, each run worker), which is on the path of every request's latency. An S3 endpoint that
+    is ours: importing ``dagster_aws`` costs about 1 s in every process that loads the definitions (the code
+    server, each run worker), which is on the path of every request's latency. An S3 endpoint that
     accepts connections and never answers fails a sensor tick or op after at most
     ``max_attempts * 2 * read_timeout_s`` (measured; botocore reconnects once per attempt), not 10 minutes.
     """
