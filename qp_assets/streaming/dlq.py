@@ -86,7 +86,9 @@ class DlqEntry:
         return {
             "n": self.n, "stage": self.stage, "request_id": self.request_id,
             "origin": {"topic": topic, "partition": partition, "offset": offset},
-            "reason": self.reason, "value_bytes": None if self.value is None else len(self.value),
+            "reason": self.reason, "value_bytes": None if self.value is None else int(
+                self.headers.get("qp.value.bytes") or len(self.value)),
+            "value_truncated": self.headers.get("qp.value.truncated") == "1",
             "timestamp_ms": self.timestamp_ms, "duplicate_of": self.duplicate_of,
         }  # fmt: skip
 
@@ -226,6 +228,12 @@ def replay_entry(settings: Any, entry: DlqEntry, timeout_s: float = 30.0) -> tup
 
     if entry.value is None:
         raise ValueError(f"entry {entry.n} is a tombstone (no value): nothing to replay")
+    if entry.headers.get("qp.value.truncated") == "1":
+        topic, partition, offset = entry.origin
+        raise ValueError(
+            f"entry {entry.n} holds only the first {len(entry.value)} of {entry.headers.get('qp.value.bytes')} "
+            f"bytes: nothing to replay (the original is {topic}[{partition}]@{offset} until retention)"
+        )
     topic = entry.origin[0]
     report: dict[str, Any] = {}
     producer = _producer(settings)

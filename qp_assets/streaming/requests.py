@@ -12,6 +12,7 @@ or a schema id the registry answered is unknown (404 / 40403).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import time
@@ -51,6 +52,10 @@ def normalize_request(record: dict[str, Any]) -> dict[str, Any]:
 SOURCE_KEY = "_qp_source"
 
 
+#: Largest request value copied whole into the dead-letter topic (bytes); larger ones are truncated.
+DLQ_MAX_VALUE_BYTES = 1024 * 1024
+
+
 def send_to_dead_letter(
     settings: Settings, source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
     error: str, dlq_topic: str = REQUESTS_DLQ_TOPIC, *, stage: str = "decode", request_id: str | None = None,
@@ -82,6 +87,15 @@ def send_to_dead_letter(
     ]
     if request_id:
         headers.append(("qp.request_id", request_id.encode()[:400]))
+    if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
+        # a request too large to copy whole (a 9 MB payload): its head, size and digest; the original stays
+        # in the origin topic until retention, and `qp dlq replay` refuses a truncated entry
+        headers += [
+            ("qp.value.truncated", b"1"),
+            ("qp.value.bytes", str(len(value)).encode()),
+            ("qp.value.sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        value = value[:DLQ_MAX_VALUE_BYTES]
     producer.produce(dlq_topic, key=key, value=value, headers=headers)
     if producer.flush(15) != 0:
         raise RuntimeError(f"could not deliver {source_topic}:{partition}@{offset} to {dlq_topic}")
