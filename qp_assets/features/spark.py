@@ -276,12 +276,14 @@ def connect_endpoint(url: str) -> tuple[str, int]:
 
 #: Conf keys holding credentials: never sent to (or stored in) the Spark Connect server's configuration;
 #: the server reads S3 credentials from its environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
-_SECRET_KEY_SUFFIXES = (".s3.access-key-id", ".s3.secret-access-key", ".jdbc.password",
-                        "fs.s3a.access.key", "fs.s3a.secret.key")  # fmt: skip
+_S3_KEY_SUFFIXES = (".s3.access-key-id", ".s3.secret-access-key", "fs.s3a.access.key", "fs.s3a.secret.key")
+_SECRET_KEY_SUFFIXES = (*_S3_KEY_SUFFIXES, ".jdbc.password")
 
 
-def _without_secrets(conf: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in conf.items() if not k.endswith(_SECRET_KEY_SUFFIXES)}
+def _without_secrets(
+    conf: dict[str, str], suffixes: tuple[str, ...] = _SECRET_KEY_SUFFIXES
+) -> dict[str, str]:
+    return {k: v for k, v in conf.items() if not k.endswith(suffixes)}
 
 
 def remote_session(settings: Settings):
@@ -289,7 +291,8 @@ def remote_session(settings: Settings):
     ``settings`` names (set on the session, without credentials: a private test catalog works as well as
     the stack's). A session whose server restarted is replaced by a new one.
 
-    Raises RuntimeError naming the server when it does not answer a trivial query.
+    Raises RuntimeError naming the server when a fresh session cannot take its catalog configuration
+    either. Note: the Connect client's gRPC calls carry no deadline (see docs/features.md).
     """
     from pyspark.sql import SparkSession
 
@@ -396,9 +399,7 @@ def connect_server_conf(settings: Settings) -> dict[str, str]:
         conf[f"{prefix}.jdbc.busy_timeout"] = str(SQLITE_BUSY_TIMEOUT_MS)
     # S3 keys never in the conf (a client could read them back); the JDBC password of a PostgreSQL catalog
     # stays (the catalog cannot connect without it): the conf file is 0600, and it is loopback-only.
-    conf = {k: v for k, v in _without_secrets(conf).items()} | {
-        k: v for k, v in conf.items() if k.endswith(".jdbc.password")
-    }
+    conf = _without_secrets(conf, _S3_KEY_SUFFIXES)
     # S3 credentials from the server's environment (see connect_server_env), for s3a and Iceberg alike
     conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = (
         "software.amazon.awssdk.auth.credentials.EnvironmentVariableCredentialsProvider"

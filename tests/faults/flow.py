@@ -12,6 +12,19 @@ from qp_assets.resources.core import REQUESTS_TOPIC
 from qp_assets.settings import Settings
 
 
+def publish_h2_request_at(settings: Settings, rid: str, at: datetime) -> Any:
+    """Publish an H2 request stamped ``at`` (``submitted_at`` and Kafka timestamp); the publish outcome."""
+    from qp_assets.streaming.publisher import publish_record, request_record
+    from qp_assets.streaming.schemas import REQUEST_SCHEMA, latest_version
+
+    at_ms = int(at.timestamp() * 1000)
+    request = request_record({**e2e.molecule_requests(("H2",))[0], "request_id": rid, "submitted_at": at_ms})
+    return publish_record(
+        request, settings, topic=REQUESTS_TOPIC, key=rid, schema_name=REQUEST_SCHEMA,
+        version=latest_version(REQUEST_SCHEMA), spool_on_failure=False, timestamp_ms=at_ms,
+    )  # fmt: skip
+
+
 def new_prefix(case: str) -> str:
     return f"fault-{case}-{uuid.uuid4().hex[:6]}-"
 

@@ -20,10 +20,8 @@ from dagster import DagsterEventType, DagsterInstance
 
 from qp_assets import e2e
 from qp_assets.features.golden import avro_bytes, landed_key, make_result
-from qp_assets.resources.core import REQUESTS_TOPIC
 from qp_assets.s3 import s3_client
-from qp_assets.streaming.publisher import publish_record, publish_result, request_record
-from qp_assets.streaming.schemas import REQUEST_SCHEMA, latest_version
+from qp_assets.streaming.publisher import publish_result
 from qp_assets.streaming.topics import result_topic
 from tests.faults import flow
 from tests.faults.tools import expect, run_audit
@@ -54,12 +52,7 @@ def test_unreadable_landed_files_fail_the_build_until_quarantined(stack) -> None
     day = flow.today() - timedelta(days=20)
     at = datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC)
     rid = f"{prefix}0"
-    request = request_record({**e2e.molecule_requests(("H2",))[0], "request_id": rid,
-                              "submitted_at": int(at.timestamp() * 1000)})  # fmt: skip
-    assert publish_record(
-        request, settings, topic=REQUESTS_TOPIC, key=rid, schema_name=REQUEST_SCHEMA,
-        version=latest_version(REQUEST_SCHEMA), spool_on_failure=False, timestamp_ms=int(at.timestamp() * 1000),
-    ).published  # fmt: skip
+    assert flow.publish_h2_request_at(settings, rid, at).published
     since = datetime.now(UTC).replace(microsecond=0)
     good = make_result(0, at + timedelta(minutes=5), run_id=f"{prefix}run0")
     good["request_id"] = rid

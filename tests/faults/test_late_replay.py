@@ -18,15 +18,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from qp_assets.features.golden import make_result
-from qp_assets.resources.core import REQUESTS_TOPIC
 from qp_assets.streaming.publisher import (
-    publish_record,
     publish_result,
     replay_spool,
-    request_record,
     spool_dir,
 )
-from qp_assets.streaming.schemas import REQUEST_SCHEMA, latest_version
 from tests.faults import flow
 from tests.faults.tools import expect
 
@@ -34,21 +30,13 @@ pytestmark = [pytest.mark.faults, pytest.mark.services, pytest.mark.slow, pytest
 
 
 def test_result_replayed_a_day_late_lands_under_its_own_day(stack, monkeypatch) -> None:
-    from qp_assets import e2e
 
     settings = stack
     prefix = flow.new_prefix("late")
     yesterday = flow.today() - timedelta(days=1)
     submitted = datetime(yesterday.year, yesterday.month, yesterday.day, 22, 0, tzinfo=UTC)
     rid = f"{prefix}0"
-    request = request_record({**e2e.molecule_requests(("H2",))[0], "request_id": rid,
-                              "submitted_at": int(submitted.timestamp() * 1000)})  # fmt: skip
-    out = publish_record(
-        request, settings, topic=REQUESTS_TOPIC, key=rid, schema_name=REQUEST_SCHEMA,
-        version=latest_version(REQUEST_SCHEMA), spool_on_failure=False,
-        timestamp_ms=int(submitted.timestamp() * 1000),
-    )  # fmt: skip
-    assert out.published
+    assert flow.publish_h2_request_at(settings, rid, submitted).published
     result = make_result(0, submitted + timedelta(minutes=5), run_id=f"{prefix}run0")
     result["request_id"] = rid
     monkeypatch.setenv("QP_KAFKA_DELIVERY_TIMEOUT_MS", "3000")
