@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -74,10 +75,19 @@ def table_identifier(catalog: str, namespace: str, table: str) -> str:
 def ensure_tables(
     spark: SparkSession, catalog: str, namespace: str = NAMESPACE, tables: Iterable[str] | None = None
 ) -> None:
-    """Create the namespace and the (selected) tables if missing (idempotent)."""
-    spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
-    for name in tables or TABLES:
-        spark.sql(create_table_sql(catalog, namespace, TABLES[name]))
+    """Create the namespace and the (selected) tables if missing (idempotent).
+
+    One listing query when everything exists (the usual case), one statement per missing table otherwise.
+    """
+    wanted = list(tables or TABLES)
+    try:
+        existing = {row["tableName"] for row in spark.sql(f"SHOW TABLES IN {catalog}.{namespace}").collect()}
+    except Exception:  # noqa: BLE001 - the namespace does not exist yet (or cannot be listed): create all
+        spark.sql(f"CREATE NAMESPACE IF NOT EXISTS {catalog}.{namespace}")
+        existing = set()
+    for name in wanted:
+        if name not in existing:
+            spark.sql(create_table_sql(catalog, namespace, TABLES[name]))
 
 
 def current_snapshots(spark: SparkSession, identifiers: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -251,6 +261,8 @@ def build_days(
         d = _day_of_path(uri)
         if d in results:
             results[d].bad_files.append(uri)
+    good = None
+    clashes: list[Any] = []
     if read.df is None:
         for d in target_days:
             if own_files[d]:
@@ -259,27 +271,12 @@ def build_days(
                 ].message = (
                     f"no readable Avro among {len(own_files[d])} landed file(s): no data table written"
                 )
-        good = None
-        checked = None
     else:
         checked = read.df.withColumn("_violation", raw_io.violation_reason()).withColumn(
             "_file_day",
             F.to_date(F.concat_ws("-", *[F.regexp_extract("source_file", _PATH_DAY, i) for i in (1, 2, 3)])),
         )
-        checked = checked.persist()
         day_lits = [F.lit(d) for d in target_days]
-        bad_counts = (
-            checked.where(F.col("_violation").isNotNull() & F.col("_file_day").isin(*day_lits))
-            .groupBy("_file_day", "_violation")
-            .count()
-            .collect()
-        )
-        for row in bad_counts:
-            res = results[row["_file_day"]]
-            res.bad_records += int(row["count"])
-            res.bad_record_reasons[row["_violation"]] = res.bad_record_reasons.get(
-                row["_violation"], 0
-            ) + int(row["count"])
         in_days = checked.where(F.col("_violation").isNull()).withColumn(
             "event_date", F.to_date("event_time")
         )
@@ -289,23 +286,18 @@ def build_days(
             F.col("event_time").desc(), F.col("run_id").desc(), F.col("source_file").desc()
         )
         ranked = in_days.withColumn("_rank", F.row_number().over(latest_first))
-        good = (
-            ranked.where(F.col("_rank") == 1).drop("_rank", "_violation", "_file_day", "event_date").persist()
-        )
-        per_day = (
-            ranked.groupBy(F.to_date("event_time").alias("d"))
-            .agg(
-                F.sum(F.when(F.col("_rank") == 1, 1).otherwise(0)).alias("runs"),
-                F.sum(F.when(F.col("_rank") > 1, 1).otherwise(0)).alias("dups"),
-                F.collect_set("source_file").alias("files"),
+        good = ranked.where(F.col("_rank") == 1).drop("_rank", "_violation", "_file_day", "event_date")
+        good = good.persist()
+        # While Spark counts the days (below), the catalog side is prepared on a second thread: the tables
+        # exist, and which of these requests already have a row in another day.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qp-catalog") as side:
+            clashes_future = side.submit(
+                _prepare_catalog, spark, catalog, namespace, selected, good, target_days
             )
-            .collect()
-        )
-        for row in per_day:
-            res = results[row["d"]]
-            res.runs = int(row["runs"])
-            res.duplicate_runs_dropped = int(row["dups"])
-            res.source_files = sorted(set(row["files"]))
+            _count_days(checked, ranked, target_days, results)
+            clashes = clashes_future.result()
+    if good is None:
+        ensure_tables(spark, catalog, namespace, selected)
     for d in target_days:
         res = results[d]
         res.source_files = sorted(set(res.source_files) | set(own_files[d]))
@@ -314,19 +306,15 @@ def build_days(
 
     write_days = [d for d in target_days if results[d].runs > 0]
     data_tables = [t for t in selected if t in DATA_TABLES]
-    ensure_tables(spark, catalog, namespace, selected)
     superseded: list[str] = []
     to_write = good
     if write_days and good is not None:
-        to_write, superseded = _latest_result_per_request(
-            spark, good, catalog, namespace, write_days, results
-        )
+        to_write, superseded = _latest_result_per_request(good, clashes, results)
         write_days = [d for d in target_days if results[d].runs > 0]
     if write_days and data_tables and to_write is not None:
         _write_data_tables(spark, to_write, catalog, namespace, data_tables, write_days, results, superseded)
-    for cached in (good, checked):  # unpersist only now: good is computed from checked during the writes
-        if cached is not None:
-            cached.unpersist()
+    if good is not None:  # only now: the writes compute from it
+        good.unpersist()
 
     meta_days = [
         d for d in target_days if results[d].runs > 0 or results[d].bad_files or results[d].bad_records
@@ -368,7 +356,7 @@ def _write_data_tables(
     """Overwrite ``write_days`` of each table with ``good`` (``WRITE_THREADS`` tables at a time), first
     deleting ``superseded_runs`` (older results of the same requests, in other days); any failure rolls
     every touched table back, after the writes in flight have finished."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import as_completed
 
     from tqdm import tqdm
 
@@ -418,34 +406,80 @@ def _write_data_tables(
                 results[d].snapshot_ids[name] = snap
 
 
-def _latest_result_per_request(
+def _count_days(
+    checked: DataFrame, ranked: DataFrame, days: list[date], results: dict[date, DayBuildResult]
+) -> None:
+    """Fill each day's bad-record counts (by reason), runs, duplicates dropped and source files, from one
+    Spark query: records violating the contract, counted by the day folder they landed in, and valid
+    records ranked per request (rank 1 = the run kept), counted by their event day."""
+    day_lits = [F.lit(d) for d in days]
+    no_files = F.array().cast("array<string>")
+    bad = (
+        checked.where(F.col("_violation").isNotNull() & F.col("_file_day").isin(*day_lits))
+        .groupBy(F.col("_file_day").alias("d"), F.col("_violation").alias("reason"))
+        .agg(F.count(F.lit(1)).alias("n"))
+        .select("d", "reason", "n", F.lit(0).cast("long").alias("dups"), no_files.alias("files"))
+    )
+    per_day = (
+        ranked.groupBy(F.to_date("event_time").alias("d"))
+        .agg(
+            F.sum(F.when(F.col("_rank") == 1, 1).otherwise(0)).cast("long").alias("n"),
+            F.sum(F.when(F.col("_rank") > 1, 1).otherwise(0)).cast("long").alias("dups"),
+            F.collect_set("source_file").alias("files"),
+        )
+        .select("d", F.lit(None).cast("string").alias("reason"), "n", "dups", "files")
+    )
+    for row in bad.unionByName(per_day).collect():
+        res = results[row["d"]]
+        if row["reason"] is not None:
+            res.bad_records += int(row["n"])
+            res.bad_record_reasons[row["reason"]] = res.bad_record_reasons.get(row["reason"], 0) + int(
+                row["n"]
+            )
+        else:
+            res.runs = int(row["n"])
+            res.duplicate_runs_dropped = int(row["dups"])
+            res.source_files = sorted(set(row["files"]))
+
+
+def _prepare_catalog(
     spark: SparkSession,
-    good: DataFrame,
     catalog: str,
     namespace: str,
-    write_days: list[date],
-    results: dict[date, DayBuildResult],
-) -> tuple[DataFrame, list[str]]:
-    """Keep one result per ``request_id`` across all days, the latest one (event_time, then run_id).
-
-    ``good`` already holds one run per request within the built days. Requests that also have a row in
-    another day of ``vqe_results`` (a re-run after a cursor reset, a replay, a new Dagster instance) are
-    resolved here: if the other day's result is newer, this build drops its own run (counted in
-    ``duplicate_runs_dropped`` of its day); if this build's is newer, the other day's run is returned as
-    superseded and deleted from every written table in the same transaction-like step as the overwrite.
-    Returns (the runs to write, the superseded run ids).
-    """
+    tables: Sequence[str],
+    good: DataFrame,
+    days: list[date],
+) -> list[Any]:
+    """Make sure the tables exist, then return the requests of ``good`` that also have a row in another
+    day of ``vqe_results``: rows of (request_id, run_id, event_time, event_day, other_run, other_time)."""
+    ensure_tables(spark, catalog, namespace, tables)
     ident = table_identifier(catalog, namespace, "vqe_results")
-    if not spark.catalog.tableExists(ident):
-        return good, []
-    day_lits = [F.lit(d) for d in write_days]
+    if "vqe_results" not in tables and not spark.catalog.tableExists(ident):
+        return []
+    day_lits = [F.lit(d) for d in days]
     others = (
         spark.table(ident)
         .where(F.col("request_id").isNotNull() & ~F.col("event_date").isin(*day_lits))
         .select("request_id", F.col("run_id").alias("other_run"), F.col("event_time").alias("other_time"))
     )
-    mine = good.where(F.col("request_id").isNotNull()).select("request_id", "run_id", "event_time")
-    clashes = mine.join(others, "request_id").collect()
+    mine = good.where(F.col("request_id").isNotNull()).select(
+        "request_id", "run_id", "event_time", F.to_date("event_time").alias("event_day")
+    )
+    return mine.join(others, "request_id").collect()
+
+
+def _latest_result_per_request(
+    good: DataFrame, clashes: list[Any], results: dict[date, DayBuildResult]
+) -> tuple[DataFrame, list[str]]:
+    """Keep one result per ``request_id`` across all days, the latest one (event_time, then run_id).
+
+    ``good`` already holds one run per request within the built days; ``clashes`` are its requests that
+    also have a row in another day of ``vqe_results`` (a re-run after a cursor reset, a replay, a new
+    Dagster instance; see :func:`_prepare_catalog`). If the other day's result is newer, this build drops
+    its own run (counted in ``duplicate_runs_dropped`` of its day); if this build's is newer, the other
+    day's run is returned as superseded and deleted from every written table in the same
+    transaction-like step as the overwrite. Returns (the runs to write, the superseded run ids).
+    """
     if not clashes:
         return good, []
     dropped: set[str] = set()
@@ -457,11 +491,9 @@ def _latest_result_per_request(
             superseded.add(row["other_run"])
     superseded -= {row["other_run"] for row in clashes if row["run_id"] in dropped}
     if dropped:
-        for row in (
-            good.where(F.col("run_id").isin(*dropped)).select(F.to_date("event_time").alias("d")).collect()
-        ):
-            results[row["d"]].runs -= 1
-            results[row["d"]].duplicate_runs_dropped += 1
+        for _run, day in {(row["run_id"], row["event_day"]) for row in clashes if row["run_id"] in dropped}:
+            results[day].runs -= 1
+            results[day].duplicate_runs_dropped += 1
         good = good.where(~F.col("run_id").isin(*dropped))
     log.info("requests seen in other days: %d newer there, %d superseded here", len(dropped), len(superseded))
     return good, sorted(superseded)

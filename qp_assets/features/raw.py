@@ -166,6 +166,7 @@ class RawRead:
 def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = None) -> RawRead:
     """Read landed Avro ``files`` with the v3 reader schema; adds ``source_file``.
 
+    The returned DataFrame is an eager local checkpoint: the files are read and decoded exactly once.
     Files without the Avro magic, or whose content spark-avro cannot decode (checked one by one when the
     combined read fails), are returned in ``bad_files`` instead of failing the whole day; the
     ``landed_files_readable`` asset check then fails for that day until they are dealt with. A read that
@@ -186,9 +187,10 @@ def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = 
         )
 
     try:
-        df = load(good)
-        df.select(F.count(F.lit(1))).collect()  # decode everything once: surfaces corrupt files here
-        return RawRead(df, good, bad)
+        # Decode everything once, here (surfaces corrupt files), and keep the decoded rows: every later query
+        # of the build reads this checkpoint instead of listing and decoding the files again (each query
+        # over the file source re-lists every file on S3 when it is planned).
+        return RawRead(load(good).localCheckpoint(eager=True), good, bad)
     except Exception as exc:
         log.warning("combined Avro read failed (%s); checking files one by one", str(exc).splitlines()[0])
     readable = []
@@ -201,7 +203,7 @@ def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = 
                 raise LandingReadError(f"reading {uri} failed: {str(exc).splitlines()[0]}") from exc
             log.warning("not a readable v3-compatible Avro file: %s (%s)", uri, str(exc).splitlines()[0])
             bad.append(uri)
-    return RawRead(load(readable) if readable else None, readable, bad)
+    return RawRead(load(readable).localCheckpoint(eager=True) if readable else None, readable, bad)
 
 
 def violation_reason() -> Column:
