@@ -325,20 +325,31 @@ def test_bad_input_counted_good_records_land(env):
     golden.write_landed_file(
         sink, [older], offset=950, when=_at(DAY3, 9), schema=golden.older_writer_schema()
     )
+    # a v4 landed file (ADAPT + scan + kernel fields) reads through the same fixed v3 reader
+    newer = golden.as_v4(make_result(34, _at(DAY3, 9, 5), num_iterations=4), point=1)
+    golden.write_landed_file(sink, [newer], offset=960, when=_at(DAY3, 9), schema=golden.load_v4_schema(),
+                             topic="vqe_result_v4.sto3g-jw-adapt-sv-exact-cpu")  # fmt: skip
     result = build(env, DAY3, "dagster-run-bad")
-    assert result.runs == 2 and not result.empty
+    assert result.runs == 3 and not result.empty
     assert result.bad_files == [bad_file]
     assert result.bad_records == 2
     assert result.bad_record_reasons == {"missing run_id": 1, "negative iteration": 1}
-    assert result.row_counts["vqe_iterations"] == 3 + 2 and result.row_counts["vqe_results"] == 2
+    assert result.row_counts["vqe_iterations"] == 3 + 2 + 4 and result.row_counts["vqe_results"] == 3
     res = day_rows(env, "vqe_results", DAY3, "run_id")
-    assert [r.run_id for r in res] == ["run-000030", "run-000033"]
+    assert [r.run_id for r in res] == ["run-000030", "run-000033", "run-000034"]
+    assert (
+        math.isclose(res[2].total_energy, newer["total_energy"], abs_tol=1e-12) and res[2].num_iterations == 4
+    )
     assert res[1].request_id is None  # default of the field the older schema lacks
     assert math.isclose(
         res[1].error_vs_exact_mha, (res[1].total_energy - golden.H2_EXACT) * 1000, abs_tol=1e-9
     )
     perf = day_rows(env, "performance_metrics", DAY3, "run_id")
-    assert [(r.run_id, r.snapshot_count) for r in perf] == [("run-000030", 2), ("run-000033", 0)]
+    assert [(r.run_id, r.snapshot_count) for r in perf] == [
+        ("run-000030", 2),
+        ("run-000033", 0),
+        ("run-000034", 2),
+    ]
     meta = day_rows(env, "processing_metadata", DAY3, "processed_at")
     assert len(meta) == 1 and meta[0].bad_records == 2 and list(meta[0].bad_files) == [bad_file]
     assert dict(meta[0].bad_record_reasons) == {"missing run_id": 1, "negative iteration": 1}

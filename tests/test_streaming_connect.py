@@ -20,7 +20,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from qp_assets.features.golden import make_result
+from qp_assets.features.golden import as_v4, make_result
 from qp_assets.settings import Settings
 from qp_assets.streaming.connect import connector_config, wait_running
 from qp_assets.streaming.kafka_config import client_config
@@ -101,7 +101,7 @@ def test_production_connector_subscribes_to_every_result_topic(stack: Settings) 
 
     regex = connector_config(stack)["topics.regex"]
     assert regex == RESULT_TOPIC_REGEX
-    for major in (1, 2, 3):
+    for major in (1, 2, 3, 4):
         assert re.fullmatch(regex, result_topic(make_result(1, WHEN), major))
     assert not re.fullmatch(regex, TOPICS[0]) and not re.fullmatch(regex, "vqe.requests")
 
@@ -119,6 +119,30 @@ def test_200_results_over_3_topics_land_exactly_as_published(sink: Settings) -> 
         topic = _topic_of(key)
         assert key.startswith(f"{PREFIX}/topics/{topic}/year={today:%Y}/month={today:%m}/day=")
         assert key.endswith(".avro") and f"/{topic}+0+" in key
+
+
+def test_v3_and_v4_results_land_alike(sink: Settings) -> None:
+    """Producers write v4 now while v3 results (older producers, spooled ones) still arrive: the sink lands
+    both, each file in its writer schema, every record exactly as sent (v4 fields included)."""
+    v3_topic, v4_topic = (f"qp_test_land_{TAG}.cfg{k}" for k in (30, 40))
+    before = len(landed(sink)[1])
+    sent = {}
+    for i in range(6):
+        rec = make_result(2000 + i, WHEN, num_iterations=3, run_id=f"land-{TAG}-v{3 + i % 2}-{i}")
+        version, topic = (3, v3_topic) if i % 2 == 0 else (4, v4_topic)
+        if version == 4:
+            rec = as_v4(rec, point=i // 2)
+        out = publish_record(rec, sink, topic=topic, key=rec["run_id"], schema_name="vqe_result",
+                             version=version, spool_on_failure=False, topic_partitions=1)  # fmt: skip
+        assert out.published
+        sent[rec["run_id"]] = rec
+    keys, records = wait_landed(sink, before + 6)
+    mine = [r for r in records if r["run_id"] in sent]
+    assert len(records) == before + 6 and len(mine) == 6
+    for r in mine:
+        assert r == sent[r["run_id"]]  # v3 records without, v4 records with scan/adapt/kernel fields
+    assert sorted(r["scan_point"]["index"] for r in mine if "scan_point" in r) == [0, 1, 2]
+    assert {_topic_of(k) for k in keys} >= {v3_topic, v4_topic}
 
 
 def test_undecodable_record_goes_to_dlq_and_sink_keeps_running(sink: Settings) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from qp_assets.features.golden import make_result
+from qp_assets.features.golden import as_v4, make_result
 from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
@@ -65,9 +65,10 @@ def test_schema_history_registers_under_backward_and_incompatible_change_is_reje
 def test_records_of_every_version_decode_with_the_v3_reader(stack: Settings) -> None:
     tag = uuid.uuid4().hex[:8]
     published = {}
-    for version in (1, 2, 3):
+    for version in (1, 2, 3, 4):
         topic = f"qp_test_results_{tag}.v{version}"
-        record = _as_version(make_result(version, WHEN, run_id=f"evo-{tag}-{version}"), version)
+        record = make_result(version, WHEN, run_id=f"evo-{tag}-{version}")
+        record = as_v4(record) if version == 4 else _as_version(record, version)
         out = publish_record(record, stack, topic=topic, key=record["run_id"], schema_name="vqe_result",
                              version=version, spool_on_failure=False)  # fmt: skip
         assert out.published and out.offset == 0
@@ -79,6 +80,9 @@ def test_records_of_every_version_decode_with_the_v3_reader(stack: Settings) -> 
         assert decoded["run_id"] == record["run_id"]
         assert [it["energy"] for it in decoded["iterations"]] == [it["energy"] for it in record["iterations"]]
         assert "cumulative_min_energy" in decoded["iterations"][0]
+        assert (
+            "scan_id" not in decoded and "kernel" not in decoded["backend"]
+        )  # v4 fields: not in the v3 reader
 
 
 def test_kafka_down_spools_and_replay_publishes_exactly_once(stack: Settings, monkeypatch, tmp_path) -> None:

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 import fastavro
 import pytest
 
-from qp_assets.features.golden import make_result
+from qp_assets.features.golden import as_v4, make_result
+from qp_assets.streaming import schemas
 from qp_assets.streaming.kafka_config import security_config
 from qp_assets.streaming.publisher import request_record
-from qp_assets.streaming.schemas import latest_version, schema_dict, versions
+from qp_assets.streaming.schemas import latest_version, major_incompatibilities, schema_dict, versions
+from qp_assets.streaming.serde import SchemaIncompatibleError, ValueSerializer
 from qp_assets.streaming.topics import RESULT_TOPIC_REGEX, configuration_suffix, result_topic, sanitize_part
 
 KAFKA_LEGAL = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
@@ -92,8 +94,8 @@ def _as_version(record: dict, version: int) -> dict:
     return rec
 
 
-def test_result_schema_history_has_three_versions() -> None:
-    assert versions("vqe_result") == [1, 2, 3] and latest_version("vqe_result") == 3
+def test_result_schema_history_has_four_versions() -> None:
+    assert versions("vqe_result") == [1, 2, 3, 4] and latest_version("vqe_result") == 4
     v1, v2, v3 = (schema_dict("vqe_result", v) for v in (1, 2, 3))
     assert {f["name"] for f in v2["fields"]} - {f["name"] for f in v1["fields"]} == {
         "request_id",
@@ -118,6 +120,76 @@ def test_v3_reader_reads_every_version(writer_version: int) -> None:
         assert out["request_id"] is None and out["error_vs_exact_mha"] is None
     else:
         assert out["request_id"] == "req-000007"
+
+
+def test_v4_adds_only_optional_fields_and_v3_v4_readers_read_each_other() -> None:
+    v3, v4 = schema_dict("vqe_result", 3), schema_dict("vqe_result", 4)
+    added = {f["name"] for f in v4["fields"]} - {f["name"] for f in v3["fields"]}
+    assert added == {"adapt", "scan_id", "scan_point"}
+    assert all(f.get("default", "absent") is None for f in v4["fields"] if f["name"] in added)
+    record = as_v4(make_result(5, WHEN, num_iterations=3), point=2)
+    old = _roundtrip(record, v4, v3)  # a v3 reader (the feature build's) reads a v4 record
+    assert old == _roundtrip(make_result(5, WHEN, num_iterations=3), v3, v3)
+    new = _roundtrip(record, v4, v4)
+    assert new["backend"]["kernel"] == "sector" and new["scan_id"] == "scan-0001"
+    assert new["scan_point"] == {"index": 2, "num_points": 3, "atoms": [0, 1], "distance": pytest.approx(0.8)}
+    assert (
+        [it["operator"] for it in new["iterations"]]
+        == new["adapt"]["operators"]
+        == ["0,2->1,3", "0,2->2,3", "0,2->1,3"]
+    )
+    from_v3 = _roundtrip(make_result(5, WHEN), v3, v4)  # and a v4 reader reads v3 records with defaults
+    assert (from_v3["backend"]["kernel"], from_v3["adapt"], from_v3["scan_id"], from_v3["scan_point"]) == (
+        None, None, None, None,
+    )  # fmt: skip
+    assert all(it["operator"] is None for it in from_v3["iterations"])
+
+
+def _with_schema(tmp_path, monkeypatch, v4: dict) -> None:
+    """Point the schema registry of files at ``tmp_path`` holding the real v3 and the given v4."""
+    import json
+
+    (tmp_path / "vqe_result_v3.avsc").write_text(schemas.schema_text("vqe_result", 3))
+    (tmp_path / "vqe_result_v4.avsc").write_text(json.dumps(v4))
+    monkeypatch.setattr(schemas, "SCHEMA_DIR", tmp_path)
+    schemas.schema_text.cache_clear()
+    schemas.major_incompatibilities.cache_clear()
+
+
+@pytest.fixture
+def fresh_schema_caches():
+    yield
+    schemas.schema_text.cache_clear()
+    schemas.major_incompatibilities.cache_clear()
+
+
+def test_shipped_majors_pass_the_major_check() -> None:
+    assert major_incompatibilities("vqe_result", 4) == ()
+    assert major_incompatibilities("vqe_result", 3) == ()  # predates the check (FIRST_CHECKED_MAJOR)
+
+
+def test_an_incompatible_new_major_is_refused_before_the_registry_naming_the_fields(
+    tmp_path, monkeypatch, fresh_schema_caches
+) -> None:
+    v4 = schema_dict("vqe_result", 4)
+    v4["fields"] = [f for f in v4["fields"] if f["name"] != "basis"]  # dropped: v3 readers need it
+    backend = next(f for f in v4["fields"] if f["name"] == "backend")["type"]
+    next(f for f in backend["fields"] if f["name"] == "kernel").pop("default")  # v3 records lack it
+    backend["fields"] = [{**f, "type": "int"} if f["name"] == "method" else f for f in backend["fields"]]
+    _with_schema(tmp_path, monkeypatch, v4)
+    problems = major_incompatibilities("vqe_result", 4)
+    assert len(problems) == 2
+    assert problems[0].startswith("v3 reader, v4 writer: fields backend.method, basis (")
+    assert problems[1].startswith("v4 reader, v3 writer: fields backend.kernel, backend.method (")
+    assert (
+        "kernel" in problems[1] and "reader type: int not compatible with writer type: string" in problems[1]
+    )
+    # refused before any registry call: the URL is never contacted (nothing listens there)
+    with pytest.raises(
+        SchemaIncompatibleError,
+        match=r"vqe_result v4 is not compatible with v3 .*'vqe_result_v4\.x-value'.*basis",
+    ):
+        ValueSerializer("http://127.0.0.1:9/apis/ccompat/v7", "vqe_result_v4.x", "vqe_result", 4)
 
 
 def test_older_readers_read_newer_records_where_avro_allows() -> None:

@@ -58,14 +58,19 @@ def test_adapt_reaches_the_exact_energy_and_records_each_operator():
     assert [len(it["parameters"]) for it in its] == list(range(1, len(its) + 1))  # one operator per step
     assert all("->" in it["operator"] for it in its)
     assert all(b["energy"] <= a["energy"] + 1e-10 for a, b in zip(its, its[1:], strict=False))
-    options = json.loads(result.optimizer["options_json"])
-    assert options["adapt_gradient_threshold"] == 1e-4 and options["adapt_max_operators"] == 30
-    assert options["adapt_operators"] == [it["operator"] for it in its]
+    assert result.adapt == {
+        "gradient_threshold": 1e-4, "max_operators": 30, "operators": [it["operator"] for it in its]
+    }  # fmt: skip
+    assert "adapt_operators" not in json.loads(result.optimizer["options_json"])  # one home: the adapt record
     assert result.ansatz["num_parameters"] == len(its) and result.ansatz["name"] == "adapt"
-    assert result.package_versions["kernel"] == "sector"
+    assert result.backend["kernel"] == result.package_versions["kernel"] == "sector"
     assert "OPENQASM 3" in result.ansatz["circuit_qasm3"]
-    # the record still serialises with the v3 schema (the per-step operator is JSON-only)
-    fastavro.schemaless_writer(io.BytesIO(), load_schema(), result.to_record())
+    # the v4 record carries the ADAPT fields and operators through Avro
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, load_schema(), result.to_record())
+    back = fastavro.schemaless_reader(io.BytesIO(buf.getvalue()), load_schema())
+    assert [it["operator"] for it in back["iterations"]] == [it["operator"] for it in its]
+    assert back["adapt"] == result.adapt
 
 
 def test_adapt_stops_at_the_operator_budget():

@@ -49,14 +49,18 @@ def test_noisy_run_records_the_noise_model_and_runs_on_aer():
         shots=2000, noise="depolarizing:0.001,0.01,0.02", optimizer="COBYLA", max_iterations=12, seed=5
     )
     result = run_vqe(MOLS["H2"], cfg, progress=False)
-    assert result.package_versions["noise_model"] == "depolarizing:0.001,0.01,0.02"
-    assert result.package_versions["kernel"] == "aer"
+    assert (
+        result.backend["noise_model"]
+        == result.package_versions["noise_model"]
+        == "depolarizing:0.001,0.01,0.02"
+    )
+    assert result.backend["kernel"] == "aer"
     assert result.final_std is not None and result.final_std > 0
     assert result.total_energy > result.exact_energy
     clean = run_vqe(
         MOLS["H2"], VQEConfig(shots=2000, optimizer="COBYLA", max_iterations=12, seed=5), progress=False
     )
-    assert "noise_model" not in clean.package_versions
+    assert "noise_model" not in clean.package_versions and clean.backend["noise_model"] is None
     assert clean.experiment_id != result.experiment_id
 
 

@@ -60,6 +60,27 @@ def older_writer_schema() -> dict[str, Any]:
     return schema
 
 
+def load_v4_schema() -> dict[str, Any]:
+    """The v4 result schema (v3 plus optional kernel, noise, ADAPT and scan fields) as parsed JSON."""
+    return json.loads(SCHEMA_PATH.with_name("vqe_result_v4.avsc").read_text())
+
+
+def as_v4(record: dict[str, Any], *, scan_id: str = "scan-0001", point: int = 0) -> dict[str, Any]:
+    """``record`` (v3 contract) with every v4 field set: an ADAPT run on the sector kernel, point ``point``
+    of a 3-point H2 scan ``scan_id`` (0.70 + 0.05 x point angstrom)."""
+    operators = [f"0,2->{1 + i % 2},3" for i in range(len(record["iterations"]))]
+    return {
+        **record,
+        "backend": {**record["backend"], "kernel": "sector", "noise_model": None},
+        "iterations": [
+            {**it, "operator": op} for it, op in zip(record["iterations"], operators, strict=True)
+        ],
+        "adapt": {"gradient_threshold": 1e-4, "max_operators": 150, "operators": operators},
+        "scan_id": scan_id,
+        "scan_point": {"index": point, "num_points": 3, "atoms": [0, 1], "distance": 0.70 + 0.05 * point},
+    }
+
+
 def iteration_energy(run_index: int, iteration: int) -> float:
     """Energy (hartree) of 1-based ``iteration`` of synthetic run ``run_index``: decays onto exact."""
     return H2_EXACT + (0.02 + 0.001 * run_index) * math.exp(-0.5 * (iteration - 1))

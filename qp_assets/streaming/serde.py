@@ -23,7 +23,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from qp_assets.redact import redact, strip_userinfo
-from qp_assets.streaming.schemas import schema_text
+from qp_assets.streaming.schemas import latest_version, major_incompatibilities, schema_text
 
 PROFILE_COMPATIBILITY = {"prod": "BACKWARD", "dev": "NONE"}
 
@@ -201,13 +201,22 @@ def registry(url: str) -> Registry:
 class ValueSerializer:
     """Serialize dicts for one topic with one schema version, in the Confluent wire format.
 
-    The schema is registered explicitly once (compatibility enforced by the registry); each value is then
+    A major from ``FIRST_CHECKED_MAJOR`` on is first checked against the previous major locally (FULL, Avro
+    resolution; :class:`SchemaIncompatibleError` naming the fields, never spooled). The schema is then
+    registered explicitly once (compatibility within the subject enforced by the registry); each value is then
     ``0x00 | schema id (4 bytes, big-endian) | Avro binary`` written by fastavro with the parsed schema, with
     no registry round trip per message.
     """
 
     def __init__(self, registry_url: str, topic: str, schema_name: str, version: int | None = None) -> None:
         self.topic = topic
+        version = latest_version(schema_name) if version is None else version
+        problems = major_incompatibilities(schema_name, version)
+        if problems:  # a new major registers into an empty subject: the registry would accept anything
+            raise SchemaIncompatibleError(
+                f"schema {schema_name} v{version} is not compatible with v{version - 1} (checked before "
+                f"registering {subject_for(topic)!r}): " + " | ".join(problems)
+            )
         self.schema_str = schema_text(schema_name, version)
         self.registry = registry(registry_url)
         self.schema_id = self.registry.register(subject_for(topic), self.schema_str)

@@ -1,4 +1,4 @@
-"""VQE result: one run, shaped exactly like ``qp_assets/streaming/schemas/vqe_result_v3.avsc``.
+"""VQE result: one run, shaped exactly like ``qp_assets/streaming/schemas/vqe_result_v4.avsc``.
 
 Energies in hartree (total unless named otherwise), coordinates in angstrom, durations in seconds,
 timestamps in milliseconds since the epoch (UTC). Nested records are plain dicts with the schema's field
@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-SCHEMA_PATH = Path(str(resources.files("qp_assets") / "streaming" / "schemas" / "vqe_result_v3.avsc"))
+SCHEMA_PATH = Path(str(resources.files("qp_assets") / "streaming" / "schemas" / "vqe_result_v4.avsc"))
 
 _TIMESTAMP_FIELDS = ("event_time", "started_at")
 
@@ -61,6 +61,9 @@ class VQEResult:
     package_versions: dict[str, str]
     performance_snapshots: list[dict[str, Any]] = field(default_factory=list)
     request_id: str | None = None
+    adapt: dict[str, Any] | None = None  # ADAPT-VQE: gradient_threshold (Ha/rad), max_operators, operators
+    scan_id: str | None = None  # the PES scan this run is a point of
+    scan_point: dict[str, Any] | None = None  # index, num_points, atoms [I, J], distance (angstrom)
 
     # ------------------------------------------------------------------ convenience
     @property
@@ -84,6 +87,15 @@ class VQEResult:
         return self.backend["device_used"]
 
     @property
+    def kernel(self) -> str:
+        """``sector`` | ``aer``; records written before v4 carry it only in ``package_versions``."""
+        return self.backend.get("kernel") or self.package_versions.get("kernel", "aer")
+
+    @property
+    def noise_model(self) -> str | None:
+        return self.backend.get("noise_model") or self.package_versions.get("noise_model")
+
+    @property
     def energies(self) -> list[float]:
         """Total energy per optimizer iteration (hartree)."""
         return [it["energy"] for it in self.iterations]
@@ -94,7 +106,7 @@ class VQEResult:
 
     # ------------------------------------------------------------------ serialisation
     def to_record(self) -> dict[str, Any]:
-        """Plain dict that validates against vqe_result_v3.avsc (timestamps as int ms)."""
+        """Plain dict that validates against vqe_result_v4.avsc (timestamps as int ms)."""
         rec = dataclasses.asdict(self)
         for k in _TIMESTAMP_FIELDS:
             rec[k] = _to_ms(rec[k])
@@ -152,18 +164,14 @@ class VQEResult:
             f"{per_it * 1000:.2f} ms/iteration",
             f"device          {self.device_used} ({self.backend['method']}"
             + (f", {self.backend['shots']} shots" if self.backend["shots"] else ", exact")
-            + (
-                f", noise {self.package_versions['noise_model']}"
-                if "noise_model" in self.package_versions
-                else ""
-            )
-            + f"; kernel {self.package_versions.get('kernel', 'aer')})",
+            + (f", noise {self.noise_model}" if self.noise_model else "")
+            + f"; kernel {self.kernel})",
         ]
         return "\n".join(lines)
 
 
 def load_schema() -> Any:
-    """Parsed vqe_result_v3.avsc (fastavro)."""
+    """Parsed vqe_result_v4.avsc (fastavro)."""
     import fastavro
 
     return fastavro.parse_schema(json.loads(SCHEMA_PATH.read_text()))

@@ -142,18 +142,12 @@ def select_sector_ansatz(
     return sector
 
 
-def _recorded_options(config: VQEConfig, adapt_operators: list[str]) -> dict[str, Any]:
-    """Optimizer options as recorded; ADAPT-VQE records its re-optimisations' options plus its gradient
-    threshold (Ha/rad), operator budget and chosen operators in order (the v3 schema has no ADAPT fields;
-    ``optimizer.options_json`` is free-form)."""
+def _recorded_options(config: VQEConfig) -> dict[str, Any]:
+    """Optimizer options as recorded; for ADAPT-VQE its re-optimisations' options (the ADAPT settings and
+    chosen operators are the result's ``adapt`` record)."""
     if config.ansatz != "adapt":
         return dict(config.optimizer_options)
-    return {
-        **inner_options(config.optimizer, config.optimizer_options),
-        "adapt_gradient_threshold": config.adapt_gradient_threshold,
-        "adapt_max_operators": config.adapt_max_operators,
-        "adapt_operators": adapt_operators,
-    }
+    return inner_options(config.optimizer, config.optimizer_options)
 
 
 class _Objective:
@@ -304,6 +298,7 @@ def run_vqe(
             "nfev": objective.nfev,
             "parameters": [float(v) for v in x],
             "timestamp": now_ms(),
+            "operator": None,
         }
         previous["x"] = np.array(x, dtype=float)
         iterations.append(rec)
@@ -333,7 +328,7 @@ def run_vqe(
                     "nfev": step["nfev"],
                     "parameters": [float(v) for v in x],
                     "timestamp": now_ms(),
-                    "operator": step["operator"],  # not in the v3 schema: JSON output only
+                    "operator": step["operator"],
                 }
                 previous["x"] = np.array(x, dtype=float)
                 iterations.append(rec)
@@ -390,6 +385,7 @@ def run_vqe(
     total_energy = float(final_energy)
     if iterations and final_std is not None:
         iterations[-1]["std"] = iterations[-1]["std"] if iterations[-1]["std"] is not None else final_std
+    kernel = "sector" if sector is not None else "aer"
     result = VQEResult(
         run_id=str(uuid.uuid4()),
         request_id=request_id,
@@ -419,7 +415,7 @@ def run_vqe(
         },
         optimizer={
             "name": config.optimizer,
-            "options_json": json.dumps(_recorded_options(config, adapt_operators), sort_keys=True),
+            "options_json": json.dumps(_recorded_options(config), sort_keys=True),
             "max_iterations": config.max_iterations,
             "max_evaluations": config.max_evaluations,
         },
@@ -429,6 +425,8 @@ def run_vqe(
             "device_requested": config.device,
             "device_used": device_used,
             "seed": config.seed,
+            "kernel": kernel,
+            "noise_model": config.noise,
         },
         initial_parameters=[float(v) for v in x0],
         optimal_parameters=[float(v) for v in x_final],
@@ -458,10 +456,17 @@ def run_vqe(
             "vqe_s": vqe_s,
             "total_s": time.perf_counter() - t_start,
         },
-        package_versions={
+        package_versions={  # kernel / noise also here: the feature tables read with the v3 contract
             **package_versions(),
-            "kernel": "sector" if sector is not None else "aer",
+            "kernel": kernel,
             **({"noise_model": config.noise} if config.noise is not None else {}),
+        },
+        adapt=None
+        if config.ansatz != "adapt"
+        else {
+            "gradient_threshold": config.adapt_gradient_threshold,
+            "max_operators": config.adapt_max_operators,
+            "operators": adapt_operators,
         },
         performance_snapshots=snapshots,
     )
