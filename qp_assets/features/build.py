@@ -121,17 +121,30 @@ def snapshot_as_of(spark: SparkSession, identifier: str, epoch_ms: int) -> int |
     return int(rows[0][0]) if rows else None
 
 
-def _rows_per_day(
-    spark: SparkSession, identifiers: Sequence[str], days: list[date]
+#: Snapshot summary property carrying the build's tag (``snapshot-property.<this>`` write option).
+BUILD_PROPERTY = "qp-build"
+
+
+def _rows_written(
+    spark: SparkSession, identifiers: Sequence[str], days: list[date], build_tag: str
 ) -> dict[str, tuple[int | None, dict[date, int]]]:
-    """identifier -> (current snapshot id, rows per day) right after a write (from metadata only)."""
-    snaps = current_snapshots(spark, identifiers)
+    """identifier -> (the snapshot this build's overwrite committed, rows per day), from metadata only, in
+    one query for all tables when one day was built (the rows that snapshot added are the day's rows,
+    whatever other runs committed since); per-day counts of the current partitions for several days."""
+    parts = [
+        f"SELECT '{ident}' AS ident, snapshot_id AS id, summary['added-records'] AS added "
+        f"FROM {ident}.snapshots WHERE summary['{BUILD_PROPERTY}'] = '{build_tag}'"
+        for ident in identifiers
+    ]
+    snaps = {
+        r["ident"]: (int(r["id"]), int(r["added"] or 0))
+        for r in spark.sql(" UNION ALL ".join(parts)).collect()
+    }
     out: dict[str, tuple[int | None, dict[date, int]]] = {}
     for ident in identifiers:
         if ident not in snaps:
             out[ident] = (None, {d: 0 for d in days})
         elif len(days) == 1:
-            # An overwrite of exactly one day: the rows the snapshot added are that day's rows.
             out[ident] = (snaps[ident][0], {days[0]: snaps[ident][1]})
         else:
             rows = spark.sql(
@@ -366,16 +379,18 @@ def _write_data_tables(
     deleted: dict[str, list[str]] = {}
     run_list = ", ".join("'" + r.replace("'", "''") + "'" for r in superseded_runs)
 
-    def write(name: str) -> tuple[int | None, dict[date, int]]:
+    build_tag = uuid.uuid4().hex  # recorded in each overwrite's snapshot summary: finds this build's commits
+
+    def write(name: str) -> None:
         ident = idents[name]
         if superseded_runs:
             deleted[name] = list(superseded_runs)
             spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({run_list})")
         table_df = TABLES[name].transform(good).where(F.col("event_date").isin(*day_lits))
-        table_df.writeTo(ident).overwrite(F.col("event_date").isin(*day_lits))
-        return _rows_per_day(spark, [ident], write_days)[ident]
+        table_df.writeTo(ident).option(f"snapshot-property.{BUILD_PROPERTY}", build_tag).overwrite(
+            F.col("event_date").isin(*day_lits)
+        )
 
-    after: dict[str, tuple[int | None, dict[date, int]]] = {}
     failures: list[tuple[str, BaseException]] = []
     progress = tqdm(
         total=len(data_tables), desc=f"feature tables {write_days[0]}..{write_days[-1]}", unit="table"
@@ -386,7 +401,7 @@ def _write_data_tables(
         futures = {pool.submit(write, name): name for name in order}
         for future in as_completed(futures):
             try:
-                after[futures[future]] = future.result()
+                future.result()
             except Exception as exc:  # noqa: BLE001 - every failure is reported, the first re-raised
                 failures.append((futures[future], exc))
                 for pending in futures:
@@ -398,8 +413,9 @@ def _write_data_tables(
         log.error("writing %s failed: undoing this build's writes to %s", [n for n, _ in failures], touched)
         _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
         raise failures[0][1]
+    after = _rows_written(spark, list(idents.values()), write_days, build_tag)
     for name in data_tables:
-        snap, counts = after[name]
+        snap, counts = after[idents[name]]
         for d in write_days:
             results[d].row_counts[name] = counts.get(d, 0)
             if snap is not None:
