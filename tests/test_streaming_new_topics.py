@@ -94,7 +94,7 @@ def cleanup(settings: Settings, connector: str, topics: list[str], prefix: str) 
 
 
 def test_production_connector_refreshes_topic_metadata_every_5_s(stack: Settings) -> None:
-    assert connector_config(stack)["consumer.override.metadata.max.age.ms"] == "5000"
+    assert connector_config(stack)["consumer.override.metadata.max.age.ms"] == "2000"
 
 
 def test_topics_created_after_the_sink_started_land_within_30_s(stack: Settings) -> None:
