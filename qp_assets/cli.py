@@ -84,7 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     if handler is None:
         parser.print_help()
         sys.exit(2)
-    sys.exit(int(handler(args) or 0))
+    from qp_assets.settings import SettingsError
+
+    try:
+        sys.exit(int(handler(args) or 0))
+    except SettingsError as exc:  # a bad variable, whichever command read it first: name it, no traceback
+        print(f"qp {command}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

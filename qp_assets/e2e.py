@@ -14,14 +14,13 @@ Steps (each printed with its duration):
 """
 
 import json
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from qp_assets.settings import Settings, prepare_dagster_home
+from qp_assets.settings import Settings, load_env, prepare_dagster_home
 
 DEFAULT_MOLECULES = ("H2", "HeH+", "LiH")
 #: VQE configuration per molecule (anything not named uses VQEConfig defaults: sto3g, JW, UCCSD, L-BFGS-B).
@@ -99,7 +98,7 @@ def run_sensor_once(instance: Any, defs: Any, cursor: str | None) -> tuple[list[
 def quiet_run_logs() -> dict[str, Any]:
     """Run config that keeps Dagster's console logger of an in-process run to warnings and errors (the
     run's events are in the instance and the UI either way); ``QP_RUN_LOG_LEVEL`` overrides (e.g. DEBUG)."""
-    level = os.environ.get("QP_RUN_LOG_LEVEL") or "WARNING"
+    level = load_env().run_log_level
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 

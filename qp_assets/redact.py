@@ -6,8 +6,9 @@
 - the value after a secret-looking key in ``key=value``, ``key: value``, ``'key': 'value'`` and JAAS
   ``password="..."`` forms (keys: ``password``, ``secret``, ``sasl.jaas.config``, ``basic.auth.user.info``,
   ``*_SECRET_ACCESS_KEY``, ...);
-- every secret value currently set in the environment (``SECRET_ENV_VARS``: the SASL and SSL-key passwords,
-  the S3 secret key, the registry's ``user:password``) wherever it appears verbatim, so an error message
+- every secret value currently set in the environment (the secret variables of
+  ``qp_assets.settings.Env``: the SASL and SSL-key passwords, the S3 secret key, the registry's
+  ``user:password``, the SMTP password) wherever it appears verbatim, so an error message
   that quotes a config or a request does not leak it either.
 
 :func:`redact_config` masks the values of secret keys of a client configuration (librdkafka, registry,
@@ -16,19 +17,14 @@ Connect) before it is printed. Masking is idempotent and never raises.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from qp_assets.settings import secret_values
+
 MASK = "***"
 #: Environment variables whose values are secrets (masked verbatim wherever they appear).
-SECRET_ENV_VARS = (
-    "KAFKA_SASL_PASSWORD",
-    "KAFKA_SSL_KEY_PASSWORD",
-    "AWS_SECRET_ACCESS_KEY",
-    "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO",
-)
 #: Values shorter than this are not masked verbatim (masking "a" everywhere would garble messages).
 MIN_SECRET_LEN = 4
 
@@ -43,10 +39,8 @@ _SECRET_KEY_NAME = re.compile(rf"^{_SECRET_KEY}$", re.IGNORECASE)
 
 
 def _env_secrets(environ: Mapping[str, str] | None) -> list[str]:
-    env = os.environ if environ is None else environ
     values: set[str] = set()
-    for var in SECRET_ENV_VARS:
-        value = env.get(var) or ""
+    for var, value in secret_values(environ).items():
         if var == "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO":
             value = value.partition(":")[2]  # the password alone (the user name is not secret)
         values.add(value)
@@ -87,7 +81,6 @@ def redact_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "MASK",
-    "SECRET_ENV_VARS",
     "is_secret_key",
     "redact",
     "redact_config",

@@ -32,7 +32,7 @@ def test_limits_defaults_env_and_bad_values_name_the_variable() -> None:
     assert (limits.max_qubits, limits.max_wall_s, limits.max_shots) == (20, 2.5, 1_000_000)
     for var, value in (("QP_MAX_QUBITS", "abc"), ("QP_MAX_ATOMS", "0"), ("QP_MAX_REPS", "1.5"),
                        ("QP_MAX_WALL_S", "nan"), ("QP_MAX_MEMORY_GIB", "-1"), ("QP_MAX_ITERATIONS", "inf")):  # fmt: skip
-        with pytest.raises(ValueError, match=f"{var}: expected .*{value!r}"):
+        with pytest.raises(ValueError, match=f"{var}={value!r}: "):
             AdmissionLimits.from_env({var: value})
 
 
@@ -154,5 +154,5 @@ def test_qp_vqe_run_refuses_before_scf_with_exit_2(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "QP_MAX_WALL_S": "soon"},
     )  # fmt: skip
     assert (
-        bad_env.returncode == 2 and "QP_MAX_WALL_S: expected a positive number, got 'soon'" in bad_env.stderr
+        bad_env.returncode == 2 and "QP_MAX_WALL_S='soon': Input should be a valid number" in bad_env.stderr
     )

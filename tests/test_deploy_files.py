@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import os
@@ -72,8 +73,13 @@ def code_env_names() -> set[str]:
 
 
 def settings_env_names() -> set[str]:
-    source = (ROOT / "qp_assets" / "settings.py").read_text()
-    return set(re.findall(r'(?:_env|endpoint)\(\s*"([A-Z0-9_]+)"', source))
+    """The variables behind ``Settings`` (endpoints, credentials, bucket, runtime dir); the Spark Connect URL
+    and the port offset are the local stack's, not a deployment's."""
+    from qp_assets.settings import Env, Settings
+
+    names = {f.name for f in dataclasses.fields(Settings)} - {"spark_connect_url", "port_offset"}
+    names = (names - {"runtime_dir"}) | {"home"}
+    return {Env.model_fields[name].alias for name in names}
 
 
 def pyproject() -> dict:

@@ -335,7 +335,7 @@ def test_partitions_start_defaults_to_the_last_week(monkeypatch):
     for bad, msg in [("2026-13-01", "neither a YYYY-MM-DD date nor today-N"), ("today+3", "neither"),
                      ("2026-03-11", "is after today \\(2026-03-10, UTC\\)")]:  # fmt: skip
         monkeypatch.setenv("QP_PARTITIONS_START", bad)
-        with pytest.raises(ValueError, match=f"QP_PARTITIONS_START: {re.escape(repr(bad))} .*{msg}"):
+        with pytest.raises(ValueError, match=f"QP_PARTITIONS_START={re.escape(repr(bad))} .*{msg}"):
             partitions.partitions_start_date(today)
     # the definitions as a fresh stack loads them: today and the 7 days before it, nothing older
     monkeypatch.delenv("QP_PARTITIONS_START")

@@ -9,7 +9,7 @@ import pytest
 
 from qp_assets.redact import MASK, redact, redact_config, redact_url, strip_userinfo
 from qp_assets.settings import Settings
-from qp_assets.streaming.kafka_config import client_config, security_config, stack_security
+from qp_assets.streaming.kafka_config import client_config, security_config
 from qp_assets.streaming.serde import (
     RegistryUnavailableError,
     registry_auth_header,
@@ -72,7 +72,7 @@ def test_scram_profile_defaults_the_protocol_and_mechanism(monkeypatch) -> None:
     with pytest.raises(ValueError, match="needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"):
         security_config({"QP_KAFKA_SECURITY": "scram"})
     with pytest.raises(ValueError, match="QP_KAFKA_SECURITY='kerberos' is not one of plaintext, scram"):
-        stack_security({"QP_KAFKA_SECURITY": "kerberos"})
+        security_config({"QP_KAFKA_SECURITY": "kerberos"})
     monkeypatch.setenv("QP_KAFKA_SECURITY", "scram")
     monkeypatch.setenv("KAFKA_SASL_USERNAME", "u")
     monkeypatch.setenv("KAFKA_SASL_PASSWORD", "p")
@@ -93,7 +93,7 @@ def test_registry_basic_auth_from_the_environment(monkeypatch) -> None:
             registry_user_info({"SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": bad})
         assert (
             str(info.value)
-            == "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be 'user:password' (value not shown)"
+            == "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO=(value not shown): must be 'user:password'"
         )
     monkeypatch.setenv("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO", "reg-user:reg-pw")
     client = registry_client("http://other:x@127.0.0.1:1/apis/ccompat/v7")

@@ -6,7 +6,6 @@ without partition tags checks the whole tables. The variational tolerance is ``Q
 (hartree, default 1e-6).
 """
 
-import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 
@@ -16,6 +15,7 @@ from qp_assets.assets import check_logic
 from qp_assets.assets.features import feature_asset_key
 from qp_assets.features.transforms import TABLES
 from qp_assets.resources.core import IcebergCatalogResource
+from qp_assets.settings import load_env
 
 PARTITION_TAG = "dagster/partition"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -109,7 +109,7 @@ def feature_table_checks(
                 },
             )
         elif key.name == "variational_bound":
-            tol = float(os.environ.get("QP_VARIATIONAL_TOL_HA") or check_logic.DEFAULT_VARIATIONAL_TOL_HA)
+            tol = load_env().variational_tol_ha
             bad = check_logic.variational_bound_violations(rows("vqe_results"), tol)
             yield AssetCheckResult(
                 asset_key=key.asset_key,

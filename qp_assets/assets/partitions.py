@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import re
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import DailyPartitionsDefinition, FreshnessPolicy, RetryPolicy
+
+from qp_assets.settings import SettingsError, load_env
 
 #: The daily rebuild of yesterday (``daily_feature_schedule``), UTC.
 DAILY_REBUILD_CRON = "30 0 * * *"
@@ -15,32 +15,24 @@ DAILY_REBUILD_CRON = "30 0 * * *"
 FRESHNESS_DEADLINE_CRON = "0 3 * * *"
 FRESHNESS_LOWER_BOUND = timedelta(hours=2, minutes=30)
 
-#: Default ``QP_PARTITIONS_START``: the last week. The first landed day is not knowable when the code
+# Default ``QP_PARTITIONS_START`` (``qp_assets.settings.Env``): ``today-7``, the last week. The first landed day is not knowable when the code
 #: location loads (it would take an S3 listing at import, and definitions must load without services), and
 #: a fixed date in the past leaves every day before the stack's first run unfilled for ever ("0% filled").
 #: A week back covers the landing sensor's lookback (``QP_LANDING_LOOKBACK_DAYS``, 2) with room for late
 #: files, and with the daily schedule and the landing sensor running the partitions fill within a week.
-DEFAULT_START = "today-7"
-_RELATIVE = re.compile(r"^today-(?P<days>\d{1,5})$")
 
 
 def partitions_start_date(today: date | None = None) -> str:
     """First day of the feature partitions, YYYY-MM-DD, from ``QP_PARTITIONS_START``: a date
     (``2026-01-01``, for history older than a week) or ``today-N`` (N days before ``today``, UTC, evaluated
     when the code location loads); default ``today-7``. Raises ValueError naming the variable and value."""
-    value = (os.environ.get("QP_PARTITIONS_START") or DEFAULT_START).strip()
+    value = load_env().partitions_start  # its form is checked at load (a date or today-N)
     today = today or datetime.now(UTC).date()
-    relative = _RELATIVE.match(value)
-    if relative:
-        return (today - timedelta(days=int(relative["days"]))).isoformat()
-    try:
-        start = date.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"QP_PARTITIONS_START: {value!r} is neither a YYYY-MM-DD date nor today-N (N days before today)"
-        ) from None
+    if value.startswith("today-"):
+        return (today - timedelta(days=int(value.removeprefix("today-")))).isoformat()
+    start = date.fromisoformat(value)
     if start > today:
-        raise ValueError(f"QP_PARTITIONS_START: {value!r} is after today ({today.isoformat()}, UTC)")
+        raise SettingsError(f"QP_PARTITIONS_START={value!r} is after today ({today.isoformat()}, UTC)")
     return start.isoformat()
 
 
@@ -61,14 +53,8 @@ def feature_freshness_policy() -> FreshnessPolicy:
 def feature_retry_policy() -> RetryPolicy:
     """Retries of the feature assets: ``QP_FEATURE_MAX_RETRIES`` (default 3) x ``QP_FEATURE_RETRY_DELAY_S``
     seconds (default 1200 = 20 minutes)."""
-    retries = os.environ.get("QP_FEATURE_MAX_RETRIES") or "3"
-    delay = os.environ.get("QP_FEATURE_RETRY_DELAY_S") or "1200"
-    try:
-        return RetryPolicy(max_retries=int(retries), delay=float(delay))
-    except ValueError:
-        raise ValueError(
-            f"QP_FEATURE_MAX_RETRIES={retries!r} / QP_FEATURE_RETRY_DELAY_S={delay!r}: expected numbers"
-        ) from None
+    env = load_env()
+    return RetryPolicy(max_retries=env.feature_max_retries, delay=env.feature_retry_delay_s)
 
 
 def days_in_window(start: datetime, end: datetime) -> list[date]:

@@ -1,7 +1,6 @@
 """The landed raw VQE results as an observable source asset (observation = files and bytes per day)."""
 
 import hashlib
-import os
 from datetime import UTC, datetime
 
 from dagster import DataVersion, MetadataValue, ObserveResult, observable_source_asset
@@ -9,14 +8,12 @@ from dagster import DataVersion, MetadataValue, ObserveResult, observable_source
 from qp_assets.assets.features import RAW_ASSET_KEY
 from qp_assets.resources.core import BoundedS3Resource, LandingResource
 from qp_assets.sensors.landing import landed_per_day, recent_days
+from qp_assets.settings import load_env
 
 
 def observe_lookback_days() -> int:
     """Days listed per observation besides today (``QP_LANDING_LOOKBACK_DAYS``, default 2)."""
-    value = os.environ.get("QP_LANDING_LOOKBACK_DAYS") or "2"
-    if not value.isdigit():
-        raise ValueError(f"QP_LANDING_LOOKBACK_DAYS: expected a non-negative integer, got {value!r}")
-    return int(value)
+    return load_env().landing_lookback_days
 
 
 @observable_source_asset(

@@ -17,7 +17,6 @@ Executors: locally the multiprocess executor limits ops tagged ``gpu`` to the nu
 import base64
 import dataclasses
 import importlib
-import os
 import re
 import threading
 import time
@@ -46,7 +45,7 @@ from pydantic import Field
 from qp_assets.assets.gpu import gpu_ids, pin_device
 from qp_assets.assets.run_tags import VQE_RUN_TAGS
 from qp_assets.resources.core import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC, KafkaResource, PushGatewayResource
-from qp_assets.settings import Settings
+from qp_assets.settings import Settings, load_env
 
 GPU_TAG = "gpu"
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
@@ -71,10 +70,7 @@ def gpu_slots() -> int:
     n = len(gpu_ids())
     if n:
         return n
-    value = os.environ.get("QP_VQE_CPU_SLOTS") or "1"
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"QP_VQE_CPU_SLOTS: expected a positive integer, got {value!r}")
-    return int(value)
+    return load_env().vqe_cpu_slots
 
 
 class RequestBatchConfig(Config):
@@ -423,25 +419,15 @@ def k8s_gpu_executor(image: str = "qp-vqe-runner:gpu", namespace: str = "quantum
     )
 
 
-#: ``QP_VQE_EXECUTOR`` values (read when the code location loads).
-EXECUTORS = ("local", "k8s")
-
-
-def executor_from_env(env: dict[str, str] | None = None):
+def executor_from_env(environ: dict[str, str] | None = None):
     """The runner executor chosen by configuration: ``QP_VQE_EXECUTOR=local`` (default) or ``k8s``.
 
     For ``k8s``, ``QP_VQE_RUNNER_IMAGE`` and ``QP_K8S_NAMESPACE`` set the step image and namespace (run config
     ``execution.config`` can still override both per run).
     """
-    env = os.environ if env is None else env
-    name = env.get("QP_VQE_EXECUTOR", "local").strip().lower()
-    if name not in EXECUTORS:
-        raise ValueError(f"QP_VQE_EXECUTOR={name!r} is not one of {', '.join(EXECUTORS)}")
-    if name == "k8s":
-        return k8s_gpu_executor(
-            env.get("QP_VQE_RUNNER_IMAGE", "qp-vqe-runner:gpu"),
-            env.get("QP_K8S_NAMESPACE", "quantum-pipeline"),
-        )
+    env = load_env(environ)
+    if env.vqe_executor == "k8s":
+        return k8s_gpu_executor(env.vqe_runner_image, env.k8s_namespace)
     return local_gpu_executor()
 
 

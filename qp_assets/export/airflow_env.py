@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from qp_assets.settings import runtime_dir
+from qp_assets.settings import load_env, runtime_dir
 
 CONSTRAINTS = Path(__file__).with_name("airflow-constraints.txt")
 AIRFLOW_REQUIREMENTS = ("apache-airflow==3.3.2", "apache-airflow-providers-standard==1.21.0")
@@ -32,7 +32,7 @@ def _stamp_value() -> str:
 
 
 def airflow_venv_dir() -> Path:
-    return Path(os.environ.get("QP_AIRFLOW_VENV", str(runtime_dir() / "airflow-venv")))
+    return Path(load_env().airflow_venv or runtime_dir() / "airflow-venv")
 
 
 def ensure_airflow_venv(venv: Path | None = None, timeout_s: float = 900.0) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import smtplib
 from email.message import EmailMessage
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
-from qp_assets.settings import Settings
+from qp_assets.settings import Env, Settings, load_env
 
 REQUESTS_TOPIC = "vqe.requests"
 REQUESTS_DLQ_TOPIC = "vqe.requests.dlq"
@@ -231,52 +230,49 @@ class SmtpResource(ConfigurableResource):
         return [r.strip() for r in self.recipients.split(",") if r.strip()]
 
 
-def _env_or(name: str, default: Any) -> Any:
-    """``EnvVar(name)`` when the variable is set, else the local default."""
-    return EnvVar(name) if os.environ.get(name) else default
-
-
-def _env_int_or(name: str, default: int) -> Any:
-    return EnvVar.int(name) if os.environ.get(name) else default
+def _secret(env: Env, name: str) -> Any:
+    """``EnvVar`` of the secret field ``name`` of ``env`` when its variable is set (Dagster's UI then shows
+    the variable's name, never the value), else the field's value."""
+    return EnvVar(Env.model_fields[name].alias) if name in env.model_fields_set else getattr(env, name)
 
 
 def default_resources(settings: Settings | None = None) -> dict[str, Any]:
-    """The resource dict of the Definitions (keys are the names assets, ops and sensors ask for).
-
-    Env vars are those of :class:`Settings` plus ``QP_SMTP_HOST``, ``QP_SMTP_PORT``, ``QP_ALERT_FROM``,
-    ``QP_ALERT_TO``, ``QP_SMTP_USER``, ``QP_SMTP_PASSWORD`` for the alert mails.
-    """
+    """The resource dict of the Definitions (keys are the names assets, ops and sensors ask for), built from
+    :class:`qp_assets.settings.Settings` (endpoints) and :class:`qp_assets.settings.Env` (alert mail); the
+    variables are listed in docs/settings.md."""
     s = settings or Settings.from_env()
+    env = load_env()
+    s3_secret = _secret(env, "aws_secret_access_key") if settings is None else s.aws_secret_access_key
     return {
-        "kafka": KafkaResource(
-            bootstrap_servers=_env_or("KAFKA_BOOTSTRAP_SERVERS", s.kafka_bootstrap_servers)
+        "kafka": KafkaResource(bootstrap_servers=s.kafka_bootstrap_servers),
+        "schema_registry": SchemaRegistryResource(
+            url=s.schema_registry_url, timeout_s=env.registry_timeout_s
         ),
-        "schema_registry": SchemaRegistryResource(url=_env_or("SCHEMA_REGISTRY_URL", s.schema_registry_url)),
         "s3": BoundedS3Resource(
             max_attempts=3,
-            endpoint_url=_env_or("S3_ENDPOINT_URL", s.s3_endpoint_url),
-            aws_access_key_id=_env_or("AWS_ACCESS_KEY_ID", s.aws_access_key_id),
-            aws_secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key),
-            region_name=_env_or("AWS_REGION", s.aws_region),
+            endpoint_url=s.s3_endpoint_url,
+            aws_access_key_id=s.aws_access_key_id,
+            aws_secret_access_key=s3_secret,
+            region_name=s.aws_region,
         ),
-        "landing": LandingResource(bucket=_env_or("QP_BUCKET", s.bucket)),
-        "spark": SparkResource(master=_env_or("SPARK_MASTER", s.spark_master)),
+        "landing": LandingResource(bucket=s.bucket),
+        "spark": SparkResource(master=s.spark_master),
         "iceberg": IcebergCatalogResource(
-            catalog_name=_env_or("ICEBERG_CATALOG_NAME", s.iceberg_catalog_name),
-            catalog_uri=_env_or("ICEBERG_CATALOG_URI", s.iceberg_catalog_uri),
-            warehouse=_env_or("ICEBERG_WAREHOUSE", s.iceberg_warehouse),
-            s3_endpoint_url=_env_or("S3_ENDPOINT_URL", s.s3_endpoint_url),
-            aws_access_key_id=_env_or("AWS_ACCESS_KEY_ID", s.aws_access_key_id),
-            aws_secret_access_key=_env_or("AWS_SECRET_ACCESS_KEY", s.aws_secret_access_key),
-            aws_region=_env_or("AWS_REGION", s.aws_region),
+            catalog_name=s.iceberg_catalog_name,
+            catalog_uri=s.iceberg_catalog_uri,
+            warehouse=s.iceberg_warehouse,
+            s3_endpoint_url=s.s3_endpoint_url,
+            aws_access_key_id=s.aws_access_key_id,
+            aws_secret_access_key=s3_secret,
+            aws_region=s.aws_region,
         ),
-        "pushgateway": PushGatewayResource(url=_env_or("PUSHGATEWAY_URL", s.pushgateway_url)),
+        "pushgateway": PushGatewayResource(url=s.pushgateway_url),
         "smtp": SmtpResource(
-            host=_env_or("QP_SMTP_HOST", "127.0.0.1"),
-            port=_env_int_or("QP_SMTP_PORT", 25),
-            sender=_env_or("QP_ALERT_FROM", "qp-dagster@localhost"),
-            recipients=_env_or("QP_ALERT_TO", "qp-alerts@localhost"),
-            username=_env_or("QP_SMTP_USER", ""),
-            password=_env_or("QP_SMTP_PASSWORD", ""),
+            host=env.smtp_host or "127.0.0.1",
+            port=env.smtp_port,
+            sender=env.alert_from,
+            recipients=env.alert_to,
+            username=env.smtp_user,
+            password=_secret(env, "smtp_password"),
         ),
     }

@@ -1,6 +1,5 @@
 """Dagster sensors: Kafka requests -> vqe_runner_job, landed files -> feature partitions, run e-mails."""
 
-import os
 import time
 from datetime import UTC, date, datetime, timedelta
 
@@ -21,27 +20,17 @@ from dagster import (
 from qp_assets.resources.core import BoundedS3Resource, KafkaResource, LandingResource, SmtpResource
 from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
 from qp_assets.sensors.landing import changed_days, landed_per_day, recent_days
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name) or str(default)
-    if not value.isdigit():
-        raise ValueError(f"{name}: expected a non-negative integer, got {value!r}")
-    return int(value)
+from qp_assets.settings import load_env
 
 
 def _default_status() -> DefaultSensorStatus:
     """Sensors start RUNNING under the daemon unless ``QP_SENSORS_RUNNING=0``."""
-    return (
-        DefaultSensorStatus.STOPPED
-        if os.environ.get("QP_SENSORS_RUNNING") == "0"
-        else DefaultSensorStatus.RUNNING
-    )
+    return DefaultSensorStatus.STOPPED if not load_env().sensors_running else DefaultSensorStatus.RUNNING
 
 
 def _mail_status() -> DefaultSensorStatus:
     """E-mail sensors run by default only when an SMTP host is configured (``QP_SMTP_HOST``)."""
-    if not os.environ.get("QP_SMTP_HOST"):
+    if not load_env().smtp_host:
         return DefaultSensorStatus.STOPPED
     return _default_status()
 
@@ -51,13 +40,12 @@ def _mail_status() -> DefaultSensorStatus:
 #: the daemon's first tick, is not skipped.
 DEFAULT_START_GRACE_S = 30
 
-#: How long one tick of the request sensor waits for a new request (``QP_REQUEST_SENSOR_WAIT_S``, seconds).
+#: How long one tick of the request sensor waits for a new request (``QP_REQUEST_SENSOR_WAIT_S``, default 5 s,
+#: at most 30 so a tick ends well within Dagster's 60 s sensor gRPC timeout; ``qp_assets.settings.Env``).
 #: Dagster 1.13's sensor daemon starts its evaluation loop at most every 5 s (``MIN_INTERVAL_LOOP_TIME``,
 #: not configurable; a smaller ``minimum_interval_seconds`` changes nothing), so a tick that returned at once
 #: would see a request on average 2.5 s late. Waiting inside the tick, re-reading the watermarks every
 #: 0.25 s, covers the gap until the next loop: a request is seen within ~0.3 s.
-DEFAULT_WAIT_S = 5
-MAX_WAIT_S = 30
 
 
 def request_sensor_result(
@@ -102,12 +90,13 @@ def request_sensor_result(
     if instance is not None:
         from qp_assets.sensors.range_retry import failed_range_requests
 
+        env = load_env()
         retries, alerts = failed_range_requests(
             instance,
             job_name,
             kafka.settings(),
-            _env_int("QP_REQUEST_RANGE_ATTEMPTS", 5),
-            float(_env_int("QP_REQUEST_RANGE_RETRY_DELAY_S", 60)),
+            env.request_range_attempts,
+            float(env.request_range_retry_delay_s),
         )
         for alert in alerts:
             if log is not None:
@@ -239,19 +228,14 @@ def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = 
 
 def build_sensors(vqe_runner_job, feature_job) -> list:
     """All sensors, bound to the given jobs."""
-    max_per_run = _env_int("QP_REQUESTS_PER_RUN", 10)
-    start = os.environ.get("QP_REQUEST_SENSOR_START") or "latest"
-    if start not in ("earliest", "latest"):
-        raise ValueError(f"QP_REQUEST_SENSOR_START: expected earliest or latest, got {start!r}")
-    grace_s = _env_int("QP_REQUEST_SENSOR_GRACE_S", DEFAULT_START_GRACE_S)
-    wait_s = _env_int("QP_REQUEST_SENSOR_WAIT_S", DEFAULT_WAIT_S)
-    if wait_s > MAX_WAIT_S:  # a tick must end well within Dagster's sensor gRPC timeout (60 s)
-        raise ValueError(f"QP_REQUEST_SENSOR_WAIT_S: at most {MAX_WAIT_S} seconds, got {wait_s}")
+    env = load_env()
+    max_per_run, start = env.requests_per_run, env.request_sensor_start
+    grace_s, wait_s = env.request_sensor_grace_s, env.request_sensor_wait_s
 
     @sensor(
         name="kafka_vqe_request_sensor",
         job=vqe_runner_job,
-        minimum_interval_seconds=_env_int("QP_REQUEST_SENSOR_INTERVAL_S", 1),
+        minimum_interval_seconds=env.request_sensor_interval_s,
         default_status=_default_status(),
         description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
@@ -271,12 +255,12 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     from qp_assets.assets.partitions import partitions_start_date
 
     first_day = partitions_start_date()
-    lookback = _env_int("QP_LANDING_LOOKBACK_DAYS", 2)
+    lookback = env.landing_lookback_days
 
     @sensor(
         name="landing_sensor",
         job=feature_job,
-        minimum_interval_seconds=_env_int("QP_LANDING_SENSOR_INTERVAL_S", 2),
+        minimum_interval_seconds=env.landing_sensor_interval_s,
         default_status=_default_status(),
         description="New files under the recent day prefixes -> feature partitions of those days",
     )

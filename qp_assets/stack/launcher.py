@@ -316,20 +316,6 @@ def free_port_offset(candidates: Iterable[int] = range(24500, 40001, 500)) -> in
     """
     for offset in candidates:
         ctx = StackContext(Settings.from_env(local_offset=offset))
-        with _port_offset(offset):  # ports without a client endpoint (controller, management, SeaweedFS)
-            if all(_foreign_port(ctx, SERVICES[name]) is None for name in SERVICE_ORDER):
-                return offset
+        if all(_foreign_port(ctx, SERVICES[name]) is None for name in SERVICE_ORDER):
+            return offset
     raise StackError("no free port offset for a second stack among the candidates")
-
-
-@contextmanager
-def _port_offset(offset: int) -> Iterator[None]:
-    saved = os.environ.get("QP_PORT_OFFSET")
-    os.environ["QP_PORT_OFFSET"] = str(offset)
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("QP_PORT_OFFSET", None)
-        else:
-            os.environ["QP_PORT_OFFSET"] = saved

@@ -29,33 +29,24 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qp_assets.stack.errors import StackError
+from qp_assets.stack.errors import StackError, stack_env
 
 if TYPE_CHECKING:
     from qp_assets.stack.services import StackContext
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
-REGISTRY_AUTH_MODES = ("none", "basic")
 _SAFE_USER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _JAAS = 'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
 
 
 def kafka_scram_enabled() -> bool:
     """True when ``QP_KAFKA_SECURITY=scram`` (StackError naming the variable for an unknown value)."""
-    from qp_assets.streaming.kafka_config import stack_security
-
-    try:
-        return stack_security() == "scram"
-    except ValueError as exc:
-        raise StackError(str(exc)) from None
+    return stack_env().kafka_security == "scram"
 
 
 def registry_auth_enabled() -> bool:
     """True when ``QP_REGISTRY_AUTH=basic`` (default ``none``)."""
-    value = (os.environ.get("QP_REGISTRY_AUTH") or "none").strip().lower()
-    if value not in REGISTRY_AUTH_MODES:
-        raise StackError(f"QP_REGISTRY_AUTH={value!r} is not one of {', '.join(REGISTRY_AUTH_MODES)}")
-    return value == "basic"
+    return stack_env().registry_auth == "basic"
 
 
 def _checked(var: str, value: str, *, user: bool) -> str:
@@ -69,7 +60,8 @@ def _checked(var: str, value: str, *, user: bool) -> str:
 
 def scram_user() -> tuple[str, str]:
     """``(user, password)`` from ``KAFKA_SASL_USERNAME`` / ``KAFKA_SASL_PASSWORD`` (StackError if unset)."""
-    user, password = os.environ.get("KAFKA_SASL_USERNAME", ""), os.environ.get("KAFKA_SASL_PASSWORD", "")
+    env = stack_env()
+    user, password = env.kafka_sasl_username or "", env.kafka_sasl_password or ""
     if not user or not password:
         raise StackError("QP_KAFKA_SECURITY=scram needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
     return _checked("KAFKA_SASL_USERNAME", user, user=True), _checked(
@@ -199,7 +191,7 @@ def connect_env() -> dict[str, str]:
     """Variables the worker's EnvVarConfigProvider may resolve for connectors: the registry's user info."""
     from qp_assets.streaming.serde import REGISTRY_USER_INFO_VAR
 
-    value = os.environ.get(REGISTRY_USER_INFO_VAR, "")
+    value = stack_env().registry_user_info
     return {REGISTRY_USER_INFO_VAR: value} if value else {}
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from qp_assets.settings import PROJECT_ROOT, Settings, port_offset
+from qp_assets.settings import PROJECT_ROOT, Settings
 from qp_assets.stack import security
-from qp_assets.stack.errors import StackError
+from qp_assets.stack.errors import StackError, stack_env
 from qp_assets.stack.maven import is_resolved, resolve_pom
 
 INFRA = PROJECT_ROOT / "infra"
@@ -59,19 +59,6 @@ def _endpoint(value: str, default_port: int) -> Endpoint:
         first = "tcp://" + first
     parsed = urlparse(first)
     return Endpoint(parsed.hostname or "127.0.0.1", parsed.port or default_port)
-
-
-def _env_port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    if raw == "":
-        return default
-    try:
-        port = int(raw)
-    except ValueError:
-        raise StackError(f"{name}={raw!r} is not a port number") from None
-    if not 0 < port < 65536:
-        raise StackError(f"{name}={raw!r} is out of range 1-65535")
-    return port
 
 
 @dataclass
@@ -117,7 +104,7 @@ class StackContext:
 
     @property
     def kafka_controller_port(self) -> int:
-        return _env_port("QP_KAFKA_CONTROLLER_PORT", 9093 + port_offset())
+        return stack_env().kafka_controller_port or 9093 + self.settings.port_offset
 
     @property
     def registry(self) -> Endpoint:
@@ -125,7 +112,7 @@ class StackContext:
 
     @property
     def registry_management_port(self) -> int:
-        return _env_port("QP_REGISTRY_MANAGEMENT_PORT", 8085 + port_offset())
+        return stack_env().registry_management_port or 8085 + self.settings.port_offset
 
     @property
     def connect(self) -> Endpoint:
@@ -138,11 +125,8 @@ class StackContext:
     @property
     def seaweed_internal_ports(self) -> dict[str, int]:
         """weed mini's other listeners (flag -> port), shifted by ``QP_SEAWEEDFS_PORT_OFFSET`` (default ``QP_PORT_OFFSET``)."""
-        raw = os.environ.get("QP_SEAWEEDFS_PORT_OFFSET", "") or str(port_offset())
-        try:
-            offset = int(raw)
-        except ValueError:
-            raise StackError(f"QP_SEAWEEDFS_PORT_OFFSET={raw!r} is not an integer") from None
+        offset = stack_env().seaweedfs_port_offset
+        offset = self.settings.port_offset if offset is None else offset
         return {flag: port + offset for flag, port in SEAWEED_DEFAULT_PORTS.items()}
 
     @property
@@ -358,7 +342,9 @@ def jvm_extra_opts(service: str) -> list[str]:
     """Extra JVM flags from ``QP_<SERVICE>_JVM_OPTS`` (whitespace-separated), appended last so they win."""
     import shlex
 
-    return shlex.split(os.environ.get(f"QP_{service.upper()}_JVM_OPTS", ""))
+    env = stack_env()
+    opts = {"kafka": env.kafka_jvm_opts, "registry": env.registry_jvm_opts, "connect": env.connect_jvm_opts}
+    return shlex.split(opts[service])
 
 
 def _jvm_base(ctx: StackContext, service: str, heap: tuple[str, str]) -> list[str]:

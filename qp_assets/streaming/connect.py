@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from qp_assets.redact import redact
-from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.settings import PROJECT_ROOT, Settings, load_env
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str
             f"SCHEMA_REGISTRY_URL={redact_url(registry_url)} carries credentials, which the connector config "
             f"would expose over Connect's REST API; put them in {REGISTRY_USER_INFO_VAR}=user:password instead"
         )
+    env = load_env()
     if registry_user_info() is not None:
         template["schema.registry.basic.auth.user.info"] = "${env:" + REGISTRY_USER_INFO_VAR + "}"
     values = {
@@ -126,8 +127,8 @@ def connector_config(settings: Settings, name: str = SINK_CONNECTOR) -> dict[str
         "s3_endpoint_url": settings.s3_endpoint_url,
         "aws_region": settings.aws_region,
         "schema_registry_url": registry_url,
-        "flush_size": os.environ.get("QP_SINK_FLUSH_SIZE", "100"),
-        "rotate_interval_ms": os.environ.get("QP_SINK_ROTATE_INTERVAL_MS", "2000"),
+        "flush_size": str(env.sink_flush_size),
+        "rotate_interval_ms": str(env.sink_rotate_interval_ms),
     }
     rendered = {}
     for key, value in template.items():

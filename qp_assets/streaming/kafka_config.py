@@ -19,39 +19,31 @@ need to be set. Errors name the variable, never a password.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from qp_assets.settings import load_env
+
+#: :class:`qp_assets.settings.Env` field -> librdkafka key.
 _ENV_TO_LIBRDKAFKA = {
-    "KAFKA_SECURITY_PROTOCOL": "security.protocol",
-    "KAFKA_SASL_MECHANISM": "sasl.mechanism",
-    "KAFKA_SASL_USERNAME": "sasl.username",
-    "KAFKA_SASL_PASSWORD": "sasl.password",
-    "KAFKA_SSL_CA_LOCATION": "ssl.ca.location",
-    "KAFKA_SSL_CERTIFICATE_LOCATION": "ssl.certificate.location",
-    "KAFKA_SSL_KEY_LOCATION": "ssl.key.location",
-    "KAFKA_SSL_KEY_PASSWORD": "ssl.key.password",
+    "kafka_security_protocol": "security.protocol",
+    "kafka_sasl_mechanism": "sasl.mechanism",
+    "kafka_sasl_username": "sasl.username",
+    "kafka_sasl_password": "sasl.password",
+    "kafka_ssl_ca_location": "ssl.ca.location",
+    "kafka_ssl_certificate_location": "ssl.certificate.location",
+    "kafka_ssl_key_location": "ssl.key.location",
+    "kafka_ssl_key_password": "ssl.key.password",
 }
 VALID_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 VALID_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-VALID_STACK_SECURITY = ("plaintext", "scram")
-
-
-def stack_security(environ: Mapping[str, str] | None = None) -> str:
-    """``QP_KAFKA_SECURITY``: ``plaintext`` (default) or ``scram`` (SASL/SCRAM-SHA-512 listener and clients)."""
-    env = os.environ if environ is None else environ
-    value = (env.get("QP_KAFKA_SECURITY") or "plaintext").strip().lower()
-    if value not in VALID_STACK_SECURITY:
-        raise ValueError(f"QP_KAFKA_SECURITY={value!r} is not one of {', '.join(VALID_STACK_SECURITY)}")
-    return value
 
 
 def security_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """librdkafka security keys from the environment; raises ValueError naming a bad variable."""
-    env = os.environ if environ is None else environ
-    conf = {key: env[var] for var, key in _ENV_TO_LIBRDKAFKA.items() if env.get(var)}
-    if stack_security(env) == "scram":
+    env = load_env(environ)
+    conf = {key: getattr(env, name) for name, key in _ENV_TO_LIBRDKAFKA.items() if getattr(env, name)}
+    if env.kafka_security == "scram":
         conf.setdefault("security.protocol", "SASL_PLAINTEXT")
         conf.setdefault("sasl.mechanism", "SCRAM-SHA-512")
     protocol = conf.get("security.protocol", "PLAINTEXT").upper()

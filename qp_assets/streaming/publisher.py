@@ -27,7 +27,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from qp_assets.settings import Settings
+from qp_assets.settings import Settings, load_env
 from qp_assets.streaming.kafka_config import AuthFailureWatch, client_config
 from qp_assets.streaming.schemas import REQUEST_SCHEMA, RESULT_SCHEMA, latest_version
 from qp_assets.streaming.serde import SchemaIncompatibleError, ValueSerializer
@@ -42,7 +42,7 @@ ADMIN_TIMEOUT_S = 10.0  # each AdminClient request (metadata, create_topics)
 
 def delivery_timeout_ms() -> int:
     """Upper bound for one publish (``QP_KAFKA_DELIVERY_TIMEOUT_MS``, default 30 s)."""
-    return int(os.environ.get("QP_KAFKA_DELIVERY_TIMEOUT_MS", "30000"))
+    return load_env().kafka_delivery_timeout_ms
 
 
 class PublishError(RuntimeError):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import threading
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from qp_assets.redact import redact, strip_userinfo
+from qp_assets.settings import load_env
 from qp_assets.streaming.schemas import latest_version, major_incompatibilities, schema_text
 
 PROFILE_COMPATIBILITY = {"prod": "BACKWARD", "dev": "NONE"}
@@ -34,17 +34,13 @@ class SchemaIncompatibleError(RuntimeError):
 
 def compatibility_level() -> str:
     """BACKWARD unless ``QP_SCHEMA_PROFILE=dev`` (then NONE)."""
-    profile = os.environ.get("QP_SCHEMA_PROFILE", "prod").strip().lower() or "prod"
-    if profile not in PROFILE_COMPATIBILITY:
-        raise ValueError(f"QP_SCHEMA_PROFILE={profile!r} is not one of {', '.join(PROFILE_COMPATIBILITY)}")
-    return PROFILE_COMPATIBILITY[profile]
+    return PROFILE_COMPATIBILITY[load_env().schema_profile]
 
 
 def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
-DEFAULT_REGISTRY_TIMEOUT_S = 10.0
 SCHEMA_NOT_FOUND = 40403  # Confluent (and Apicurio ccompat) error code: "Schema <id> not found"
 
 
@@ -54,14 +50,7 @@ class RegistryUnavailableError(RuntimeError):
 
 def registry_timeout_s() -> float:
     """Seconds one registry HTTP request may take (``QP_REGISTRY_TIMEOUT_S``, default 10)."""
-    raw = os.environ.get("QP_REGISTRY_TIMEOUT_S", "") or str(DEFAULT_REGISTRY_TIMEOUT_S)
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"QP_REGISTRY_TIMEOUT_S={raw!r} is not a number of seconds") from None
-    if not 0 < value <= 300:
-        raise ValueError(f"QP_REGISTRY_TIMEOUT_S={raw!r} is out of range (0, 300]")
-    return value
+    return load_env().registry_timeout_s
 
 
 REGISTRY_USER_INFO_VAR = "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO"
@@ -73,13 +62,10 @@ def registry_user_info(environ: Mapping[str, str] | None = None) -> tuple[str, s
     None when unset or empty; a value without ``:`` or with an empty user raises ValueError naming the
     variable (never its value).
     """
-    env = os.environ if environ is None else environ
-    raw = env.get(REGISTRY_USER_INFO_VAR) or ""
+    raw = load_env(environ).registry_user_info
     if not raw:
         return None
-    user, sep, password = raw.partition(":")
-    if not sep or not user or not password:
-        raise ValueError(f"{REGISTRY_USER_INFO_VAR} must be 'user:password' (value not shown)")
+    user, _sep, password = raw.partition(":")
     return user, password
 
 

@@ -24,13 +24,13 @@ between optimizer iterations); the run stops with a clear reason and keeps its b
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from qp_assets.settings import load_env
 from qp_assets.vqe.errors import InputError
 
 #: (environment variable, field of AdmissionLimits, default, kind) - the documented defaults.
@@ -69,23 +69,12 @@ class AdmissionLimits:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AdmissionLimits:
-        """Limits from ``QP_MAX_*`` variables (unset or empty: the default); a bad value is a ValueError
-        naming the variable and the value."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for var, name, _default, kind in LIMIT_VARIABLES:
-            raw = (env.get(var) or "").strip()
-            if not raw:
-                continue
-            try:
-                value = kind(raw)
-            except ValueError:
-                value = None
-            if value is None or not math.isfinite(value) or value <= 0:
-                kind_name = "a positive integer" if kind is int else "a positive number"
-                raise ValueError(f"{var}: expected {kind_name}, got {raw!r}")
-            values[name] = value
-        return cls(**values)
+        """Limits from ``QP_MAX_*`` variables (unset or empty: the default), read through
+        :func:`qp_assets.settings.load_env`; a bad value is a ``SettingsError`` (a ValueError) naming the
+        variable and the value."""
+        loaded = load_env(env)
+        values = {name: getattr(loaded, name) for _var, name, _default, _kind in LIMIT_VARIABLES}
+        return cls(**{name: value for name, value in values.items() if value is not None})
 
     def env_name(self, field_name: str) -> str:
         return next(var for var, name, _d, _k in LIMIT_VARIABLES if name == field_name)
