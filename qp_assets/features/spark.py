@@ -419,7 +419,8 @@ def serve_connect(settings: Settings | None = None) -> None:
     """Replace this process with the stack's Spark Connect server (``qp stack`` runs it as a service).
 
     The configuration goes through a 0600 properties file (never argv) and holds no credentials: S3 keys
-    come from the environment, so no client can read them back with ``spark.conf.get``.
+    come from the environment, so no client can read them back with ``spark.conf.get``. A background
+    warm-up build (``features/warmup.py``) runs once the server answers.
     """
     import pyspark
 
@@ -446,6 +447,9 @@ def serve_connect(settings: Settings | None = None) -> None:
         "SPARK_LOCAL_IP": "127.0.0.1",
         "PYSPARK_PYTHON": sys.executable,
     }
+    from qp_assets.features.warmup import start_in_background
+
+    start_in_background(settings.runtime_dir / "logs" / "spark-warmup.log")  # waits for this server's port
     os.execve(argv[0], argv, env)
 
 
