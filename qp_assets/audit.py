@@ -680,9 +680,9 @@ def _day(text: str) -> date:
 
 
 def _run(args: Any) -> int:
-    import sys
+    from qp_assets.cli_errors import reported
 
-    try:
+    with reported(usage=(AuditError,), failure=()):
         report = audit_day(
             args.day,
             lookahead_days=args.lookahead_days,
@@ -690,9 +690,6 @@ def _run(args: Any) -> int:
             timeout_s=args.timeout,
             request_id_prefix=args.request_id_prefix,
         )
-    except AuditError as exc:
-        print(f"qp audit: error: {exc}", file=sys.stderr)
-        return 2
     if args.json:
         print(json.dumps(report.to_json(), indent=2, default=str))
     else:

@@ -3,7 +3,8 @@
 Each area registers its own sub-commands from ``qp_assets/<area>/cli.py`` through a
 ``register(subparsers)`` function, so this file stays a thin dispatcher. Only the area of the command
 being run is imported (heavy areas pull in Dagster or PySpark), except for ``qp --help``. A sub-command
-handler returns an exit code (0 ok, 1 failure, 2 bad input).
+handler returns an exit code (0 ok, 1 failure, 2 bad input) or raises ``qp_assets.cli_errors.CliError``,
+which is printed here as ``qp <command> <action>: error: ...`` (the one convention, see cli_errors).
 """
 
 from __future__ import annotations
@@ -84,13 +85,9 @@ def main(argv: list[str] | None = None) -> None:
     if handler is None:
         parser.print_help()
         sys.exit(2)
-    from qp_assets.settings import SettingsError
+    from qp_assets.cli_errors import run_handler
 
-    try:
-        sys.exit(int(handler(args) or 0))
-    except SettingsError as exc:  # a bad variable, whichever command read it first: name it, no traceback
-        print(f"qp {command}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_handler(args))
 
 
 if __name__ == "__main__":

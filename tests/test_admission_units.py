@@ -134,7 +134,8 @@ def test_qp_request_submit_refuses_benzene_with_exit_2_in_seconds(tmp_path: Path
     elapsed = time.perf_counter() - t0
     print(f"\nqp request submit benzene (72 qubits): exit {proc.returncode} in {elapsed:.2f} s")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "field 'num_qubits' = 72" in proc.stdout and "QP_MAX_QUBITS" in proc.stdout
+    assert proc.stderr.startswith("qp request submit: error: molecule benzene: field 'num_qubits' = 72")
+    assert "QP_MAX_QUBITS" in proc.stderr
     assert elapsed < 15
 
 

@@ -101,9 +101,9 @@ def test_submit_refusal_publishes_nothing_and_runner_wall_clock_stops_a_run(
                            "-m", "benzene"], capture_output=True, text=True, timeout=120)  # fmt: skip
     elapsed = time.perf_counter() - t0
     print(
-        f"\nqp request submit benzene on the stack: exit {proc.returncode} in {elapsed:.2f} s: {proc.stdout.strip()}"
+        f"\nqp request submit benzene on the stack: exit {proc.returncode} in {elapsed:.2f} s: {proc.stderr.strip()}"
     )
-    assert proc.returncode == 2 and "field 'num_qubits' = 72" in proc.stdout
+    assert proc.returncode == 2 and "field 'num_qubits' = 72" in proc.stderr
     assert read_watermarks(stack.kafka_bootstrap_servers, REQUESTS_TOPIC) == before
     assert elapsed < 15
 

@@ -274,10 +274,11 @@ def test_feature_dag_command_is_accepted_by_dagster_cli(tmp_path: Path) -> None:
 def _cli(argv: list[str]) -> int:
     import argparse
 
+    from qp_assets.cli_errors import run_handler
+
     parser = argparse.ArgumentParser(prog="qp")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return run_handler(parser.parse_args(argv))
 
 
 def test_cli_exports_from_module_and_exits_2_on_bad_input(tmp_path: Path, monkeypatch, capsys) -> None:

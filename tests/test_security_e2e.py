@@ -117,7 +117,7 @@ def test_wrong_kafka_password_fails_clearly(secure) -> None:
     print(f"[secure] wrong Kafka password refused in {elapsed:.1f} s (process start included)")
     assert run.returncode == 1, run.stdout + run.stderr
     assert elapsed < 10  # reported on the first refused login, not after the 10 s metadata timeout
-    error = run.stdout.strip().splitlines()[-1]
+    error = run.stderr.strip().splitlines()[-1]
     assert error.startswith(
         f"qp request submit: error: Kafka at {settings.kafka_bootstrap_servers} refused our credentials "
         f"(SASL user '{KAFKA_USER}', SCRAM-SHA-512; check KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): "
@@ -131,7 +131,7 @@ def test_wrong_or_missing_registry_credentials_fail_clearly(secure) -> None:
     run = qp({**env, "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": f"{REGISTRY_USER}:wrong-reg-pw-2"},
              "request", "submit", "-m", "H2", timeout=120)  # fmt: skip
     assert run.returncode == 1, run.stdout + run.stderr
-    assert run.stdout.strip().splitlines()[-1] == (
+    assert run.stderr.strip().splitlines()[-1] == (
         f"qp request submit: error: schema registry at {settings.schema_registry_url} refused our credentials "
         "(HTTP 401; SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO: check its user and password) while registering "
         "'vqe.requests-value' (0 of 1 request(s) published)"

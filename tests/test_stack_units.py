@@ -68,12 +68,12 @@ def _run_stack_cli(argv: list[str]) -> int:
     """Parse and run ``qp stack ...`` in-process (the dispatcher of other areas is not needed here)."""
     import argparse
 
+    from qp_assets.cli_errors import run_handler
     from qp_assets.stack import cli
 
     parser = argparse.ArgumentParser(prog="qp")
     cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.handler(args)
+    return run_handler(parser.parse_args(argv))
 
 
 def test_cli_unknown_service_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:

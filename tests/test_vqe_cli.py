@@ -53,4 +53,4 @@ def test_json_to_stdout_and_inline_molecule_in_bohr(capsys):
 def test_bad_input_exits_2_with_one_clear_line(argv, needle, capsys):
     assert qp("vqe", "run", *argv, "--no-progress", "--no-monitor") == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+    assert len(err) == 1 and err[0].startswith("qp vqe run: error: ") and needle in err[0]

@@ -2,22 +2,17 @@
 
 import argparse
 
+from qp_assets.cli_errors import USAGE, CliError, reported
+
 
 def _handle_e2e(args: argparse.Namespace) -> int:
     from qp_assets.e2e import DEFAULT_MOLECULES, format_report, run_e2e
 
     molecules = tuple(m.strip() for m in args.molecules.split(",") if m.strip()) or DEFAULT_MOLECULES
     if args.landing_timeout <= 0:
-        print(f"--landing-timeout: must be > 0, got {args.landing_timeout}")
-        return 2
-    try:
+        raise CliError(f"--landing-timeout: must be > 0, got {args.landing_timeout}", USAGE)
+    with reported("e2e failed", failure=(RuntimeError, TimeoutError)):
         report = run_e2e(molecules, landing_timeout_s=args.landing_timeout)
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 2
-    except (RuntimeError, TimeoutError) as exc:
-        print(f"e2e failed: {exc}")
-        return 1
     print(format_report(report))
     return 0 if len(report.rows) == len(report.result_run_ids) and report.rows else 1
 

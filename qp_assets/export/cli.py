@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import sys
 from pathlib import Path
 
+from qp_assets.cli_errors import USAGE, CliError, reported
 from qp_assets.export.airflow_dags import DEFAULT_MODULE, AirflowExportOptions, export_airflow
 from qp_assets.export.graph import ExportError
 
@@ -52,15 +52,12 @@ def _run_airflow(args: argparse.Namespace) -> int:
         molecules_file=args.molecules_file or defaults.molecules_file,
         submit_args=args.submit_args,
     )
-    try:
-        defs = _load_defs(args.module)
+    with reported(usage=(ExportError,), failure=()):
+        try:
+            defs = _load_defs(args.module)
+        except ModuleNotFoundError as exc:
+            raise CliError(f"--module {args.module!r}: {exc}", USAGE) from exc
         paths = export_airflow(defs, Path(args.out), options)
-    except ExportError as exc:
-        print(f"qp export airflow: error: {exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        print(f"qp export airflow: error: --module {args.module!r}: {exc}", file=sys.stderr)
-        return 2
     for path in paths:
         print(path)
     return 0

@@ -16,6 +16,7 @@ import json
 import sys
 from datetime import date, timedelta
 
+from qp_assets.cli_errors import USAGE, CliError, reported
 from qp_assets.features.transforms import NAMESPACE, TABLES
 
 
@@ -53,14 +54,8 @@ def _print_table(rows: list[dict], columns: list[str], out=None) -> None:
 def _show(args: argparse.Namespace) -> int:
     from qp_assets.features.catalog import read_rows
 
-    try:
+    with reported(f"cannot read {args.namespace}.{args.table}"):  # catalog / storage down, no table yet
         arrow = read_rows(args.table, args.date, args.as_of, args.limit, namespace=args.namespace)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # catalog / storage unreachable, table not created yet
-        print(f"error: cannot read {args.namespace}.{args.table}: {exc}", file=sys.stderr)
-        return 1
     rows = arrow.to_pylist()
     if args.json:
         for row in rows:
@@ -74,14 +69,8 @@ def _show(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from qp_assets.features.catalog import snapshot_history
 
-    try:
+    with reported(f"cannot read {args.namespace}.{args.table}"):
         snaps = snapshot_history(args.table, namespace=args.namespace)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"error: cannot read {args.namespace}.{args.table}: {exc}", file=sys.stderr)
-        return 1
     if args.json:
         print(json.dumps(snaps, indent=2))
     else:
@@ -95,14 +84,10 @@ def _build(args: argparse.Namespace) -> int:
 
     end = args.end or args.date
     if end < args.date:
-        print(f"error: --end {end} is before {args.date}", file=sys.stderr)
-        return 2
+        raise CliError(f"--end {end} is before {args.date}", USAGE)
     days = [args.date + timedelta(days=k) for k in range((end - args.date).days + 1)]
-    try:
+    with reported(failure=()):
         results = build_days(days, run_id=args.run_id, raw_root=args.raw_root, namespace=args.namespace)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     for res in results:
         print(json.dumps(res.as_metadata(), default=str) if args.json else f"{res.day}: {res.message}")
         if not args.json and not res.empty:
@@ -136,11 +121,8 @@ def _describe(args: argparse.Namespace) -> int:
     if args.apply:
         from qp_assets.features.catalog import apply_column_docs, sql_catalog
 
-        try:
+        with reported(f"cannot update column docs in {args.namespace}"):  # catalog down, concurrent commit
             changed = apply_column_docs(sql_catalog(), args.namespace, names)
-        except Exception as exc:  # catalog / storage unreachable, concurrent commit
-            print(f"error: cannot update column docs in {args.namespace}: {exc}", file=sys.stderr)
-            return 1
         for name in names:
             n = changed.get(name)
             print(f"{name}: " + ("not created yet" if n is None else f"{n} column doc(s) updated"))
@@ -163,11 +145,8 @@ def _describe(args: argparse.Namespace) -> int:
 def _jars(args: argparse.Namespace) -> int:
     from qp_assets.features.spark import resolve_spark_jars
 
-    try:
+    with reported("resolving infra/spark/pom.xml failed", usage=()):
         jars = resolve_spark_jars()
-    except Exception as exc:
-        print(f"error: resolving infra/spark/pom.xml failed: {exc}", file=sys.stderr)
-        return 1
     for jar in jars:
         print(jar)
     return 0

@@ -12,6 +12,8 @@ import re
 import sys
 import time
 
+from qp_assets.cli_errors import USAGE, CliError, reported, run_handler
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -33,11 +35,8 @@ def _settings():
 def _groups(args: argparse.Namespace) -> int:
     from qp_assets.monitoring.metrics import list_groups
 
-    try:
+    with reported("PushGateway unreachable", usage=(), failure=(OSError,)):
         groups = list_groups(_settings())
-    except OSError as exc:
-        print(f"qp monitoring: error: PushGateway unreachable: {exc}", file=sys.stderr)
-        return 1
     now = time.time()
     print(f"{'age':>10}  grouping key")
     for group in sorted(groups, key=lambda g: -g["push_time_seconds"]):
@@ -51,18 +50,12 @@ def _groups(args: argparse.Namespace) -> int:
 def _cleanup(args: argparse.Namespace) -> int:
     from qp_assets.monitoring.metrics import cleanup_stale_groups
 
-    try:
+    with reported(failure=()):
         older_than_s = parse_duration_s(args.older_than)
-    except ValueError as exc:
-        print(f"qp monitoring: error: {exc}", file=sys.stderr)
-        return 2
-    try:
+    with reported("PushGateway unreachable", usage=(), failure=(OSError,)):
         deleted = cleanup_stale_groups(
             _settings(), older_than_s, job=None if args.all_jobs else args.job, dry_run=args.dry_run
         )
-    except OSError as exc:
-        print(f"qp monitoring: error: PushGateway unreachable: {exc}", file=sys.stderr)
-        return 1
     verb = "would delete" if args.dry_run else "deleted"
     for labels in deleted:
         print(f"{verb} " + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
@@ -74,8 +67,7 @@ def _push_pipeline(args: argparse.Namespace) -> int:
     from qp_assets.monitoring.pipeline_metrics import collect_and_push
 
     if args.days < 1:
-        print(f"qp monitoring: error: --days must be >= 1, got {args.days}", file=sys.stderr)
-        return 2
+        raise CliError(f"--days must be >= 1, got {args.days}", USAGE)
     today = dt.datetime.now(dt.UTC).date()
     days = [today - dt.timedelta(days=i) for i in range(args.days)]
     out = collect_and_push(_settings(), days)
@@ -92,11 +84,8 @@ def _check_dashboards(args: argparse.Namespace) -> int:
         print(f"not exported by any code path: {name} (used in {'; '.join(where)})")
     missing = {}
     if not args.static:
-        try:
+        with reported("Prometheus unreachable", usage=(), failure=(OSError,)):
             missing = missing_metrics(_settings().prometheus_url)
-        except OSError as exc:
-            print(f"qp monitoring: error: Prometheus unreachable: {exc}", file=sys.stderr)
-            return 1
         for name, where in missing.items():
             print(f"not in Prometheus yet: {name} (used in {'; '.join(where)})")
     print(
@@ -140,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qp_assets.monitoring.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["monitoring", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.handler(args))
+    return run_handler(args)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ Exit codes: 0 ok, 1 a service/download failed (one line naming it and its log), 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
+from qp_assets.cli_errors import reported
 from qp_assets.settings import Settings
 from qp_assets.stack.errors import StackError, UnknownServiceError
 from qp_assets.stack.services import SERVICE_ORDER, StackContext
@@ -22,17 +22,9 @@ def _service_list(value: str | None) -> list[str] | None:
 
 
 def _run(fn, *args) -> int:
-    try:
+    """``fn(*args)``; an unknown service exits 2, any other StackError 1 (``qp_assets.cli_errors``)."""
+    with reported(usage=(UnknownServiceError,), failure=(StackError,)):
         return fn(*args)
-    except UnknownServiceError as exc:
-        print(f"qp stack: error: {exc}", file=sys.stderr)
-        return 2
-    except StackError as exc:
-        print(f"qp stack: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("qp stack: interrupted", file=sys.stderr)
-        return 1
 
 
 def _print_status(services: list[str] | None) -> int:

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from qp_assets.cli_errors import USAGE, CliError
+
 log = logging.getLogger(__name__)
 
 
@@ -73,7 +75,6 @@ def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
 def submit_command(args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
-    from qp_assets.redact import redact
     from qp_assets.settings import Settings
     from qp_assets.streaming.publisher import publish_request, request_record
     from qp_assets.streaming.serde import RegistryUnavailableError
@@ -87,15 +88,13 @@ def submit_command(args: argparse.Namespace) -> int:
         for request in requests:  # the admission policy (no SCF), also before publishing any
             admit_request(request, limits)
     except (InputError, ValueError) as exc:
-        print(f"qp request submit: error: {exc}")
-        return 2
+        raise CliError(exc, USAGE) from exc
     settings = Settings.from_env()
     for done, record in enumerate(records):
         try:
             outcome = publish_request(record, settings)
         except (KafkaException, RegistryUnavailableError) as exc:  # one clear line, no credential in it
-            print(f"qp request submit: error: {redact(exc)} ({done} of {len(records)} request(s) published)")
-            return 1
+            raise CliError(f"{exc} ({done} of {len(records)} request(s) published)") from exc
         print(json.dumps({"request_id": record["request_id"], "molecule": record["molecule"]["name"],
                           "topic": outcome.topic, "partition": outcome.partition, "offset": outcome.offset}))  # fmt: skip
     return 0

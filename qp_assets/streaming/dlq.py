@@ -189,11 +189,14 @@ def list_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(entries: list[DlqEntry], n: int, topic: str) -> DlqEntry | None:
+def _find(entries: list[DlqEntry], n: int, topic: str) -> DlqEntry:
+    """Entry ``n``; a CliError (exit 2) naming the field and the offsets there are when none."""
+    from qp_assets.cli_errors import USAGE, CliError
+
     found = next((e for e in entries if e.n == n), None)
     if found is None:
-        print(
-            f"qp dlq: error: field 'N' = {n}: no such entry in {topic} (offsets {[e.n for e in entries][:20]})"
+        raise CliError(
+            f"field 'N' = {n}: no such entry in {topic} (offsets {[e.n for e in entries][:20]})", USAGE
         )
     return found
 
@@ -203,8 +206,6 @@ def show_command(args: argparse.Namespace) -> int:
 
     entries = read_entries(Settings.from_env(), args.topic, args.timeout)
     entry = _find(entries, args.n, args.topic)
-    if entry is None:
-        return 2
     out = entry.to_dict()
     out["headers"] = entry.headers
     out["key"] = entry.key.decode("utf8", "replace") if entry.key else None
@@ -253,8 +254,9 @@ def replay_command(args: argparse.Namespace) -> int:
     from qp_assets.settings import Settings
 
     if (args.n is None) == (not args.all):
-        print("qp dlq replay: error: give N or --all (not both)")
-        return 2
+        from qp_assets.cli_errors import USAGE, CliError
+
+        raise CliError("give N or --all (not both)", USAGE)
     settings = Settings.from_env()
     entries = read_entries(settings, args.topic, args.timeout)
     if args.all:
@@ -267,10 +269,7 @@ def replay_command(args: argparse.Namespace) -> int:
             )
         chosen = [e for e in chosen if e.value is not None]
     else:
-        entry = _find(entries, args.n, args.topic)
-        if entry is None:
-            return 2
-        chosen = [entry]
+        chosen = [_find(entries, args.n, args.topic)]
     failed = 0
     for e in chosen:
         try:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from qp_assets.cli_errors import USAGE, CliError
 from qp_assets.vqe.config import ANSATZES, BACKEND_METHODS, INITIAL_STATES, KERNELS, MAPPERS, OPTIMIZERS
 from qp_assets.vqe.errors import InputError
 
@@ -109,8 +110,7 @@ def _list_molecules(args: argparse.Namespace) -> int:
     try:
         mols = load_molecules(args.molecules_file)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(exc, USAGE) from exc
     for m in mols.values():
         print(f"{m.name:8s} {' '.join(m.symbols):20s} charge={m.charge} mult={m.multiplicity} "
               f"electrons={m.num_electrons}")  # fmt: skip
@@ -221,8 +221,7 @@ def scan_command(args: argparse.Namespace) -> int:
 
         result = run_scan(molecule, config, i, j, distances, warm_start=not args.cold, on_point=show)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(exc, USAGE) from exc
     if args.json:
         text = json.dumps(result, indent=2)
         if args.json == "-":
@@ -251,8 +250,7 @@ def run_command(args: argparse.Namespace) -> int:
         config = config_from_args(args)
         admit(molecule, config, limits)  # the admission policy (QP_MAX_*), before any SCF
     except ValueError as exc:  # InputError, or a bad QP_MAX_* variable
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(exc, USAGE) from exc
     clock = WallClock(limits.max_wall_s)  # QP_MAX_WALL_S: stops between iterations
     out = sys.stderr if args.json == "-" else sys.stdout
     monitor_mod = None
@@ -267,8 +265,7 @@ def run_command(args: argparse.Namespace) -> int:
             result = run_vqe(molecule, config, request_id=args.request_id, progress=not args.no_progress,
                              on_iteration=clock.check)  # fmt: skip
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(exc, USAGE) from exc
     print(result.summary(), file=out)
     if args.json:
         text = result.to_json()
@@ -277,7 +274,6 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text)
             print(f"result written to {args.json}", file=out)
-    code = 0
     settings = None
     if args.publish or args.push_metrics:
         from qp_assets.settings import Settings
@@ -302,6 +298,5 @@ def run_command(args: argparse.Namespace) -> int:
             else:  # the run is fine; its metrics stay in the JSON result (performance_snapshots)
                 print(f"warning: metrics not pushed to {settings.pushgateway_url} (unreachable)", file=out)
     except Exception as exc:  # noqa: BLE001 - report and fail, the result itself is fine
-        print(f"error: {exc}", file=sys.stderr)
-        code = 1
-    return code
+        raise CliError(exc) from exc
+    return 0
