@@ -125,6 +125,9 @@ class Env(BaseModel):
         "`off`: feature builds start their own in-process Spark instead of Spark Connect",
         True,
     )
+    spark_warmup: bool = _var(
+        "QP_SPARK_WARMUP", "`off`: the Spark Connect server skips its warm-up build after a start", True
+    )
     spark_master: str = _var(
         "SPARK_MASTER", "Spark master of in-process sessions: local[*] or spark://host:7077", "local[*]"
     )
@@ -258,7 +261,7 @@ class Env(BaseModel):
     )
     max_wall_s: PosFloat | None = _var("QP_MAX_WALL_S", "wall-clock seconds of one VQE run", shown="3600")
 
-    @field_validator("spark_connect", mode="before")
+    @field_validator("spark_connect", "spark_warmup", mode="before")
     @classmethod
     def _off(cls, value: object) -> object:
         return str(value).strip().lower() not in _OFF if isinstance(value, str) else value

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import socket
 import sys
@@ -23,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from qp_assets.settings import Settings
+from qp_assets.settings import Settings, load_env
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ WARMUP_NAMESPACE = "warmup"
 
 def enabled() -> bool:
     """False when ``QP_SPARK_WARMUP`` is ``off`` (also ``0``/``false``/``no``)."""
-    return os.environ.get("QP_SPARK_WARMUP", "on").strip().lower() not in ("off", "0", "false", "no")
+    return load_env().spark_warmup
 
 
 def _wait_for_port(settings: Settings, limit_s: float) -> bool:
