@@ -286,16 +286,93 @@ def _without_secrets(
     return {k: v for k, v in conf.items() if not k.endswith(suffixes)}
 
 
+def _call_timeouts() -> tuple[float, float]:
+    """(unary call deadline, streaming call deadline) in seconds: ``QP_SPARK_CALL_TIMEOUT_S`` (default 60)
+    for configuration/analysis calls, ``QP_SPARK_STREAM_TIMEOUT_S`` (default 600) for each execution
+    stream (the server ends a stream after 2 minutes and the client re-attaches with a new call, so a
+    long query is not cut; a stream with no answer at all is)."""
+    values = []
+    for name, default in (("QP_SPARK_CALL_TIMEOUT_S", "60"), ("QP_SPARK_STREAM_TIMEOUT_S", "600")):
+        raw = os.environ.get(name, default)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if value <= 0:
+            raise ValueError(f"{name}={raw!r}: expected a positive number of seconds")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _deadline_interceptor(unary_s: float, stream_s: float):
+    """A gRPC client interceptor giving every call without a deadline one: ``unary_s`` for unary calls,
+    ``stream_s`` for server-streaming ones (pyspark's Connect client sets none)."""
+    import collections
+
+    import grpc
+
+    class _Details(
+        collections.namedtuple(
+            "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+        ),
+        grpc.ClientCallDetails,
+    ):
+        pass
+
+    def bounded(details, seconds: float):
+        if details.timeout is not None:
+            return details
+        return _Details(
+            details.method,
+            seconds,
+            details.metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    class CallDeadlines(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+        def intercept_unary_unary(self, continuation, client_call_details, request):
+            return continuation(bounded(client_call_details, unary_s), request)
+
+        def intercept_unary_stream(self, continuation, client_call_details, request):
+            return continuation(bounded(client_call_details, stream_s), request)
+
+    return CallDeadlines()
+
+
+def _call_error(exc: BaseException) -> str:
+    """One line for a failed Connect call: the gRPC status and details (e.g. ``DEADLINE_EXCEEDED: Deadline
+    Exceeded``) when it is a gRPC error, else the exception's first line."""
+    import re
+
+    text = str(exc)
+    status = re.search(r"StatusCode\.(\w+)", text)
+    detail = re.search(r'details = "([^"]*)"', text)
+    if status:
+        return f"{status.group(1)}: {detail.group(1) if detail else ''}".rstrip(": ")
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+#: Retries of calls the server refused (UNAVAILABLE: down, restarting): about 15 s in all, then the error
+#: names the server (pyspark's default retries for about 10 minutes).
+CONNECT_RETRIES = {"max_retries": 6, "initial_backoff": 50, "backoff_multiplier": 4.0, "max_backoff": 5000}
+
+
 def remote_session(settings: Settings):
     """A Spark Connect session on ``settings.spark_connect_url`` whose Iceberg catalog is the one
     ``settings`` names (set on the session, without credentials: a private test catalog works as well as
     the stack's). A session whose server restarted is replaced by a new one.
 
-    Raises RuntimeError naming the server when a fresh session cannot take its catalog configuration
-    either. Note: the Connect client's gRPC calls carry no deadline (see docs/features.md).
+    Every call is bounded (:func:`_call_timeouts`; a server that accepts and never answers fails the call
+    with DEADLINE_EXCEEDED), and a refused call is retried for about 15 s (``CONNECT_RETRIES``). Raises
+    RuntimeError naming the server when a fresh session cannot take its catalog configuration either.
     """
-    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.client import DefaultChannelBuilder
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+    from pyspark.sql.connect.session import SparkSession
 
+    unary_s, stream_s = _call_timeouts()
     url = settings.spark_connect_url
     catalog = _without_secrets(catalog_conf(settings))
     if catalog.get(f"spark.sql.catalog.{settings.iceberg_catalog_name}.jdbc.init-catalog-tables") == "false":
@@ -307,7 +384,11 @@ def remote_session(settings: Settings):
         if classic is not None:
             classic.stop()
     for attempt in (1, 2):
-        spark = SparkSession.builder.remote(url).getOrCreate()
+        os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"  # pyspark.sql.functions build Connect columns
+        channel = DefaultChannelBuilder(url)
+        channel.add_interceptor(_deadline_interceptor(unary_s, stream_s))
+        spark = SparkSession.builder.channelBuilder(channel).getOrCreate()
+        spark._client.set_retry_policies([DefaultPolicy(**CONNECT_RETRIES)])
         try:
             for key, value in catalog.items():
                 spark.conf.set(key, value)
@@ -318,9 +399,7 @@ def remote_session(settings: Settings):
             except Exception:  # noqa: BLE001 - the session is being discarded anyway
                 pass
             if attempt == 2:
-                raise RuntimeError(
-                    f"Spark Connect server {url} did not answer: {str(exc).splitlines()[0]}"
-                ) from exc
+                raise RuntimeError(f"Spark Connect server {url} did not answer: {_call_error(exc)}") from exc
     raise AssertionError("unreachable")
 
 
