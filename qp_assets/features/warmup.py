@@ -8,7 +8,7 @@ before it becomes the server; it waits for the port, then builds the golden inpu
 ``<QP_HOME>/spark-work/warmup/``) from objects under ``_warmup/<tag>/`` in the bucket, and removes all of
 it: tables (purged), namespace, objects, catalog file. Nothing of it is visible in the stack's catalog or
 under ``raw/topics``. ``QP_SPARK_WARMUP=off`` disables it. Bounded: the process ends itself after
-``WARMUP_LIMIT_S`` whatever happens (the Connect client's calls carry no deadline).
+``WARMUP_LIMIT_S`` whatever happens.
 """
 
 from __future__ import annotations
