@@ -531,6 +531,19 @@ def test_daily_schedule_requests_yesterday():
     assert schedule.cron_schedule == "30 0 * * *" and schedule.job_name == "feature_processing_job"
 
 
+@pytest.mark.parametrize(("running", "status"), [(None, "RUNNING"), ("1", "RUNNING"), ("0", "STOPPED")])
+def test_daily_schedule_runs_by_default_like_the_sensors(monkeypatch, running, status):
+    from qp_assets.definitions import build_definitions
+
+    if running is None:
+        monkeypatch.delenv("QP_SENSORS_RUNNING", raising=False)
+    else:
+        monkeypatch.setenv("QP_SENSORS_RUNNING", running)
+    defs = build_definitions()
+    assert defs.get_schedule_def("daily_feature_schedule").default_status.value == status
+    assert defs.get_sensor_def("kafka_vqe_request_sensor").default_status.value == status
+
+
 def test_runner_executor_is_selected_by_configuration(monkeypatch) -> None:
     from qp_assets.assets.vqe_runner import executor_from_env
     from qp_assets.definitions import build_definitions

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 from dagster import (
     AssetSelection,
+    DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
     define_asset_job,
@@ -13,6 +14,7 @@ from dagster import (
 
 from qp_assets.assets.partitions import DAILY_REBUILD_CRON
 from qp_assets.assets.run_tags import FEATURE_GROUP, FEATURE_RUN_TAGS
+from qp_assets.settings import load_env
 
 
 def build_feature_job():
@@ -28,13 +30,19 @@ def build_feature_job():
 
 
 def build_daily_schedule(feature_job):
-    """00:30 UTC every day: rebuild yesterday (the daily processing the Airflow DAG used to do)."""
+    """00:30 UTC every day: rebuild yesterday (the daily processing the Airflow DAG used to do).
+
+    Runs by default under the daemon, like the sensors (``QP_SENSORS_RUNNING=0`` stops both): the tables'
+    daily freshness policy expects it (results landed after the last landing-triggered build of a day)."""
 
     @schedule(
         name="daily_feature_schedule",
         cron_schedule=DAILY_REBUILD_CRON,
         job=feature_job,
         execution_timezone="UTC",
+        default_status=(
+            DefaultScheduleStatus.RUNNING if load_env().sensors_running else DefaultScheduleStatus.STOPPED
+        ),
     )
     def daily_feature_schedule(context: ScheduleEvaluationContext) -> RunRequest:
         day = (context.scheduled_execution_time - timedelta(days=1)).date().isoformat()
