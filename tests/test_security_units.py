@@ -134,7 +134,9 @@ def test_connector_config_refers_to_the_registry_credentials_and_refuses_them_in
 def test_stack_scram_profile_renders_private_configs(monkeypatch, tmp_path) -> None:
     from qp_assets.stack import security
     from qp_assets.stack.errors import StackError
-    from qp_assets.stack.services import StackContext, _connect_properties, _kafka_properties
+    from qp_assets.stack.services import StackContext
+    from qp_assets.stack.services.connect import _connect_properties
+    from qp_assets.stack.services.kafka import _kafka_properties
 
     monkeypatch.setenv("QP_HOME", str(tmp_path))
     monkeypatch.setenv("QP_PORT_OFFSET", "100")
@@ -208,7 +210,7 @@ def test_every_kafka_client_of_ours_takes_the_shared_client_config() -> None:
 
     allowed = {
         PROJECT_ROOT / "qp_assets/streaming/kafka_config.py",
-        PROJECT_ROOT / "qp_assets/stack/services.py",
+        PROJECT_ROOT / "qp_assets/stack/services/kafka.py",
     }
     by_hand = [
         str(path.relative_to(PROJECT_ROOT))
@@ -217,5 +219,5 @@ def test_every_kafka_client_of_ours_takes_the_shared_client_config() -> None:
         if path not in allowed and '"bootstrap.servers"' in path.read_text()
     ]
     assert by_hand == []
-    probe = (PROJECT_ROOT / "qp_assets/stack/services.py").read_text()
+    probe = (PROJECT_ROOT / "qp_assets/stack/services/kafka.py").read_text()
     assert probe.count('"bootstrap.servers"') == 1 and "**security.kafka_probe_config()" in probe

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from qp_assets.stack import StackError, UnknownServiceError, down, ensure_up, launcher, process
-from qp_assets.stack.services import SERVICES, Endpoint, Service, StackContext, _http_ok, java_executable
+from qp_assets.stack.services import SERVICES, Endpoint, Service, StackContext, java_executable
+from qp_assets.stack.services.base import http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +41,7 @@ def _fake_service(name: str, cmd: list[str], port: int, start_timeout: float = 1
         fetch=lambda c: None,
         fetched=lambda c: True,
         command=lambda c: cmd,
-        probe=lambda c: _http_ok(f"http://127.0.0.1:{port}/"),
+        probe=lambda c: http_ok(f"http://127.0.0.1:{port}/"),
         start_timeout=start_timeout,
         stop_grace=5,
     )
@@ -222,7 +223,7 @@ def test_connect_hooks_are_called_and_errors_surface(
     isolated_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from qp_assets.settings import Settings
-    from qp_assets.stack import services
+    from qp_assets.stack.services import connect as services
     from qp_assets.streaming import connect
 
     calls: list[object] = []

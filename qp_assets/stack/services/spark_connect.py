@@ -1,0 +1,39 @@
+"""pyspark's Spark Connect server: the feature builds' long-lived Spark."""
+
+from __future__ import annotations
+
+import sys
+
+from qp_assets.settings import PROJECT_ROOT
+from qp_assets.stack.services.base import (
+    Service,
+    StackContext,
+    always,
+    noop,
+    port_open,
+)
+
+
+def _spark_connect_command(ctx: StackContext) -> list[str]:
+    """``python -m qp_assets.features.spark``: renders the server's conf (the feature tables' own Spark
+    configuration, jars resolved once) and execs spark-submit in place (same pid)."""
+    return [sys.executable, "-m", "qp_assets.features.spark"]
+
+
+def _spark_connect_env(ctx: StackContext) -> dict[str, str]:
+    return {"QP_HOME": str(ctx.root), "PYTHONPATH": str(PROJECT_ROOT)}
+
+
+SERVICE = Service(
+    name="spark-connect",
+    endpoint=lambda c: c.spark_connect,
+    ports=lambda c: [c.spark_connect.port],
+    fetch=noop,
+    fetched=always,
+    command=_spark_connect_command,
+    env=_spark_connect_env,
+    probe=lambda c: port_open(c.spark_connect),
+    depends_on=("seaweedfs",),  # the warehouse and landed files live in S3
+    start_timeout=240,  # a first start resolves the Spark jars with Maven
+    stop_grace=20,
+)
