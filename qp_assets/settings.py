@@ -128,6 +128,12 @@ class Env(BaseModel):
     spark_warmup: bool = _var(
         "QP_SPARK_WARMUP", "`off`: the Spark Connect server skips its warm-up build after a start", True
     )
+    spark_call_timeout_s: PosFloat = _var(
+        "QP_SPARK_CALL_TIMEOUT_S", "deadline of a Spark Connect configuration/analysis call (seconds)", 60.0
+    )
+    spark_stream_timeout_s: PosFloat = _var(
+        "QP_SPARK_STREAM_TIMEOUT_S", "deadline of one Spark Connect execution stream (seconds)", 600.0
+    )
     spark_master: str = _var(
         "SPARK_MASTER", "Spark master of in-process sessions: local[*] or spark://host:7077", "local[*]"
     )

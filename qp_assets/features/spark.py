@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.settings import PROJECT_ROOT, Settings, load_env
 
 log = logging.getLogger(__name__)
 
@@ -291,17 +291,8 @@ def _call_timeouts() -> tuple[float, float]:
     for configuration/analysis calls, ``QP_SPARK_STREAM_TIMEOUT_S`` (default 600) for each execution
     stream (the server ends a stream after 2 minutes and the client re-attaches with a new call, so a
     long query is not cut; a stream with no answer at all is)."""
-    values = []
-    for name, default in (("QP_SPARK_CALL_TIMEOUT_S", "60"), ("QP_SPARK_STREAM_TIMEOUT_S", "600")):
-        raw = os.environ.get(name, default)
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if value <= 0:
-            raise ValueError(f"{name}={raw!r}: expected a positive number of seconds")
-        values.append(value)
-    return values[0], values[1]
+    env = load_env()
+    return env.spark_call_timeout_s, env.spark_stream_timeout_s
 
 
 def _deadline_interceptor(unary_s: float, stream_s: float):
