@@ -97,6 +97,7 @@ class RequestTrace:
     dlq: list[DlqRef] = field(default_factory=list)
     status: str = ""
     violations: list[str] = field(default_factory=list)
+    scan_of: str | None = None  # a scan point: the scan request's id (its DLQ entries count for every point)
 
     @property
     def label(self) -> str:
@@ -327,19 +328,56 @@ def read_day_requests(
         when = submitted if submitted is not None else msg.timestamp_ms
         if not start <= when < end:
             continue
-        molecule = record.get("molecule")
-        name = molecule.get("name") if isinstance(molecule, dict) else None
-        traces.append(
-            RequestTrace(
-                str(record.get("request_id")) if record.get("request_id") else None,
-                msg.partition,
-                msg.offset,
-                msg.timestamp_ms,
-                submitted,
-                molecule=name,
-            )
-        )
+        traces += request_traces(record, msg.partition, msg.offset, msg.timestamp_ms, submitted)
     return traces
+
+
+def request_traces(
+    record: dict[str, Any], partition: int, offset: int, timestamp_ms: int, submitted_ms: int | None
+) -> list[RequestTrace]:
+    """The traces one decoded request expects: one, or for a scan request one per point (request id
+    ``<id>#<index>``, see ``qp_assets.vqe.scan.point_request_id``; each point ends as its own row)."""
+    molecule = record.get("molecule")
+    name = molecule.get("name") if isinstance(molecule, dict) else None
+    rid = str(record.get("request_id")) if record.get("request_id") else None
+    scan = record.get("scan")
+    if rid and isinstance(scan, dict) and isinstance(scan.get("points"), int) and scan["points"] > 0:
+        from qp_assets.vqe.scan import point_request_id
+
+        return [
+            RequestTrace(
+                point_request_id(rid, k),
+                partition,
+                offset,
+                timestamp_ms,
+                submitted_ms,
+                molecule=name,
+                scan_of=rid,
+            )  # fmt: skip
+            for k in range(scan["points"])
+        ]
+    return [RequestTrace(rid, partition, offset, timestamp_ms, submitted_ms, molecule=name)]
+
+
+def attach_dlq(unique: list[RequestTrace], dlq: list[tuple[str | None, DlqRef]]) -> None:
+    """Give each trace its dead-letter entries: by request id; a scan request's entry (its own id: refused
+    as a whole) to every one of its points; an undecodable request's by source partition/offset."""
+    first = {t.request_id: t for t in unique if t.request_id}
+    points_of: dict[str, list[RequestTrace]] = defaultdict(list)
+    for t in unique:
+        if t.scan_of:
+            points_of[t.scan_of].append(t)
+    for rid, ref in dlq:
+        if rid in first:
+            first[rid].dlq.append(ref)
+            continue
+        if rid in points_of:
+            for t in points_of[rid]:
+                t.dlq.append(ref)
+            continue
+        for t in unique:  # undecodable requests: by source partition/offset
+            if t.request_id is None and (ref.source_partition, ref.source_offset) == (t.partition, t.offset):
+                t.dlq.append(ref)
 
 
 def read_dlq(
@@ -594,13 +632,7 @@ def audit_day(
     for run_id, (rid, key) in landed.items():
         if rid in first:
             first[rid].landed.setdefault(run_id, []).append(key)
-    for rid, ref in dlq:
-        if rid in first:
-            first[rid].dlq.append(ref)
-            continue
-        for t in unique:  # undecodable requests: by source partition/offset
-            if t.request_id is None and (ref.source_partition, ref.source_offset) == (t.partition, t.offset):
-                t.dlq.append(ref)
+    attach_dlq(unique, dlq)
     for row in read_rows_for(settings, set(first), timeout_s):
         first[row["request_id"]].rows.append(
             RowRef(row["run_id"], str(row["event_date"]), _ms(row["event_time"]))

@@ -105,3 +105,21 @@ def test_cli_rejects_a_bad_day(capsys) -> None:
     assert "DAY: expected YYYY-MM-DD, got '14/01/2026'" in capsys.readouterr().err
     args = parser.parse_args(["audit", "2026-01-14", "--json", "--request-id-prefix", "airflow-"])
     assert args.day == date(2026, 1, 14) and args.json and args.request_id_prefix == "airflow-"
+
+
+def test_a_scan_request_expects_one_row_per_point_and_its_dlq_entry_settles_every_point() -> None:
+    from qp_assets.audit import attach_dlq, request_traces
+
+    scan = {"request_id": "s1", "molecule": {"name": "H2"}, "scan": {"points": 3}}
+    traces = request_traces(scan, 0, 5, 0, 0) + request_traces(
+        {"request_id": "one", "molecule": {}}, 0, 6, 0, 0
+    )
+    assert [t.request_id for t in traces] == ["s1#0", "s1#1", "s1#2", "one"]
+    assert [t.scan_of for t in traces] == ["s1", "s1", "s1", None]
+    traces[0].rows = [RowRef("r0", "2026-01-14", 0)]
+    traces[1].rows = [RowRef("r1", "2026-01-14", 0), RowRef("r1b", "2026-01-14", 0)]
+    kinds = {(v["request_id"], v["kind"]) for v in evaluate(traces)}
+    assert kinds == {("s1#1", "duplicated_rows"), ("s1#2", "missing"), ("one", "missing")}
+    refused = request_traces({**scan, "request_id": "s2"}, 0, 7, 0, 0)
+    attach_dlq(refused, [("s2", DlqRef(0, 1, "scan: field 'points' must be ...", -1, -1))])
+    assert evaluate(refused) == [] and [t.status for t in refused] == ["dlq"] * 3

@@ -244,6 +244,35 @@ def test_request_record_validates_and_fills_defaults() -> None:
         request_record({"molecule": {**mol, "symbols": ["H", "Xx"]}})
 
 
+def test_scan_requests_are_validated_and_fit_request_schema_v2() -> None:
+    from qp_assets.vqe.errors import InputError
+
+    assert versions("vqe_request") == [1, 2] and major_incompatibilities("vqe_request", 2) == ()
+    mol = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.74]]}
+    scan = {"atoms": [0, 1], "start": 0.5, "stop": 2.5, "points": 21}
+    rec = request_record({"request_id": "s1", "molecule": mol, "scan": scan})
+    assert rec["scan"] == {**scan, "warm_start": True}
+    fastavro.validation.validate(rec, fastavro.parse_schema(schema_dict("vqe_request", 2)), raise_errors=True)
+    assert request_record({"request_id": "r", "molecule": mol})["scan"] is None
+    for bad, field in (({"atoms": [0, 2]}, "'stretch' = 0,2"), ({"atoms": [0]}, "'atoms'"),
+                       ({"points": 102}, "'points' must be an integer in 1..101"), ({"start": 0.05}, "0.0500 angstrom apart")):  # fmt: skip
+        with pytest.raises(InputError, match=field):
+            request_record({"request_id": "s", "molecule": mol, "scan": {**scan, **bad}})
+
+
+def test_request_submit_scan_options(capsys) -> None:
+    from qp_assets.cli import main
+
+    for extra, message in ((["--scan", "--stretch", "0,1"], "--scan needs --from, --to, --points"),
+                           (["--points", "5"], "--points need(s) --scan"),
+                           (["--scan", "--stretch", "a", "--from", "1", "--to", "2", "--points", "3"],
+                            "field 'stretch' must be I,J")):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["request", "submit", "-m", "H2", *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_registry_outage_is_told_apart_from_a_bad_payload() -> None:
     import httpx
     from confluent_kafka.schema_registry.error import SchemaRegistryError

@@ -88,7 +88,7 @@ def _mapping_key(index: int, request: dict[str, Any]) -> str:
 
 
 def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
-    """(Molecule, VQEConfig, request_id) of a request dict.
+    """(Molecule, VQEConfig, request_id) of a request dict (a scan request's ``scan`` is validated too).
 
     Accepts ``{"molecule": {...}, "config": {...}}`` or the flat request form whose VQE fields sit beside
     ``molecule``; raises the VQE package's InputError naming the bad field.
@@ -103,7 +103,12 @@ def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
     else:
         names = {f.name for f in dataclasses.fields(VQEConfig)}
         cfg = {k: v for k, v in request.items() if k in names}
-    return Molecule.from_dict(request["molecule"]), VQEConfig.from_dict(cfg), request.get("request_id")
+    molecule = Molecule.from_dict(request["molecule"])
+    if request.get("scan") is not None:  # every point's geometry and the point count, before any simulation
+        from qp_assets.vqe.scan import scan_request
+
+        scan_request(molecule, request["scan"])
+    return molecule, VQEConfig.from_dict(cfg), request.get("request_id")
 
 
 def send_to_dlq(
@@ -251,6 +256,13 @@ def run_vqe_request(
         vqe_config = dataclasses.replace(vqe_config, device=placement.device)
         monitor = _performance_monitor()
         clock = WallClock(limits.max_wall_s)  # stops between iterations; the slot is released below
+        if request.get("scan") is not None:
+            try:
+                yield _run_scan_request(context, request, molecule, vqe_config, settings, clock, monitor)
+            finally:
+                if monitor:
+                    monitor.stop()
+            return
         try:
             result = run_vqe(
                 molecule,
@@ -339,6 +351,97 @@ def run_vqe_request(
     )
 
 
+def _run_scan_request(
+    context: OpExecutionContext,
+    request: dict,
+    molecule: Any,
+    vqe_config: Any,
+    settings: Settings,
+    clock: Any,
+    monitor: Any,
+) -> Output:
+    """A scan request: every point in order on this op's device (each warm-started from its neighbours'
+    optima, so they cannot fan out), each published as its own result as soon as it is done (request id
+    ``<request_id>#<index>``, all sharing the scan id = the request id). Output metadata: the scan id, the
+    points table and the PES plot. A point that fails to publish for its size is dead-lettered; the
+    max wall time (``QP_MAX_WALL_S``) bounds the whole scan."""
+    from qp_assets.streaming.publisher import RecordTooLargeError, publish_result
+    from qp_assets.vqe.scan import run_scan, scan_request
+
+    request_id = str(request["request_id"])
+    i, j, distances, warm = scan_request(molecule, request["scan"])
+    outcomes: list[dict[str, Any]] = []
+
+    def publish(result: Any) -> None:
+        try:
+            outcome = publish_result(result, settings)
+        except RecordTooLargeError as exc:
+            send_to_dlq({**request, "request_id": result.request_id}, f"result {result.run_id}: {exc}",
+                        {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)}, settings, "publish")  # fmt: skip
+            outcomes.append({"run_id": result.run_id, "status": "rejected"})
+            return
+        if not outcome.published:
+            context.log.warning(
+                "result %s spooled to %s: %s", result.run_id, outcome.spool_path, outcome.error
+            )
+        outcomes.append({"run_id": result.run_id, "status": "published" if outcome.published else "spooled",
+                         "topic": outcome.topic, "offset": -1 if outcome.offset is None else outcome.offset,
+                         "partition": -1 if outcome.partition is None else outcome.partition})  # fmt: skip
+
+    scan = run_scan(
+        molecule, vqe_config, i, j, distances, warm_start=warm, scan_id=request_id, on_result=publish,
+        request_id=request_id, on_iteration=clock.check,
+        performance_snapshots_provider=monitor.snapshots if monitor else None,
+    )  # fmt: skip
+    points = scan["points"]
+    errors = [p["error_vs_exact_mha"] for p in points if p["error_vs_exact_mha"] is not None]
+    rows = "\n".join(
+        f"| {p['distance']:.4f} | {p['total_energy']:.8f} | {format_mha(p['error_vs_exact_mha'])} | "
+        f"{p['num_iterations']} | {p['initial_point']} | {o['status']} |"
+        for p, o in zip(points, outcomes, strict=True)
+    )
+    metadata: dict[str, Any] = {
+        "request_id": request_id,
+        "scan_id": scan["scan_id"],
+        "molecule": molecule.name,
+        "scan_points": len(points),
+        "published": sum(o["status"] == "published" for o in outcomes),
+        "max_error_vs_exact_mha": max(errors) if errors else None,
+        "iterations": sum(p["num_iterations"] for p in points),
+        "run_ids": MetadataValue.json([o["run_id"] for o in outcomes]),
+        "result_offsets": MetadataValue.json(outcomes),
+        "points": MetadataValue.md(
+            "| distance (A) | energy (Ha) | error vs exact (mHa) | iterations | start | result |\n"
+            "|---|---|---|---|---|---|\n" + rows
+        ),
+    }
+    try:
+        from qp_assets.monitoring.plots import pes_plot_png_bytes
+
+        png = pes_plot_png_bytes(scan)
+        plot_dir = settings.runtime_dir / "plots"
+        plot_dir.mkdir(parents=True, exist_ok=True)
+        path = plot_dir / f"scan-{re.sub(r'[^A-Za-z0-9_.-]', '_', request_id)}.png"
+        path.write_bytes(png)
+        metadata["pes_plot"] = MetadataValue.md(
+            f"![PES](data:image/png;base64,{base64.b64encode(png).decode()})"
+        )
+        metadata["pes_plot_path"] = MetadataValue.path(str(path))
+    except Exception as exc:
+        context.log.warning("PES plot failed: %s", exc)
+    context.log.info("scan %s: %d point(s) of %s, max error vs exact %s mHa", request_id, len(points),
+                     molecule.name, format_mha(max(errors) if errors else None))  # fmt: skip
+    published = [o for o in outcomes if o["status"] != "rejected"]
+    return Output(
+        {"request_id": request_id, "status": "published" if published else "rejected",
+         "scan_id": scan["scan_id"], "run_id": published[-1]["run_id"] if published else None,
+         "run_ids": [o["run_id"] for o in published], "molecule": molecule.name,
+         "total_energy": min(p["total_energy"] for p in points),
+         "error_vs_exact_mha": max(errors) if errors else None, "device_used": vqe_config.device},
+        metadata=metadata,
+    )  # fmt: skip
+
+
 def format_mha(value: float | None) -> str:
     """An error in milli-hartree as people read it: 4 decimals (0.0001 mHa resolution), '-' when unknown."""
     return "-" if value is None else f"{value:.4f}"
@@ -366,7 +469,9 @@ def summarize_batch(context: OpExecutionContext, results: list) -> Output:
     summary = {
         "published": len(published),
         "rejected": len(rejected),
-        "run_ids": [r["run_id"] for r in published],
+        "run_ids": [
+            rid for r in published for rid in (r.get("run_ids") or [r["run_id"]])
+        ],  # scans: every point
     }
     table = "\n".join(
         f"| {r['molecule']} | {r['total_energy']:.8f} | {format_mha(r['error_vs_exact_mha'])} | {r['device_used']} |"

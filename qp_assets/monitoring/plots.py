@@ -111,3 +111,33 @@ def save_convergence_plot(result: Any, path: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     convergence_figure(result).savefig(target)
     return target
+
+
+def pes_figure(scan: Mapping[str, Any]) -> Figure:
+    """Potential-energy surface of a scan (``run_scan``'s dict): VQE total energy (hartree) against the
+    stretched distance (angstrom), the exact energies when known, and the error vs exact (mHa) below."""
+    points = scan["points"]
+    distances = [p["distance"] for p in points]
+    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
+    top.plot(distances, [p["total_energy"] for p in points], "o-", label="VQE", color="tab:blue")
+    if all(p.get("exact_energy") is not None for p in points):
+        top.plot(distances, [p["exact_energy"] for p in points], "--", label="exact (FCI)", color="black")
+        bottom.plot(distances, [p["error_vs_exact_mha"] for p in points], "o-", color="tab:red")
+        bottom.axhline(CHEMICAL_ACCURACY_HA * 1000, linestyle=":", color="gray", label="chemical accuracy")
+        bottom.legend(loc="upper right", fontsize="small")
+    i, j = scan["stretch"]
+    top.set_title(f"{scan['molecule']}: potential-energy scan of atoms {i}-{j} ({len(points)} points)")
+    top.set_ylabel("total energy (Ha)")
+    top.legend(loc="best")
+    bottom.set_xlabel(f"distance {i}-{j} (angstrom)")
+    bottom.set_ylabel("error (mHa)")
+    return fig
+
+
+def pes_plot_png_bytes(scan: Mapping[str, Any], *, dpi: int = 100) -> bytes:
+    """PNG bytes of :func:`pes_figure`."""
+    buffer = io.BytesIO()
+    pes_figure(scan).savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()

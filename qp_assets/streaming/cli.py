@@ -31,6 +31,13 @@ def register(subparsers: Any) -> None:
     submit.add_argument("--repeat", type=int, default=1, help="requests per molecule (distinct request ids)")
     submit.add_argument("--request-id-prefix", default="", help="prefix for generated request ids")
     add_config_arguments(submit)
+    s = submit.add_argument_group("scan (one request per molecule; one result per point, sharing a scan_id)")
+    s.add_argument("--scan", action="store_true", help="a potential-energy scan instead of one run")
+    s.add_argument("--stretch", metavar="I,J", help="0-based atom indices; atom J moves along I->J")
+    s.add_argument("--from", dest="scan_from", type=float, help="first I-J distance (angstrom)")
+    s.add_argument("--to", dest="scan_to", type=float, help="last I-J distance (angstrom)")
+    s.add_argument("--points", type=int, help="number of distances, both ends included")
+    s.add_argument("--cold", action="store_true", help="start every point from the initial state")
     submit.set_defaults(handler=submit_command)
 
     res = subparsers.add_parser("results", help="VQE results on Kafka")
@@ -64,12 +71,36 @@ def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.repeat < 1:
         raise InputError(f"request: field 'repeat' must be >= 1, got {args.repeat}")
     config = config_from_args(args).to_dict()
+    scan = scan_from_args(args)
     requests = []
     for name in names:
         for _ in range(args.repeat):
             rid = f"{args.request_id_prefix}{uuid.uuid4()}"
-            requests.append({"request_id": rid, "molecule": molecules[name].to_dict(), **config})
+            requests.append({"request_id": rid, "molecule": molecules[name].to_dict(), **config,
+                             **({"scan": scan} if scan else {})})  # fmt: skip
     return requests
+
+
+def scan_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The request's ``scan`` record from ``--scan --stretch I,J --from A --to B --points N [--cold]``
+    (None without ``--scan``); raises InputError naming a missing or malformed option."""
+    from qp_assets.vqe.errors import InputError
+
+    given = [f"--{n}" for n, v in (("stretch", args.stretch), ("from", args.scan_from), ("to", args.scan_to),
+                                   ("points", args.points)) if v is not None]  # fmt: skip
+    if not args.scan:
+        if given or args.cold:
+            raise InputError(f"request: {', '.join(given) or '--cold'} need(s) --scan")
+        return None
+    missing = [n for n in ("--stretch", "--from", "--to", "--points") if n not in given]
+    if missing:
+        raise InputError(f"request: --scan needs {', '.join(missing)}")
+    try:
+        i, j = (int(v) for v in args.stretch.split(","))
+    except ValueError:
+        raise InputError(f"request: field 'stretch' must be I,J, got {args.stretch!r}") from None
+    return {"atoms": [i, j], "start": args.scan_from, "stop": args.scan_to, "points": args.points,
+            "warm_start": not args.cold}  # fmt: skip
 
 
 def submit_command(args: argparse.Namespace) -> int:
@@ -96,6 +127,7 @@ def submit_command(args: argparse.Namespace) -> int:
         except (KafkaException, RegistryUnavailableError) as exc:  # one clear line, no credential in it
             raise CliError(f"{exc} ({done} of {len(records)} request(s) published)") from exc
         print(json.dumps({"request_id": record["request_id"], "molecule": record["molecule"]["name"],
+                          **({"scan_points": record["scan"]["points"]} if record.get("scan") else {}),
                           "topic": outcome.topic, "partition": outcome.partition, "offset": outcome.offset}))  # fmt: skip
     return 0
 

@@ -302,7 +302,16 @@ def request_record(request: dict[str, Any]) -> dict[str, Any]:
     from qp_assets.vqe.molecule import Molecule
 
     molecule = Molecule.from_dict(request["molecule"]).to_dict()
-    config_fields = {k: v for k, v in request.items() if k not in ("request_id", "molecule", "submitted_at")}
+    scan = request.get("scan")
+    if scan is not None:  # validated (indices, distances, point count) before anything is published
+        from qp_assets.vqe.scan import scan_request
+
+        i, j, distances, warm = scan_request(Molecule.from_dict(request["molecule"]), scan)
+        scan = {"atoms": [i, j], "start": distances[0], "stop": distances[-1], "points": len(distances),
+                "warm_start": warm}  # fmt: skip
+    config_fields = {
+        k: v for k, v in request.items() if k not in ("request_id", "molecule", "submitted_at", "scan")
+    }
     if isinstance(config_fields.get("optimizer_options"), str):  # already in Avro form
         config_fields["optimizer_options"] = json.loads(config_fields["optimizer_options"] or "{}")
     config = VQEConfig.from_dict(config_fields).to_dict()
@@ -311,6 +320,7 @@ def request_record(request: dict[str, Any]) -> dict[str, Any]:
         "request_id": str(request.get("request_id") or uuid.uuid4()),
         "molecule": {"masses": None, **molecule},
         **config,
+        "scan": scan,
         "submitted_at": int(request.get("submitted_at") or time.time() * 1000),
     }
 
