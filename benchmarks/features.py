@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from qp_assets.features import golden
 from qp_assets.features.build import build_day, build_days
+from qp_assets.features.catalog import private_catalog
 from qp_assets.settings import Settings
 
 
@@ -73,12 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 if attempt == 2:
                     raise
                 time.sleep(10)
-        settings = dataclasses.replace(
-            base,
-            iceberg_catalog_name="qp_bench",
-            iceberg_catalog_uri=f"sqlite:///{tmp / 'catalog.db'}",
-            iceberg_warehouse=f"s3://{base.bucket}/{prefix}warehouse",
-        )
+        settings = private_catalog(base, "qp_bench", tmp / "catalog.db", prefix)
         client = s3_client(settings)
         sink = golden.LandingSink(s3_client=client, bucket=settings.bucket, prefix=prefix)
 

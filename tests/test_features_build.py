@@ -15,6 +15,7 @@ from datetime import date
 import pytest
 
 from qp_assets.features import golden
+from qp_assets.features.catalog import private_catalog
 from qp_assets.features.transforms import DATA_TABLES, TABLES, column_description
 
 pytestmark = [pytest.mark.spark, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -33,12 +34,7 @@ def env(stack, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("features")
     prefix = f"tests/features-{uuid.uuid4().hex[:10]}/"
-    settings = dataclasses.replace(
-        stack,
-        iceberg_catalog_name="qp_test",
-        iceberg_catalog_uri=f"sqlite:///{tmp / 'catalog.db'}",
-        iceberg_warehouse=f"s3://{stack.bucket}/{prefix}warehouse",
-    )
+    settings = private_catalog(stack, "qp_test", tmp / "catalog.db", prefix)
     client = s3_client(settings)
     sink = golden.LandingSink(s3_client=client, bucket=settings.bucket, prefix=prefix)
     files = golden.golden_files()

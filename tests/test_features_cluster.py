@@ -4,13 +4,13 @@ bin/spark-class) and on local[*] produces identical tables; build_days builds bo
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import uuid
 
 import pytest
 
 from qp_assets.features import golden
+from qp_assets.features.catalog import private_catalog
 from qp_assets.features.transforms import DATA_TABLES, TABLES
 
 pytestmark = [pytest.mark.spark, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -43,12 +43,7 @@ def env(stack, tmp_path_factory):
         active.stop()
     tmp = tmp_path_factory.mktemp("features-cluster")
     prefix = f"tests/features-cluster-{uuid.uuid4().hex[:10]}/"
-    settings = dataclasses.replace(
-        stack,
-        iceberg_catalog_name="qp_cluster_test",
-        iceberg_catalog_uri=f"sqlite:///{tmp / 'catalog.db'}",
-        iceberg_warehouse=f"s3://{stack.bucket}/{prefix}warehouse",
-    )
+    settings = private_catalog(stack, "qp_cluster_test", tmp / "catalog.db", prefix)
     client = s3_client(settings)
     sink = golden.LandingSink(s3_client=client, bucket=settings.bucket, prefix=prefix)
     files = golden.golden_files()

@@ -8,8 +8,10 @@ snapshot id or a point in time); ``snapshot_history`` lists a table's snapshots.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from qp_assets.features.transforms import NAMESPACE, TABLES
@@ -36,6 +38,18 @@ def sql_catalog(settings: Settings | None = None):
             "s3.secret-access-key": settings.aws_secret_access_key,
             "s3.region": settings.aws_region,
         },
+    )
+
+
+def private_catalog(settings: Settings, name: str, catalog_file: Path, warehouse_prefix: str) -> Settings:
+    """``settings`` with its own Iceberg catalog: named ``name``, a SQLite file ``catalog_file``, table data
+    under ``s3://<bucket>/<warehouse_prefix>warehouse`` (tests, benchmarks and the Spark warm-up build there,
+    never in the stack's catalog)."""
+    return dataclasses.replace(
+        settings,
+        iceberg_catalog_name=name,
+        iceberg_catalog_uri=f"sqlite:///{catalog_file}",
+        iceberg_warehouse=f"s3://{settings.bucket}/{warehouse_prefix}warehouse",
     )
 
 

@@ -13,7 +13,6 @@ under ``raw/topics``. ``QP_SPARK_WARMUP=off`` disables it. Bounded: the process 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import signal
 import socket
@@ -58,6 +57,7 @@ def warm_up(settings: Settings) -> dict[str, float | int]:
     the build wrote. Returns {"build_s": seconds of the build, "rows": vqe_results rows it built}."""
     from qp_assets.features import golden
     from qp_assets.features.build import build_days, table_identifier
+    from qp_assets.features.catalog import private_catalog
     from qp_assets.features.spark import remote_session
     from qp_assets.features.transforms import TABLES
     from qp_assets.s3 import s3_client
@@ -66,12 +66,7 @@ def warm_up(settings: Settings) -> dict[str, float | int]:
     prefix = f"_warmup/{tag}/"
     catalog_file = settings.runtime_dir / "spark-work" / "warmup" / f"{tag}.db"
     catalog_file.parent.mkdir(parents=True, exist_ok=True)
-    private = dataclasses.replace(
-        settings,
-        iceberg_catalog_name="qp_warmup",
-        iceberg_catalog_uri=f"sqlite:///{catalog_file}",
-        iceberg_warehouse=f"s3://{settings.bucket}/{prefix}warehouse",
-    )
+    private = private_catalog(settings, "qp_warmup", catalog_file, prefix)
     client = s3_client(settings)
     _delete_prefix(client, settings.bucket, "_warmup/")  # left by a warm-up stopped half-way (stack down)
     for stale in catalog_file.parent.glob("*.db"):
