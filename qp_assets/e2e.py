@@ -226,8 +226,8 @@ def run_e2e(
     settings = ensure_up()
     prepare_dagster_home()
     from qp_assets.definitions import defs
-    from qp_assets.resources.core import REQUESTS_TOPIC
     from qp_assets.sensors.kafka_offsets import dump_cursor, read_watermarks
+    from qp_assets.streaming.topics import REQUESTS_TOPIC
 
     requests = molecule_requests(molecules)
     require_sink_connector(settings)

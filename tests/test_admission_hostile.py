@@ -145,7 +145,7 @@ def _run_range(settings: Settings, topic: str, start: int, end: int):
     from dagster import DagsterInstance, in_process_executor
 
     from qp_assets.assets.vqe_runner import build_vqe_runner_job
-    from qp_assets.resources.core import KafkaResource, PushGatewayResource
+    from qp_assets.resources.core import KafkaResource, PushGatewayResource, SchemaRegistryResource
 
     job = build_vqe_runner_job(in_process_executor)
     instance = DagsterInstance.ephemeral()
@@ -154,7 +154,8 @@ def _run_range(settings: Settings, topic: str, start: int, end: int):
         run_config={"ops": {"load_request_batch": {"config": {"topic": topic, "partition": 0,
                                                                "start_offset": start, "end_offset": end}}}},
         resources={"kafka": KafkaResource(bootstrap_servers=settings.kafka_bootstrap_servers),
-                   "pushgateway": PushGatewayResource(url=settings.pushgateway_url)},
+                   "pushgateway": PushGatewayResource(url=settings.pushgateway_url),
+                   "schema_registry": SchemaRegistryResource(url=settings.schema_registry_url)},
         instance=instance, tags={"qp/request_topic": topic},
     )  # fmt: skip
     elapsed = time.perf_counter() - t0

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from qp_assets.assets import check_logic
-from qp_assets.assets.gpu import pin_device
+from qp_assets.runner.gpu import pin_device
 from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
 from qp_assets.sensors.landing import DayLanding, changed_days, recent_days
 

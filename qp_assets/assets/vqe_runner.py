@@ -19,7 +19,6 @@ import dataclasses
 import importlib
 import re
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,10 +41,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from qp_assets.assets.gpu import gpu_ids, pin_device
 from qp_assets.assets.run_tags import VQE_RUN_TAGS
-from qp_assets.resources.core import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC, KafkaResource, PushGatewayResource
-from qp_assets.settings import Settings, load_env
+from qp_assets.resources.core import KafkaResource, PushGatewayResource, SchemaRegistryResource
+from qp_assets.runner.gpu import gpu_ids
+from qp_assets.runner.process import format_mha, process_request, request_inputs, send_to_dlq
+from qp_assets.settings import load_env
+from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC
 
 GPU_TAG = "gpu"
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}
@@ -85,54 +86,6 @@ class RequestBatchConfig(Config):
 def _mapping_key(index: int, request: dict[str, Any]) -> str:
     rid = str(request.get("request_id") or "")
     return re.sub(r"[^A-Za-z0-9_]", "_", f"r{index}_{rid}")[:60]
-
-
-def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
-    """(Molecule, VQEConfig, request_id) of a request dict (a scan request's ``scan`` is validated too).
-
-    Accepts ``{"molecule": {...}, "config": {...}}`` or the flat request form whose VQE fields sit beside
-    ``molecule``; raises the VQE package's InputError naming the bad field.
-    """
-    from qp_assets.vqe.config import VQEConfig
-    from qp_assets.vqe.molecule import Molecule
-
-    if not isinstance(request.get("molecule"), dict):
-        raise ValueError(f"request {request.get('request_id')!r}: field 'molecule' missing or not an object")
-    if isinstance(request.get("config"), dict):
-        cfg = dict(request["config"])
-    else:
-        names = {f.name for f in dataclasses.fields(VQEConfig)}
-        cfg = {k: v for k, v in request.items() if k in names}
-    molecule = Molecule.from_dict(request["molecule"])
-    if request.get("scan") is not None:  # every point's geometry and the point count, before any simulation
-        from qp_assets.vqe.scan import scan_request
-
-        scan_request(molecule, request["scan"])
-    return molecule, VQEConfig.from_dict(cfg), request.get("request_id")
-
-
-def send_to_dlq(
-    request: dict[str, Any], error: str, source: dict[str, Any], settings: Settings, stage: str = "admission"
-) -> None:
-    """Publish a rejected (decodable but invalid) request with the reason to ``vqe.requests.dlq``: its
-    original bytes and true origin (topic, partition, offset) as read by ``load_request_batch``."""
-    from qp_assets.streaming.requests import dead_letter_request
-
-    dead_letter_request(
-        settings, request, error, stage=stage, default_topic=source.get("topic", REQUESTS_TOPIC)
-    )
-
-
-def _reject(context: OpExecutionContext, request: dict, exc: Exception, settings: Settings, stage: str):
-    """Dead-letter a request that cannot be processed (bad input), never fail the run or drop it silently."""
-    send_to_dlq(request, str(exc), {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)},
-                settings, stage)  # fmt: skip
-    context.log.error("rejected request %r at %s: %s (sent to %s)", request.get("request_id"), stage, exc,
-                      REQUESTS_DLQ_TOPIC)  # fmt: skip
-    return Output(
-        {"request_id": request.get("request_id"), "status": "rejected", "error": str(exc)},
-        metadata={"status": "rejected", "stage": stage, "error": str(exc)},
-    )
 
 
 #: What a request's steps import before its result is acknowledged, in the order they need it: admission
@@ -205,7 +158,7 @@ def load_request_batch(
             continue
         requests.append(request)
     for request, exc in refusals:
-        send_to_dlq(request, str(exc), {"topic": config.topic}, kafka.settings(), "admission")
+        send_to_dlq(request, str(exc), kafka.settings(), "admission", config.topic)
         context.log.error(
             "refused request %r: %s (sent to %s)", request.get("request_id"), exc, REQUESTS_DLQ_TOPIC
         )
@@ -222,8 +175,9 @@ def load_request_batch(
         yield DynamicOutput(request, mapping_key=_mapping_key(index, request))
 
 
-def _plot_markdown(png: bytes) -> str:
-    return f"![convergence](data:image/png;base64,{base64.b64encode(png).decode()})"
+def _plot_markdown(name: str, png: bytes) -> str:
+    alt = "PES" if name == "pes_plot" else "convergence"
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 @op(
@@ -233,232 +187,28 @@ def _plot_markdown(png: bytes) -> str:
     pool="gpu",
 )
 def run_vqe_request(
-    context: OpExecutionContext, request: dict, kafka: KafkaResource, pushgateway: PushGatewayResource
-) -> Iterator[Output]:
-    """Simulate one request on its pinned device, publish the result, push metrics, attach the plot."""
-    from qp_assets.vqe.admission import AdmissionLimits, WallClock, admit_request
-    from qp_assets.vqe.errors import InputError
-    from qp_assets.vqe.runner import run_vqe
-
-    settings = dataclasses.replace(kafka.settings(), pushgateway_url=pushgateway.url)
-    limits = AdmissionLimits.from_env()  # a bad QP_MAX_* is the operator's error: fail, never dead-letter
-    try:  # the admission policy (no SCF) and the request's own validation
-        admission = admit_request(request, limits)
-        molecule, vqe_config, request_id = request_inputs(request)
-    except Exception as exc:  # bad input: dead-letter it, never drop it silently
-        yield _reject(context, request, exc, settings, "admission")
-        return
-    context.log.info("admitted %r: %s", request_id, admission.summary())
-    placement = pin_device(vqe_config.device, settings.runtime_dir / "gpu-locks")
-    try:
-        if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
-            context.log.warning("%s", placement.note)
-        vqe_config = dataclasses.replace(vqe_config, device=placement.device)
-        monitor = _performance_monitor()
-        clock = WallClock(limits.max_wall_s)  # stops between iterations; the slot is released below
-        if request.get("scan") is not None:
-            try:
-                yield _run_scan_request(context, request, molecule, vqe_config, settings, clock, monitor)
-            finally:
-                if monitor:
-                    monitor.stop()
-            return
-        try:
-            result = run_vqe(
-                molecule,
-                vqe_config,
-                request_id=request_id,
-                progress=False,
-                performance_snapshots_provider=monitor.snapshots if monitor else None,
-                on_iteration=clock.check,
-            )
-        except InputError as exc:  # unknown basis, too many qubits, no GPU...: dead-letter, not a failed run
-            yield _reject(context, request, exc, settings, "run")
-            return
-        finally:
-            if monitor:
-                monitor.stop()
-    finally:
-        placement.release()
-    from qp_assets.streaming.publisher import RecordTooLargeError, publish_result
-
-    try:
-        outcome = publish_result(result, settings)
-    except RecordTooLargeError as exc:  # Kafka will never take it: dead-letter the request with the reason
-        yield _reject(context, request, RuntimeError(f"result {result.run_id}: {exc}"), settings, "publish")
-        return
-    acked_at = time.time()  # publish_result returns once Kafka acknowledged the record (or spooled it)
-    if not outcome.published:
-        # spooled locally (Kafka unreachable); `qp results replay` republishes it - never lost, but say so
-        context.log.warning("result %s spooled to %s: %s", result.run_id, outcome.spool_path, outcome.error)
-    metadata: dict[str, Any] = {
-        "request_id": str(request_id),
-        "run_id": result.run_id,
-        "molecule": result.molecule_name,
-        "total_energy_ha": result.total_energy,
-        "exact_energy_ha": result.exact_energy,
-        "error_vs_exact_mha": result.error_vs_exact_mha,
-        "iterations": len(result.iterations),
-        "optimizer_message": str(result.optimizer_result.get("message") or ""),  # e.g. the wall-clock stop
-        "device_requested": request_inputs_device(request),
-        "device_used": result.device_used,
-        "placement": placement.note,
-        "total_s": result.timings.get("total_s"),
-        "result_topic": outcome.topic,
-        "published": outcome.published,
-        "kafka_partition": outcome.partition if outcome.partition is not None else -1,
-        "kafka_offset": outcome.offset if outcome.offset is not None else -1,
-    }
-    if outcome.published:
-        metadata["kafka_acked_at"] = MetadataValue.timestamp(acked_at)
-    try:
-        from qp_assets.monitoring.metrics import push_vqe_metrics
-
-        metadata["metrics_pushed"] = bool(push_vqe_metrics(result, settings))
-    except Exception as exc:  # metrics must not lose a published result
-        context.log.warning("pushing metrics failed: %s", exc)
-        metadata["metrics_pushed"] = False
-    try:
-        from qp_assets.monitoring.plots import convergence_plot_png_bytes
-
-        png = convergence_plot_png_bytes(result)
-        plot_dir = settings.runtime_dir / "plots"
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        path = plot_dir / f"{result.run_id}.png"
-        path.write_bytes(png)
-        metadata["convergence_plot"] = MetadataValue.md(_plot_markdown(png))
-        metadata["convergence_plot_path"] = MetadataValue.path(str(path))
-    except Exception as exc:
-        context.log.warning("convergence plot failed: %s", exc)
-    context.log.info(
-        "%s: E=%.8f Ha, error vs exact %s mHa on %s",
-        result.molecule_name,
-        result.total_energy,
-        format_mha(result.error_vs_exact_mha),
-        result.device_used,
-    )
-    yield Output(
-        {
-            "request_id": request_id,
-            "status": "published" if outcome.published else "spooled",
-            "run_id": result.run_id,
-            "molecule": result.molecule_name,
-            "total_energy": result.total_energy,
-            "error_vs_exact_mha": result.error_vs_exact_mha,
-            "device_used": result.device_used,
-        },
-        metadata=metadata,
-    )
-
-
-def _run_scan_request(
     context: OpExecutionContext,
     request: dict,
-    molecule: Any,
-    vqe_config: Any,
-    settings: Settings,
-    clock: Any,
-    monitor: Any,
+    kafka: KafkaResource,
+    schema_registry: SchemaRegistryResource,
+    pushgateway: PushGatewayResource,
 ) -> Output:
-    """A scan request: every point in order on this op's device (each warm-started from its neighbours'
-    optima, so they cannot fan out), each published as its own result as soon as it is done (request id
-    ``<request_id>#<index>``, all sharing the scan id = the request id). Output metadata: the scan id, the
-    points table and the PES plot. A point that fails to publish for its size is dead-lettered; the
-    max wall time (``QP_MAX_WALL_S``) bounds the whole scan."""
-    from qp_assets.streaming.publisher import RecordTooLargeError, publish_result
-    from qp_assets.vqe.scan import run_scan, scan_request
-
-    request_id = str(request["request_id"])
-    i, j, distances, warm = scan_request(molecule, request["scan"])
-    outcomes: list[dict[str, Any]] = []
-
-    def publish(result: Any) -> None:
-        try:
-            outcome = publish_result(result, settings)
-        except RecordTooLargeError as exc:
-            send_to_dlq({**request, "request_id": result.request_id}, f"result {result.run_id}: {exc}",
-                        {"topic": context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)}, settings, "publish")  # fmt: skip
-            outcomes.append({"run_id": result.run_id, "status": "rejected"})
-            return
-        if not outcome.published:
-            context.log.warning(
-                "result %s spooled to %s: %s", result.run_id, outcome.spool_path, outcome.error
-            )
-        outcomes.append({"run_id": result.run_id, "status": "published" if outcome.published else "spooled",
-                         "topic": outcome.topic, "offset": -1 if outcome.offset is None else outcome.offset,
-                         "partition": -1 if outcome.partition is None else outcome.partition})  # fmt: skip
-
-    scan = run_scan(
-        molecule, vqe_config, i, j, distances, warm_start=warm, scan_id=request_id, on_result=publish,
-        request_id=request_id, on_iteration=clock.check,
-        performance_snapshots_provider=monitor.snapshots if monitor else None,
-    )  # fmt: skip
-    points = scan["points"]
-    errors = [p["error_vs_exact_mha"] for p in points if p["error_vs_exact_mha"] is not None]
-    rows = "\n".join(
-        f"| {p['distance']:.4f} | {p['total_energy']:.8f} | {format_mha(p['error_vs_exact_mha'])} | "
-        f"{p['num_iterations']} | {p['initial_point']} | {o['status']} |"
-        for p, o in zip(points, outcomes, strict=True)
+    """Simulate one request on its pinned device, publish the result, push metrics, attach the plot
+    (:func:`qp_assets.runner.process.process_request`; the endpoints are the resources')."""
+    settings = dataclasses.replace(
+        kafka.settings(), schema_registry_url=schema_registry.url, pushgateway_url=pushgateway.url
     )
-    metadata: dict[str, Any] = {
-        "request_id": request_id,
-        "scan_id": scan["scan_id"],
-        "molecule": molecule.name,
-        "scan_points": len(points),
-        "published": sum(o["status"] == "published" for o in outcomes),
-        "max_error_vs_exact_mha": max(errors) if errors else None,
-        "iterations": sum(p["num_iterations"] for p in points),
-        "run_ids": MetadataValue.json([o["run_id"] for o in outcomes]),
-        "result_offsets": MetadataValue.json(outcomes),
-        "points": MetadataValue.md(
-            "| distance (A) | energy (Ha) | error vs exact (mHa) | iterations | start | result |\n"
-            "|---|---|---|---|---|---|\n" + rows
-        ),
-    }
-    try:
-        from qp_assets.monitoring.plots import pes_plot_png_bytes
-
-        png = pes_plot_png_bytes(scan)
-        plot_dir = settings.runtime_dir / "plots"
-        plot_dir.mkdir(parents=True, exist_ok=True)
-        path = plot_dir / f"scan-{re.sub(r'[^A-Za-z0-9_.-]', '_', request_id)}.png"
-        path.write_bytes(png)
-        metadata["pes_plot"] = MetadataValue.md(
-            f"![PES](data:image/png;base64,{base64.b64encode(png).decode()})"
-        )
-        metadata["pes_plot_path"] = MetadataValue.path(str(path))
-    except Exception as exc:
-        context.log.warning("PES plot failed: %s", exc)
-    context.log.info("scan %s: %d point(s) of %s, max error vs exact %s mHa", request_id, len(points),
-                     molecule.name, format_mha(max(errors) if errors else None))  # fmt: skip
-    published = [o for o in outcomes if o["status"] != "rejected"]
-    return Output(
-        {"request_id": request_id, "status": "published" if published else "rejected",
-         "scan_id": scan["scan_id"], "run_id": published[-1]["run_id"] if published else None,
-         "run_ids": [o["run_id"] for o in published], "molecule": molecule.name,
-         "total_energy": min(p["total_energy"] for p in points),
-         "error_vs_exact_mha": max(errors) if errors else None, "device_used": vqe_config.device},
-        metadata=metadata,
-    )  # fmt: skip
-
-
-def format_mha(value: float | None) -> str:
-    """An error in milli-hartree as people read it: 4 decimals (0.0001 mHa resolution), '-' when unknown."""
-    return "-" if value is None else f"{value:.4f}"
-
-
-def _performance_monitor():
-    """A started PerformanceMonitor (1 s samples) or None when the monitoring package is unavailable."""
-    try:
-        from qp_assets.monitoring.monitor import PerformanceMonitor
-    except ImportError:
-        return None
-    return PerformanceMonitor(1.0).start()
-
-
-def request_inputs_device(request: dict[str, Any]) -> str:
-    cfg = request.get("config") if isinstance(request.get("config"), dict) else request
-    return str(cfg.get("device") or "CPU")
+    topic = context.run.tags.get("qp/request_topic", REQUESTS_TOPIC)
+    done = process_request(request, settings, request_topic=topic, log=context.log)
+    metadata: dict[str, Any] = dict(done.metadata)
+    metadata.update({name: MetadataValue.md(text) for name, text in done.markdown.items()})
+    metadata.update({name: MetadataValue.json(value) for name, value in done.json.items()})
+    if done.acked_at is not None:
+        metadata["kafka_acked_at"] = MetadataValue.timestamp(done.acked_at)
+    for name, path in done.plots.items():  # inline in the UI, and the file
+        metadata[name] = MetadataValue.md(_plot_markdown(name, path.read_bytes()))
+        metadata[f"{name}_path"] = MetadataValue.path(str(path))
+    return Output(done.output, metadata=metadata)
 
 
 @op(ins={"results": In(list)}, out=Out(dict))

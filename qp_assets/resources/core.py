@@ -11,9 +11,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from qp_assets.settings import Env, Settings, load_env
-
-REQUESTS_TOPIC = "vqe.requests"
-REQUESTS_DLQ_TOPIC = "vqe.requests.dlq"
+from qp_assets.streaming.topics import REQUESTS_TOPIC
 
 
 class KafkaResource(ConfigurableResource):
