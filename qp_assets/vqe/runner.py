@@ -9,6 +9,7 @@ import platform
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -212,7 +213,52 @@ def run_vqe(
     ``initial_point`` (radians, one per ansatz parameter) replaces the configured initial state's
     parameters, e.g. a neighbouring geometry's optimum in a scan (not with ansatz adapt).
     Raises :class:`InputError` on bad input or when the problem would not fit in memory.
+    The algorithm is :func:`simulate`, the record :func:`build_result`.
     """
+    sim = simulate(molecule, config, progress=progress, on_iteration=on_iteration, use_aer=use_aer,
+                   initial_point=initial_point)  # fmt: skip
+    snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
+    return build_result(sim, molecule, config, request_id=request_id, performance_snapshots=snapshots)
+
+
+@dataclass
+class Simulation:
+    """What :func:`simulate` computed (energies in hartree, times in seconds): the input to
+    :func:`build_result`. ``ansatz`` is the final circuit (grown, for ADAPT); ``circuit`` the one recorded
+    as OpenQASM 3 (Aer's transpiled circuit on the Aer path)."""
+
+    problem: QubitProblem
+    ansatz: Any
+    circuit: Any
+    device_used: str
+    kernel: str
+    x0: np.ndarray
+    x_final: np.ndarray
+    iterations: list[dict[str, Any]]
+    final_energy: float
+    exact: float | None
+    exact_method: str | None
+    success: bool
+    message: str
+    nfev: int
+    adapt_operators: list[str]
+    started_at: int
+    t_start: float
+    vqe_s: float
+    exact_s: float
+
+
+def simulate(
+    molecule: Molecule,
+    config: VQEConfig,
+    *,
+    progress: bool = True,
+    on_iteration: Callable[[dict[str, Any]], None] | None = None,
+    use_aer: bool = True,
+    initial_point: np.ndarray | None = None,
+) -> Simulation:
+    """The algorithm of :func:`run_vqe` (same arguments, see there): problem, ansatz, exact reference,
+    optimisation and the final energy, as a :class:`Simulation`; no record is built here."""
     config.validate()
     t_start = time.perf_counter()
     started_at = now_ms()
@@ -378,14 +424,38 @@ def run_vqe(
                 "%s: VQE energy %.8f is below the sector exact energy %.8f (state left the particle sector)",
                 molecule.name, final_energy, exact)  # fmt: skip
 
-    qasm, depth = ansatz_qasm3(
-        ansatz if sector is not None or config.shots is not None else evaluator.transpiled_ansatz
-    )
-    snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
-    total_energy = float(final_energy)
     if iterations and final_std is not None:
         iterations[-1]["std"] = iterations[-1]["std"] if iterations[-1]["std"] is not None else final_std
-    kernel = "sector" if sector is not None else "aer"
+    return Simulation(
+        problem=problem, ansatz=ansatz,
+        circuit=ansatz if sector is not None or config.shots is not None else evaluator.transpiled_ansatz,
+        device_used=device_used, kernel="sector" if sector is not None else "aer", x0=x0, x_final=x_final,
+        iterations=iterations, final_energy=float(final_energy), exact=exact, exact_method=exact_method,
+        success=success, message=message, nfev=objective.nfev, adapt_operators=adapt_operators,
+        started_at=started_at, t_start=t_start, vqe_s=vqe_s, exact_s=exact_s,
+    )  # fmt: skip
+
+
+def build_result(
+    sim: Simulation,
+    molecule: Molecule,
+    config: VQEConfig,
+    *,
+    request_id: str | None = None,
+    performance_snapshots: list[dict[str, Any]] | None = None,
+) -> VQEResult:
+    """The result record (schema ``vqe_result``) of a :class:`Simulation`: identifiers, the molecule and
+    configuration as run, the circuit as OpenQASM 3, energies (hartree), timings (seconds), versions."""
+    problem, ansatz, iterations, exact = sim.problem, sim.ansatz, sim.iterations, sim.exact
+    num_qubits, device_used, kernel, total_energy = (
+        ansatz.num_qubits,
+        sim.device_used,
+        sim.kernel,
+        sim.final_energy,
+    )
+    x0, x_final, started_at, t_start = sim.x0, sim.x_final, sim.started_at, sim.t_start
+    qasm, depth = ansatz_qasm3(sim.circuit)
+    snapshots = list(performance_snapshots or [])
     result = VQEResult(
         run_id=str(uuid.uuid4()),
         request_id=request_id,
@@ -438,22 +508,22 @@ def run_vqe(
         reference_energies={
             "hf": problem.hf_energy,
             "exact": exact,
-            "exact_method": exact_method,
+            "exact_method": sim.exact_method,
             "nuclear_repulsion": problem.nuclear_repulsion,
         },
         electronic_energy=total_energy - problem.nuclear_repulsion,
         total_energy=total_energy,
         error_vs_exact_mha=None if exact is None else (total_energy - exact) * 1000.0,
         optimizer_result={
-            "success": success,
-            "nfev": objective.nfev,
+            "success": sim.success,
+            "nfev": sim.nfev,
             "nit": len(iterations),
-            "message": message,
+            "message": sim.message,
         },
         timings={
             "hamiltonian_s": problem.hamiltonian_s,
             "mapping_s": problem.mapping_s,
-            "vqe_s": vqe_s,
+            "vqe_s": sim.vqe_s,
             "total_s": time.perf_counter() - t_start,
         },
         package_versions={  # kernel / noise also here: the feature tables read with the v3 contract
@@ -466,10 +536,10 @@ def run_vqe(
         else {
             "gradient_threshold": config.adapt_gradient_threshold,
             "max_operators": config.adapt_max_operators,
-            "operators": adapt_operators,
+            "operators": sim.adapt_operators,
         },
         performance_snapshots=snapshots,
     )
     log.info("%s: E=%.8f Ha exact=%s in %.2fs (exact reference %.2fs)", molecule.name, total_energy,
-             f"{exact:.8f}" if exact is not None else "n/a", result.timings["total_s"], exact_s)  # fmt: skip
+             f"{exact:.8f}" if exact is not None else "n/a", result.timings["total_s"], sim.exact_s)  # fmt: skip
     return result
