@@ -222,6 +222,11 @@ class Env(BaseModel):
     landing_sensor_interval_s: NonNegInt = _var(
         "QP_LANDING_SENSOR_INTERVAL_S", "landing sensor interval (seconds)", 2
     )
+    landing_sensor_wait_s: Annotated[int, Field(ge=0, le=30)] = _var(
+        "QP_LANDING_SENSOR_WAIT_S",
+        "seconds a landing sensor tick waits for a new landed file (at most 30)",
+        4,
+    )
     partitions_start: str = _var(
         "QP_PARTITIONS_START", "first feature partition: YYYY-MM-DD or today-N", "today-7"
     )

@@ -2,6 +2,7 @@
 exactly-once offset ranges; the landing sensor requests exactly the touched days of a real bucket."""
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -143,6 +144,7 @@ def test_landing_sensor_requests_exactly_the_touched_days(stack, monkeypatch):
     from qp_assets.features.golden import make_result, write_landed_file
 
     monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "3")
+    monkeypatch.setenv("QP_LANDING_SENSOR_WAIT_S", "0")  # the waiting tick: next test
     iso = isolated(stack)
     sensor = _sensors()["landing_sensor"]
     resources = {
@@ -176,6 +178,45 @@ def test_landing_sensor_requests_exactly_the_touched_days(stack, monkeypatch):
                 third.cursor, resources["s3"], resources["landing"], 3, "2026-01-01", pending
             )
             assert not held.run_requests and "queued run covers" in held.skip_reason.skip_message
+    finally:
+        iso.cleanup()
+
+
+def test_landing_sensor_tick_waits_for_a_landing(stack, monkeypatch):
+    """A tick with nothing new lists again every second for up to QP_LANDING_SENSOR_WAIT_S and returns as soon
+    as a file lands; with nothing landing it skips after the wait, cursor unchanged."""
+    from qp_assets.features.golden import make_result, write_landed_file
+
+    monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "1")
+    monkeypatch.setenv("QP_LANDING_SENSOR_WAIT_S", "4")
+    iso = isolated(stack)
+    sensor = _sensors()["landing_sensor"]
+    resources = {
+        "s3": iso.resources()["s3"],
+        "landing": LandingResource(bucket=stack.bucket, raw_prefix=iso.raw_prefix),
+    }
+    today = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    sink = iso.sink()
+
+    def tick(cursor, instance):
+        started = time.monotonic()
+        result = sensor(build_sensor_context(cursor=cursor, resources=resources, instance=instance))
+        return result, time.monotonic() - started
+
+    try:
+        with DagsterInstance.ephemeral() as instance:
+            first, seconds = tick(None, instance)  # first tick: places the cursor, never waits
+            assert not first.run_requests and seconds < 3
+            later = threading.Timer(1.0, write_landed_file, (sink, [make_result(1, today)]), {"offset": 0})
+            later.start()
+            try:
+                second, seconds = tick(first.cursor, instance)
+            finally:
+                later.join()
+            assert [r.partition_key for r in second.run_requests] == [today.date().isoformat()]
+            assert 1.0 <= seconds < 3.5  # returned once the file was there, not after the 4 s wait
+            third, seconds = tick(second.cursor, instance)  # nothing lands: waits, skips
+            assert not third.run_requests and third.cursor == second.cursor and 3.0 <= seconds < 6.5
     finally:
         iso.cleanup()
 

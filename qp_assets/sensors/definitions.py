@@ -1,6 +1,7 @@
 """Dagster sensors: Kafka requests -> vqe_runner_job, landed files -> feature partitions, run e-mails."""
 
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
@@ -142,17 +143,30 @@ def landing_sensor_result(
     landing: LandingResource,
     lookback_days: int,
     first_day: str,
-    pending_days: set[str] | None = None,
+    pending_days: set[str] | Callable[[], set[str]] | None = None,
+    wait_s: float = 0.0,
+    poll_s: float = 1.0,
 ) -> SensorResult | SkipReason:
     """One tick of the landing sensor: partitions of the recent days whose landed files changed.
 
     Days in ``pending_days`` (a feature run for them is queued and has not started yet, so it will list
-    the new files itself) are not requested again.
+    the new files itself) are not requested again; a callable is asked at the moment a change is seen.
+    When nothing changed, the tick lists again every ``poll_s`` seconds for up to ``wait_s`` seconds and
+    returns as soon as a file lands (never on an instance's first tick, which only places the cursor): the
+    sensor loop starts at most every 5 s, so a tick that returned at once would see a landing 2.5 s late
+    on average.
     """
     days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
-    landed = landed_per_day(s3.get_client(), landing.bucket, landing.raw_prefix, days)
-    changed, new_cursor = changed_days(cursor, landed)
-    covered = [d for d in changed if d.isoformat() in (pending_days or set())]
+    client = s3.get_client()
+    deadline = time.monotonic() + wait_s
+    while True:
+        landed = landed_per_day(client, landing.bucket, landing.raw_prefix, days)
+        changed, new_cursor = changed_days(cursor, landed)
+        if changed or not cursor or time.monotonic() + poll_s > deadline:
+            break
+        time.sleep(poll_s)
+    pending = pending_days() if callable(pending_days) else pending_days
+    covered = [d for d in changed if d.isoformat() in (pending or set())]
     changed = [d for d in changed if d not in covered]
     if not changed:
         reason = (
@@ -265,8 +279,15 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         description="New files under the recent day prefixes -> feature partitions of those days",
     )
     def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
-        pending = queued_partitions(context.instance)
-        return landing_sensor_result(context.cursor, s3, landing, lookback, first_day, pending)
+        return landing_sensor_result(
+            context.cursor,
+            s3,
+            landing,
+            lookback,
+            first_day,
+            lambda: queued_partitions(context.instance),
+            wait_s=load_env().landing_sensor_wait_s,
+        )
 
     @run_failure_sensor(
         name="feature_run_failure_email",
