@@ -182,25 +182,37 @@ def http_ok(url: str, timeout: float = 2.0, headers: dict[str, str] | None = Non
 class Service:
     """One service of the stack.
 
-    ``fetch`` downloads/resolves what the service needs (idempotent, cached); ``command`` renders config
-    files and returns the argv; ``probe`` is the readiness check; ``after_ready`` runs idempotent setup
-    once the service answers (e.g. bucket creation). ``ports`` are checked for foreign listeners before a
-    start. ``depends_on`` services are started first.
+    ``fetch`` downloads/resolves what the service needs (idempotent, cached; default: nothing, or the
+    ``debian_package`` through apt); ``command`` renders config files and returns the argv; ``probe`` is the
+    readiness check; ``after_ready`` runs idempotent setup once the service answers (e.g. bucket creation).
+    ``endpoint`` defaults to the :class:`StackContext` property of the service's name, ``ports`` (checked
+    for foreign listeners before a start) to that endpoint's port. ``depends_on`` services start first.
     """
 
     name: str
-    endpoint: Callable[[StackContext], Endpoint]
-    ports: Callable[[StackContext], list[int]]
-    fetch: Callable[[StackContext], None]
-    fetched: Callable[[StackContext], bool]
     command: Callable[[StackContext], list[str]]
     probe: Callable[[StackContext], bool]
+    endpoint: Callable[[StackContext], Endpoint] | None = None
+    ports: Callable[[StackContext], list[int]] | None = None
+    fetch: Callable[[StackContext], None] | None = None
+    fetched: Callable[[StackContext], bool] | None = None
+    debian_package: str | None = None
     after_ready: Callable[[StackContext], None] | None = None
     before_start: Callable[[StackContext], None] | None = None
     env: Callable[[StackContext], dict[str, str]] = field(default=lambda ctx: {})
     depends_on: tuple[str, ...] = ()
     start_timeout: float = 90.0
     stop_grace: float = 20.0
+
+    def __post_init__(self) -> None:
+        attribute = self.name.replace("-", "_")
+        self.endpoint = self.endpoint or (lambda ctx: getattr(ctx, attribute))
+        self.ports = self.ports or (lambda ctx: [self.endpoint(ctx).port])
+        package = self.debian_package
+        self.fetch = self.fetch or (apt_fetch_factory(package) if package else noop)
+        self.fetched = self.fetched or (
+            (lambda ctx: debian_binary(package) is not None) if package else always
+        )
 
 
 LOG4J2_TEMPLATE = """\

@@ -138,8 +138,6 @@ def _connect_probe(ctx: StackContext) -> bool:
 
 SERVICE = Service(
     name="connect",
-    endpoint=lambda c: c.connect,
-    ports=lambda c: [c.connect.port],
     fetch=_connect_fetch,
     fetched=_connect_fetched,
     before_start=_connect_before_start,

@@ -140,7 +140,6 @@ def _silent_logger():
 
 SERVICE = Service(
     name="kafka",
-    endpoint=lambda c: c.kafka,
     ports=lambda c: [c.kafka.port, c.kafka_controller_port],
     fetch=_kafka_fetch,
     fetched=_kafka_fetched,

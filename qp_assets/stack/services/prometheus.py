@@ -12,7 +12,6 @@ from qp_assets.stack.services.base import (
     INFRA,
     Service,
     StackContext,
-    apt_fetch_factory,
     debian_binary,
     http_ok,
 )
@@ -86,10 +85,7 @@ def _prometheus_probe(ctx: StackContext) -> bool:
 
 SERVICE = Service(
     name="prometheus",
-    endpoint=lambda c: c.prometheus,
-    ports=lambda c: [c.prometheus.port],
-    fetch=apt_fetch_factory("prometheus"),
-    fetched=lambda c: debian_binary("prometheus") is not None,
+    debian_package="prometheus",
     command=_prometheus_command,
     probe=_prometheus_probe,
     after_ready=_prometheus_reload_if_changed,

@@ -6,7 +6,6 @@ from qp_assets.stack.errors import StackError
 from qp_assets.stack.services.base import (
     Service,
     StackContext,
-    apt_fetch_factory,
     debian_binary,
     http_ok,
 )
@@ -34,10 +33,7 @@ def _pushgateway_probe(ctx: StackContext) -> bool:
 
 SERVICE = Service(
     name="pushgateway",
-    endpoint=lambda c: c.pushgateway,
-    ports=lambda c: [c.pushgateway.port],
-    fetch=apt_fetch_factory("prometheus-pushgateway"),
-    fetched=lambda c: debian_binary("prometheus-pushgateway") is not None,
+    debian_package="prometheus-pushgateway",
     command=_pushgateway_command,
     probe=_pushgateway_probe,
     start_timeout=30,

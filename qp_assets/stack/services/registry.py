@@ -82,7 +82,6 @@ def _registry_probe(ctx: StackContext) -> bool:
 
 SERVICE = Service(
     name="registry",
-    endpoint=lambda c: c.registry,
     ports=lambda c: [c.registry.port, c.registry_management_port],
     fetch=_registry_fetch,
     fetched=_registry_fetched,

@@ -11,8 +11,6 @@ from qp_assets.stack.errors import StackError
 from qp_assets.stack.services.base import (
     Service,
     StackContext,
-    always,
-    noop,
 )
 
 
@@ -79,8 +77,6 @@ SERVICE = Service(
     name="seaweedfs",
     endpoint=lambda c: c.s3,
     ports=lambda c: [c.s3.port, *c.seaweed_internal_ports.values()],
-    fetch=noop,
-    fetched=always,
     command=_seaweed_command,
     env=_seaweed_env,
     probe=_seaweed_probe,

@@ -8,8 +8,6 @@ from qp_assets.settings import PROJECT_ROOT
 from qp_assets.stack.services.base import (
     Service,
     StackContext,
-    always,
-    noop,
     port_open,
 )
 
@@ -26,10 +24,6 @@ def _spark_connect_env(ctx: StackContext) -> dict[str, str]:
 
 SERVICE = Service(
     name="spark-connect",
-    endpoint=lambda c: c.spark_connect,
-    ports=lambda c: [c.spark_connect.port],
-    fetch=noop,
-    fetched=always,
     command=_spark_connect_command,
     env=_spark_connect_env,
     probe=lambda c: port_open(c.spark_connect),
