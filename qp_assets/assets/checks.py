@@ -90,6 +90,11 @@ def feature_table_checks(
             cache[table] = _read(iceberg, table, days)
         return cache[table]
 
+    def result(key, passed: bool, **metadata: object) -> AssetCheckResult:
+        return AssetCheckResult(
+            asset_key=key.asset_key, check_name=key.name, passed=passed, metadata={"days": label, **metadata}
+        )
+
     selected = context.selected_asset_check_keys
     for key in selected:
         table = key.asset_key.path[-1]
@@ -97,54 +102,30 @@ def feature_table_checks(
             tbl = rows(table)
             nulls = check_logic.null_key_rows(tbl, TABLES[table].keys)
             dups = check_logic.duplicate_keys(tbl, TABLES[table].keys)
-            yield AssetCheckResult(
-                asset_key=key.asset_key,
-                check_name=key.name,
-                passed=nulls == 0 and not dups,
-                metadata={
-                    "days": label,
-                    "rows": tbl.num_rows,
-                    "null_keys": nulls,
-                    "duplicate_keys": len(dups),
-                },
+            yield result(
+                key, nulls == 0 and not dups, rows=tbl.num_rows, null_keys=nulls, duplicate_keys=len(dups)
             )
         elif key.name == "variational_bound":
             tol = load_env().variational_tol_ha
             bad = check_logic.variational_bound_violations(rows("vqe_results"), tol)
-            yield AssetCheckResult(
-                asset_key=key.asset_key,
-                check_name=key.name,
-                passed=not bad,
-                metadata={
-                    "days": label,
-                    "runs": rows("vqe_results").num_rows,
-                    "tolerance_ha": tol,
-                    "violations": bad[:20],
-                },
+            yield result(
+                key, not bad, runs=rows("vqe_results").num_rows, tolerance_ha=tol, violations=bad[:20]
             )
         elif key.name == "landed_files_readable":
             bad = check_logic.unreadable_landed_files(rows("processing_metadata"))
-            yield AssetCheckResult(
-                asset_key=key.asset_key,
-                check_name=key.name,
-                passed=not bad,
-                metadata={
-                    "days": label,
-                    "days_with_unreadable_files": len(bad),
-                    "unreadable": bad[:20],
-                    "fix": "inspect the files, move them out of raw/topics/ (e.g. to quarantine/), rebuild the day",
-                },
+            yield result(
+                key,
+                not bad,
+                days_with_unreadable_files=len(bad),
+                unreadable=bad[:20],
+                fix="inspect the files, move them out of raw/topics/ (e.g. to quarantine/), rebuild the day",
             )
         elif key.name == "iterations_match_results":
             bad = check_logic.iteration_inconsistencies(rows("vqe_results"), rows("vqe_iterations"))
-            yield AssetCheckResult(
-                asset_key=key.asset_key,
-                check_name=key.name,
-                passed=not bad,
-                metadata={
-                    "days": label,
-                    "runs": rows("vqe_results").num_rows,
-                    "iteration_rows": rows("vqe_iterations").num_rows,
-                    "inconsistent": bad[:20],
-                },
+            yield result(
+                key,
+                not bad,
+                runs=rows("vqe_results").num_rows,
+                iteration_rows=rows("vqe_iterations").num_rows,
+                inconsistent=bad[:20],
             )

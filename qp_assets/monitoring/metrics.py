@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import push_to_gateway
 
+from qp_assets.vqe.result import as_record
+
 log = logging.getLogger(__name__)
 
 JOB = "quantum_pipeline"
@@ -94,14 +96,6 @@ def gateway_url(target: Any) -> str:
     return url if "://" in url else f"http://{url}"
 
 
-def _record(result: Any) -> dict[str, Any]:
-    if isinstance(result, Mapping):
-        return dict(result)
-    if hasattr(result, "to_record"):
-        return result.to_record()
-    raise TypeError(f"result must be a VQEResult or its record dict, got {type(result).__name__}")
-
-
 def vqe_labels(record: Mapping[str, Any]) -> dict[str, str]:
     """The label set of a run's series, from a vqe_result_v3 record."""
     return {
@@ -162,7 +156,7 @@ def build_registry(result: Any, *, snapshots: list[dict[str, Any]] | None = None
     """A fresh CollectorRegistry holding one run's metrics (see VQE_METRICS)."""
     from qp_assets.monitoring.monitor import summarize_snapshots
 
-    rec = _record(result)
+    rec = as_record(result)
     labels = vqe_labels(rec)
     names = list(labels)
     registry = CollectorRegistry()
@@ -266,7 +260,7 @@ def push_vqe_metrics(
     Bad ``result`` input (not a VQE result) raises TypeError/KeyError.
     """
     url = gateway_url(pushgateway_url)
-    rec = _record(result)
+    rec = as_record(result)
     registry = build_registry(rec, snapshots=snapshots)
     grouping_key = {"run_id": str(rec["run_id"])}
     deadline = time.monotonic() + timeout_s

@@ -16,15 +16,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from qp_assets.vqe.result import as_record
+
 CHEMICAL_ACCURACY_HA = 1.6e-3
-
-
-def _record(result: Any) -> dict[str, Any]:
-    if isinstance(result, Mapping):
-        return dict(result)
-    if hasattr(result, "to_record"):
-        return result.to_record()
-    raise TypeError(f"result must be a VQEResult or its record dict, got {type(result).__name__}")
 
 
 def convergence_figure(result: Any) -> Figure:
@@ -32,7 +26,7 @@ def convergence_figure(result: Any) -> Figure:
 
     ``result``: VQEResult or its record dict. Raises ValueError if the run has no iterations.
     """
-    rec = _record(result)
+    rec = as_record(result)
     iterations = rec.get("iterations") or []
     if not iterations:
         raise ValueError(f"result {rec.get('run_id')!r}: field 'iterations' is empty, nothing to plot")

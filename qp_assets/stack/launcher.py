@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from qp_assets.settings import PROJECT_ROOT, Settings
+from qp_assets.settings import Settings
 from qp_assets.stack import process
 from qp_assets.stack.errors import StackError, UnknownServiceError
 from qp_assets.stack.services import SERVICE_ORDER, SERVICES, Service, StackContext
@@ -292,19 +292,6 @@ def our_process_groups(settings: Settings | None = None) -> dict[str, int]:
         if pid is not None:
             groups[name] = pid
     return groups
-
-
-__all__ = [
-    "PROJECT_ROOT",
-    "ServiceStatus",
-    "down",
-    "ensure_up",
-    "fetch",
-    "our_process_groups",
-    "restart",
-    "status",
-    "validate_services",
-]
 
 
 def free_port_offset(candidates: Iterable[int] = range(24500, 40001, 500)) -> int:

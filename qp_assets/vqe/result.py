@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -175,3 +176,12 @@ def load_schema() -> Any:
     import fastavro
 
     return fastavro.parse_schema(json.loads(SCHEMA_PATH.read_text()))
+
+
+def as_record(result: Any) -> dict[str, Any]:
+    """The record dict (schema ``vqe_result``) of a :class:`VQEResult` or of a record dict (copied)."""
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_record"):
+        return result.to_record()
+    raise TypeError(f"result must be a VQEResult or its record dict, got {type(result).__name__}")
