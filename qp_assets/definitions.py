@@ -11,6 +11,7 @@ from dagster import Definitions
 from qp_assets.assets.checks import feature_table_checks
 from qp_assets.assets.features import build_feature_assets
 from qp_assets.assets.jobs import build_daily_schedule, build_feature_job
+from qp_assets.assets.ml import ml_definitions
 from qp_assets.assets.raw import raw_vqe_results
 from qp_assets.assets.vqe_runner import build_vqe_runner_job
 from qp_assets.resources import default_resources
@@ -20,9 +21,10 @@ from qp_assets.sensors.definitions import build_sensors
 def build_definitions() -> Definitions:
     feature_job = build_feature_job()
     vqe_runner_job = build_vqe_runner_job()
+    ml_assets, ml_checks = ml_definitions()
     return Definitions(
-        assets=[raw_vqe_results, build_feature_assets()],
-        asset_checks=[feature_table_checks],
+        assets=[raw_vqe_results, build_feature_assets(), *ml_assets],
+        asset_checks=[feature_table_checks, *ml_checks],
         jobs=[feature_job, vqe_runner_job],
         schedules=[build_daily_schedule(feature_job)],
         sensors=build_sensors(vqe_runner_job, feature_job),

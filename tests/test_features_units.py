@@ -12,6 +12,7 @@ import pytest
 
 from qp_assets.features import columns, golden
 from qp_assets.features.catalog import check_table_name, parse_as_of
+from qp_assets.features.ml_tables import ML_TABLES
 from qp_assets.features.raw import AVRO_MAGIC, list_day_files, split_avro_files
 from qp_assets.features.spark import (
     SPARK_POM,
@@ -79,8 +80,14 @@ def test_every_column_of_every_table_is_described():
         text = column_description(spec, column)
         assert len(text) >= 20 and "{avro}" not in text, (spec.name, column, text)
         assert text.startswith("Key. ") == (column in spec.keys), (spec.name, column)
+    # the two ML tables (features/ml_tables.py) draw on the same descriptions
+    ml_pairs = [(s, f.name) for s in ML_TABLES.values() for f in s.schema.fields]
+    for spec, column in ml_pairs:
+        text = column_description(spec, column)
+        assert len(text) >= 20 and "{avro}" not in text, (spec.name, column, text)
+        assert text.startswith("Key. ") == (column in spec.keys), (spec.name, column)
     # every declared description is used, and every Avro path names a contract field
-    used = {(s.name, c) if (s.name, c) in columns.OVERRIDES else c for s, c in pairs}
+    used = {(s.name, c) if (s.name, c) in columns.OVERRIDES else c for s, c in pairs + ml_pairs}
     assert set(columns.COLUMNS) | set(columns.OVERRIDES) == used
     for doc in [*columns.COLUMNS.values(), *columns.OVERRIDES.values()]:
         if doc.avro:

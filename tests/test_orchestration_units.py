@@ -288,15 +288,25 @@ def test_k8s_step_pod_spec_requests_gpu_and_node_selector():
 def test_definitions_shape(monkeypatch):
     monkeypatch.setenv("QP_FEATURE_RETRY_DELAY_S", "2")
     monkeypatch.setenv("QP_FEATURE_MAX_RETRIES", "3")
-    from dagster import AssetKey
+    from dagster import AssetCheckKey, AssetKey
 
     from qp_assets.definitions import build_definitions
+    from qp_assets.features.ml_tables import ML_TABLES
     from qp_assets.features.transforms import TABLES
 
     defs = build_definitions()
     graph = defs.resolve_asset_graph()
     features = [k for k in graph.get_all_asset_keys() if k.path[0] == "quantum_features"]
-    assert sorted(k.path[-1] for k in features) == sorted(TABLES)
+    assert sorted(k.path[-1] for k in features) == sorted([*TABLES, *ML_TABLES])
+    # the ML tables: daily partitions like the ten, downstream of the feature tables they read; the model
+    # reads ml_run_summary and has its regression check
+    summary = graph.get(AssetKey(["quantum_features", "ml_run_summary"]))
+    assert summary.parent_keys == {
+        AssetKey(["quantum_features", t]) for t in ML_TABLES["ml_run_summary"].depends_on
+    }
+    assert defs.resolve_assets_def(summary.key).partitions_def.start == datetime(2026, 1, 1, tzinfo=UTC)
+    assert graph.get(AssetKey("convergence_model")).parent_keys == {summary.key}
+    assert AssetCheckKey(AssetKey("convergence_model"), "cv_error_not_regressed") in graph.asset_check_keys
     node = graph.get(AssetKey(["quantum_features", "processing_metadata"]))
     assert len(node.parent_keys) == 9
     assert graph.get(AssetKey(["quantum_features", "vqe_results"])).parent_keys == {

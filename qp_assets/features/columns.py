@@ -1,4 +1,5 @@
-"""What every column of the ten feature tables means: the one home of column descriptions.
+"""What every column of the ten feature tables and the two ML tables means: the one home of column
+descriptions.
 
 A column name means the same thing in every table that has it (``COLUMNS``); ``OVERRIDES`` holds the few
 (table, column) pairs where it does not (``value``, ``nfev``, ``error_vs_exact_mha``, ...). A description is
@@ -240,6 +241,26 @@ COLUMNS: dict[str, ColumnDoc] = {
     "iteration_timestamp": ColumnDoc(
         "When the iteration was recorded, UTC timestamp.", "iterations.timestamp"
     ),
+    # -- ML tables (features/ml_tables.py) --
+    "energy_delta": ColumnDoc(
+        "Energy at this iteration minus the energy at the previous iteration of the run, hartree "
+        "(negative = the energy went down); null for the run's first iteration.",
+    ),
+    "energy_rolling_mean_5": ColumnDoc(
+        "Mean energy over the last 5 iterations of the run (this one and up to 4 before it), hartree.",
+    ),
+    "energy_rolling_std_5": ColumnDoc(
+        "Population standard deviation of the energy over the last 5 iterations of the run (this one and "
+        "up to 4 before it), hartree; 0 at the first iteration.",
+    ),
+    "within_chemical_accuracy": ColumnDoc(
+        "True when |error_vs_exact_mha| <= 1.6 milli-hartree (chemical accuracy, 1 kcal/mol) at this "
+        "iteration; null without an exact reference.",
+    ),
+    "convergence_iteration": ColumnDoc(
+        "First iteration whose energy lies within 1.6 milli-hartree (chemical accuracy) of the exact "
+        "energy, 1-based; null when no iteration got there (or without an exact reference).",
+    ),
     # -- Hamiltonian terms --
     "pauli": ColumnDoc("{avro} One character (I, X, Y or Z) per qubit.", "hamiltonian_terms.pauli"),
     "coeff_real": ColumnDoc(
@@ -294,6 +315,14 @@ OVERRIDES: dict[tuple[str, str], ColumnDoc] = {
     ),
     ("hamiltonian_terms", "num_qubits"): ColumnDoc("Number of qubits (length of the Pauli string).", None),
     ("processing_metadata", "event_date"): ColumnDoc("Partition column: the UTC day this build built."),
+    ("ml_iteration_features", "error_vs_exact_mha"): ColumnDoc(
+        "Distance of this iteration's energy to the exact reference, milli-hartree: "
+        "(energy - exact_energy) * 1000 (vqe_iterations.error_vs_exact_mha); null without an exact reference.",
+    ),
+    ("ml_run_summary", "initial_state"): ColumnDoc(
+        "Initial state and parameter strategy of the run: hartree_fock (HF reference, zero parameters), "
+        "random (HF reference, seeded random parameters) or zeros (|0...0>, zero parameters).",
+    ),
 }
 
 
