@@ -42,7 +42,6 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from qp_assets.features.build import current_snapshots
 from qp_assets.features.transforms import NAMESPACE, TABLES, TableSpec, conform, create_table_sql
 from qp_assets.settings import Settings
 
@@ -277,18 +276,21 @@ def build_ml_days(
         for ident in idents.values():
             spark.sql(f"DELETE FROM {ident} WHERE run_id IN ({_sql_list(result.stale_runs_deleted)})")
 
+    # rows per built day and the current snapshot of each table, in one query
     day_list = ", ".join(f"DATE '{d.isoformat()}'" for d in target)
-    counts = spark.sql(
+    answer = spark.sql(
         " UNION ALL ".join(
-            f"SELECT '{name}' AS t, event_date AS d, count(*) AS n FROM {ident} "
-            f"WHERE event_date IN ({day_list}) GROUP BY event_date"
+            f"SELECT '{name}' AS t, CAST(event_date AS STRING) AS d, count(*) AS n FROM {ident} "
+            f"WHERE event_date IN ({day_list}) GROUP BY event_date "
+            f"UNION ALL SELECT '{name}' AS t, NULL AS d, snapshot_id AS n FROM {ident}.refs WHERE name = 'main'"
             for name, ident in idents.items()
         )
     ).collect()
     result.row_counts = {name: {d.isoformat(): 0 for d in target} for name in selected}
-    for row in counts:
-        result.row_counts[row["t"]][row["d"].isoformat()] = int(row["n"])
-    snaps = current_snapshots(spark, list(idents.values()))
-    result.snapshot_ids = {name: snaps[ident][0] for name, ident in idents.items() if ident in snaps}
+    for row in answer:
+        if row["d"] is None:
+            result.snapshot_ids[row["t"]] = int(row["n"])
+        else:
+            result.row_counts[row["t"]][row["d"]] = int(row["n"])
     result.duration_s = round(time.monotonic() - started, 3)
     return result
