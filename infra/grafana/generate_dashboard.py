@@ -2,588 +2,521 @@
 
     .venv/bin/python infra/grafana/generate_dashboard.py
 
-Every metric queried here must be exported by qp_assets.monitoring (checked by
-tests/test_monitoring_units.py statically and tests/test_monitoring_services.py against Prometheus).
+The panels are declared in reading order with the typed builder of ``dashboard.py`` (it lays them out,
+numbers them and names their queries). Every metric queried here must be exported by qp_assets.monitoring
+(checked by tests/test_monitoring_units.py statically and tests/test_monitoring_services.py against
+Prometheus).
 """
 
 # ruff: noqa: E501
-import json
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard import Dashboard, Panel, Target, Variable  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "dashboards" / "quantum_pipeline.json"
-DS = {"type": "prometheus", "uid": "prometheus"}
 SEL = 'molecule=~"$molecule",basis_set=~"$basis_set",device=~"$device"'
-panels = []
-pid = [0]
 
-
-def nid():
-    pid[0] += 1
-    return pid[0]
-
-
-def row(title, y):
-    panels.append(
-        {
-            "type": "row",
-            "title": title,
-            "id": nid(),
-            "collapsed": False,
-            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
-            "panels": [],
-        }
+d = Dashboard(
+    uid="quantum-pipeline",
+    title="Quantum Pipeline: VQE runs and pipeline health",
+    description="VQE energies vs exact references, convergence cost, resources, GPU and pipeline health. Metrics from qp_assets.monitoring (PushGateway job=quantum_pipeline / quantum_pipeline_health).",
+    tags=["quantum", "vqe", "pipeline"],
+    variables=[
+        Variable("molecule", "Molecule", "quantum_vqe_minimum_energy"),
+        Variable("basis_set", "Basis set", "quantum_vqe_minimum_energy"),
+        Variable("device", "Device", "quantum_vqe_minimum_energy"),
+    ],
+)
+d.row("VQE energy and accuracy")
+d.add(
+    Panel(
+        "timeseries",
+        "VQE minimum energy vs exact reference (Ha)",
+        "Lowest final VQE total energy per molecule/basis/ansatz (solid) and the exact FCI reference in the same space (dashed).",
+        [
+            Target(
+                f"min by (molecule, basis_set, ansatz) (quantum_vqe_minimum_energy{{{SEL}}})",
+                "VQE {{molecule}}/{{basis_set}} {{ansatz}}",
+            ),
+            Target(
+                f"min by (molecule, basis_set) (quantum_vqe_exact_energy{{{SEL}}})",
+                "exact {{molecule}}/{{basis_set}}",
+            ),
+            Target(
+                f"min by (molecule, basis_set) (quantum_vqe_hf_energy{{{SEL}}})",
+                "HF {{molecule}}/{{basis_set}}",
+            ),
+        ],
+        w=12,
+        h=9,
+        unit="none",
+        decimals=6,
+        extra={
+            "fieldConfig": {
+                "defaults": {"unit": "none", "decimals": 6, "custom": {"lineWidth": 2}},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "B"},
+                        "properties": [
+                            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}
+                        ],
+                    },
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "C"},
+                        "properties": [{"id": "custom.lineStyle", "value": {"fill": "dot", "dash": [2, 6]}}],
+                    },
+                ],
+            }
+        },
     )
-
-
-def target(expr, legend, ref, instant=False, fmt="time_series"):
-    t = {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": ref, "format": fmt}
-    if instant:
-        t["instant"] = True
-        t["range"] = False
-    return t
-
-
-def panel(ptype, title, desc, targets, grid, unit=None, extra=None, thresholds=None, decimals=None):
-    defaults = {}
-    if unit:
-        defaults["unit"] = unit
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    if thresholds:
-        defaults["thresholds"] = {"mode": "absolute", "steps": thresholds}
-    p = {
-        "type": ptype,
-        "title": title,
-        "description": desc,
-        "id": nid(),
-        "datasource": DS,
-        "gridPos": grid,
-        "targets": targets,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {},
-    }
-    if ptype == "timeseries":
-        p["options"] = {
-            "legend": {"displayMode": "table", "placement": "bottom", "calcs": ["lastNotNull", "min"]},
-            "tooltip": {"mode": "multi"},
-        }
-    if extra:
-        for k, v in extra.items():
-            p[k] = v
-    panels.append(p)
-    return p
-
-
-y = 0
-row("VQE energy and accuracy", y)
-y += 1
-panel(
-    "timeseries",
-    "VQE minimum energy vs exact reference (Ha)",
-    "Lowest final VQE total energy per molecule/basis/ansatz (solid) and the exact FCI reference in the same space (dashed).",
-    [
-        target(
-            f"min by (molecule, basis_set, ansatz) (quantum_vqe_minimum_energy{{{SEL}}})",
-            "VQE {{molecule}}/{{basis_set}} {{ansatz}}",
-            "A",
-        ),
-        target(
-            f"min by (molecule, basis_set) (quantum_vqe_exact_energy{{{SEL}}})",
-            "exact {{molecule}}/{{basis_set}}",
-            "B",
-        ),
-        target(
-            f"min by (molecule, basis_set) (quantum_vqe_hf_energy{{{SEL}}})",
-            "HF {{molecule}}/{{basis_set}}",
-            "C",
-        ),
-    ],
-    {"h": 9, "w": 12, "x": 0, "y": y},
-    unit="none",
-    decimals=6,
-    extra={
-        "fieldConfig": {
-            "defaults": {"unit": "none", "decimals": 6, "custom": {"lineWidth": 2}},
-            "overrides": [
-                {
-                    "matcher": {"id": "byFrameRefID", "options": "B"},
-                    "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}],
+)
+d.add(
+    Panel(
+        "timeseries",
+        "Error vs exact (mHa)",
+        "|E_VQE - E_exact| in millihartree per molecule/basis/optimizer/ansatz (worst run). Red line: chemical accuracy 1.6 mHa.",
+        [
+            Target(
+                f"max by (molecule, basis_set, optimizer, ansatz) (abs(quantum_vqe_error_mha{{{SEL}}}))",
+                "{{molecule}}/{{basis_set}} {{optimizer}} {{ansatz}}",
+            )
+        ],
+        w=12,
+        h=9,
+        unit="none",
+        decimals=4,
+        extra={
+            "fieldConfig": {
+                "defaults": {
+                    "unit": "none",
+                    "decimals": 4,
+                    "custom": {"thresholdsStyle": {"mode": "line"}},
+                    "thresholds": {
+                        "mode": "absolute",
+                        "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1.6}],
+                    },
                 },
+                "overrides": [],
+            }
+        },
+    )
+)
+d.add(
+    Panel(
+        "table",
+        "Runs (latest values per run)",
+        "One row per VQE run (PushGateway group run_id): energies (Ha), error (mHa), iterations, evaluations, total time (s).",
+        [
+            Target(f"quantum_vqe_minimum_energy{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_exact_energy{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_error_mha{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_iterations_count{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_function_evaluations{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_total_time{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_num_qubits{{{SEL}}}", "", instant=True, fmt="table"),
+            Target(f"quantum_vqe_run_timestamp_seconds{{{SEL}}} * 1000", "", instant=True, fmt="table"),
+        ],
+        w=24,
+        h=9,
+        extra={
+            "transformations": [
+                {"id": "merge", "options": {}},
                 {
-                    "matcher": {"id": "byFrameRefID", "options": "C"},
-                    "properties": [{"id": "custom.lineStyle", "value": {"fill": "dot", "dash": [2, 6]}}],
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "job": True,
+                            "instance": True,
+                            "experiment_id": True,
+                            "__name__": True,
+                        },
+                        "renameByName": {
+                            "Value #A": "energy (Ha)",
+                            "Value #B": "exact (Ha)",
+                            "Value #C": "error (mHa)",
+                            "Value #D": "iterations",
+                            "Value #E": "evaluations",
+                            "Value #F": "total (s)",
+                            "Value #G": "qubits",
+                            "Value #H": "finished",
+                        },
+                    },
+                },
+                {"id": "sortBy", "options": {"sort": [{"field": "finished", "desc": True}]}},
+            ],
+            "fieldConfig": {
+                "defaults": {},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byName", "options": "finished"},
+                        "properties": [{"id": "unit", "value": "dateTimeAsIso"}],
+                    },
+                    {
+                        "matcher": {"id": "byName", "options": "energy (Ha)"},
+                        "properties": [{"id": "decimals", "value": 8}],
+                    },
+                    {
+                        "matcher": {"id": "byName", "options": "exact (Ha)"},
+                        "properties": [{"id": "decimals", "value": 8}],
+                    },
+                    {
+                        "matcher": {"id": "byName", "options": "error (mHa)"},
+                        "properties": [{"id": "decimals", "value": 4}],
+                    },
+                ],
+            },
+        },
+    )
+)
+d.row("Iterations and time per iteration")
+d.add(
+    Panel(
+        "timeseries",
+        "Optimizer iterations and energy evaluations",
+        "Mean optimizer iterations (nit) and energy evaluations (nfev) per molecule and optimizer.",
+        [
+            Target(
+                f"avg by (molecule, optimizer) (quantum_vqe_iterations_count{{{SEL}}})",
+                "iterations {{molecule}} {{optimizer}}",
+            ),
+            Target(
+                f"avg by (molecule, optimizer) (quantum_vqe_function_evaluations{{{SEL}}})",
+                "evaluations {{molecule}} {{optimizer}}",
+            ),
+        ],
+        w=8,
+        h=8,
+        unit="short",
+    )
+)
+d.add(
+    Panel(
+        "timeseries",
+        "Time per iteration (s)",
+        "p50/p95 of per-iteration wall time (histogram quantum_vqe_iteration_seconds) and the mean VQE-loop time per iteration.",
+        [
+            Target(
+                f"histogram_quantile(0.5, sum by (le, molecule) (quantum_vqe_iteration_seconds_bucket{{{SEL}}}))",
+                "p50 {{molecule}}",
+            ),
+            Target(
+                f"histogram_quantile(0.95, sum by (le, molecule) (quantum_vqe_iteration_seconds_bucket{{{SEL}}}))",
+                "p95 {{molecule}}",
+            ),
+            Target(
+                f"sum by (molecule) (quantum_vqe_iteration_seconds_sum{{{SEL}}}) / sum by (molecule) (quantum_vqe_iteration_seconds_count{{{SEL}}})",
+                "mean (histogram) {{molecule}}",
+            ),
+            Target(
+                f"avg by (molecule) (quantum_vqe_time_per_iteration{{{SEL}}})",
+                "vqe_s / nit {{molecule}}",
+            ),
+        ],
+        w=8,
+        h=8,
+        unit="s",
+    )
+)
+d.add(
+    Panel(
+        "barchart",
+        "Time breakdown per molecule (s)",
+        "Mean seconds per run: Hamiltonian build, qubit mapping, VQE loop, total.",
+        [
+            Target(
+                f"avg by (molecule) (quantum_vqe_hamiltonian_time{{{SEL}}})",
+                "hamiltonian",
+                instant=True,
+                fmt="table",
+            ),
+            Target(
+                f"avg by (molecule) (quantum_vqe_mapping_time{{{SEL}}})",
+                "mapping",
+                instant=True,
+                fmt="table",
+            ),
+            Target(f"avg by (molecule) (quantum_vqe_vqe_time{{{SEL}}})", "vqe", instant=True, fmt="table"),
+            Target(
+                f"avg by (molecule) (quantum_vqe_total_time{{{SEL}}})",
+                "total",
+                instant=True,
+                fmt="table",
+            ),
+        ],
+        w=8,
+        h=8,
+        unit="s",
+        extra={
+            "transformations": [
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {
+                            "Value #A": "hamiltonian",
+                            "Value #B": "mapping",
+                            "Value #C": "vqe",
+                            "Value #D": "total",
+                        },
+                    },
                 },
             ],
-        }
-    },
-)
-panel(
-    "timeseries",
-    "Error vs exact (mHa)",
-    "|E_VQE - E_exact| in millihartree per molecule/basis/optimizer/ansatz (worst run). Red line: chemical accuracy 1.6 mHa.",
-    [
-        target(
-            f"max by (molecule, basis_set, optimizer, ansatz) (abs(quantum_vqe_error_mha{{{SEL}}}))",
-            "{{molecule}}/{{basis_set}} {{optimizer}} {{ansatz}}",
-            "A",
-        )
-    ],
-    {"h": 9, "w": 12, "x": 12, "y": y},
-    unit="none",
-    decimals=4,
-    extra={
-        "fieldConfig": {
-            "defaults": {
-                "unit": "none",
-                "decimals": 4,
-                "custom": {"thresholdsStyle": {"mode": "line"}},
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1.6}],
-                },
+            "options": {
+                "xField": "molecule",
+                "orientation": "horizontal",
+                "showValue": "auto",
+                "stacking": "none",
             },
-            "overrides": [],
-        }
-    },
-)
-y += 9
-panel(
-    "table",
-    "Runs (latest values per run)",
-    "One row per VQE run (PushGateway group run_id): energies (Ha), error (mHa), iterations, evaluations, total time (s).",
-    [
-        target(f"quantum_vqe_minimum_energy{{{SEL}}}", "", "A", instant=True, fmt="table"),
-        target(f"quantum_vqe_exact_energy{{{SEL}}}", "", "B", instant=True, fmt="table"),
-        target(f"quantum_vqe_error_mha{{{SEL}}}", "", "C", instant=True, fmt="table"),
-        target(f"quantum_vqe_iterations_count{{{SEL}}}", "", "D", instant=True, fmt="table"),
-        target(f"quantum_vqe_function_evaluations{{{SEL}}}", "", "E", instant=True, fmt="table"),
-        target(f"quantum_vqe_total_time{{{SEL}}}", "", "F", instant=True, fmt="table"),
-        target(f"quantum_vqe_num_qubits{{{SEL}}}", "", "G", instant=True, fmt="table"),
-        target(f"quantum_vqe_run_timestamp_seconds{{{SEL}}} * 1000", "", "H", instant=True, fmt="table"),
-    ],
-    {"h": 9, "w": 24, "x": 0, "y": y},
-    extra={
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {
-                        "Time": True,
-                        "job": True,
-                        "instance": True,
-                        "experiment_id": True,
-                        "__name__": True,
-                    },
-                    "renameByName": {
-                        "Value #A": "energy (Ha)",
-                        "Value #B": "exact (Ha)",
-                        "Value #C": "error (mHa)",
-                        "Value #D": "iterations",
-                        "Value #E": "evaluations",
-                        "Value #F": "total (s)",
-                        "Value #G": "qubits",
-                        "Value #H": "finished",
-                    },
-                },
-            },
-            {"id": "sortBy", "options": {"sort": [{"field": "finished", "desc": True}]}},
-        ],
-        "fieldConfig": {
-            "defaults": {},
-            "overrides": [
-                {
-                    "matcher": {"id": "byName", "options": "finished"},
-                    "properties": [{"id": "unit", "value": "dateTimeAsIso"}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "energy (Ha)"},
-                    "properties": [{"id": "decimals", "value": 8}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "exact (Ha)"},
-                    "properties": [{"id": "decimals", "value": 8}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "error (mHa)"},
-                    "properties": [{"id": "decimals", "value": 4}],
-                },
-            ],
         },
-    },
+    )
 )
-y += 9
-row("Iterations and time per iteration", y)
-y += 1
-panel(
-    "timeseries",
-    "Optimizer iterations and energy evaluations",
-    "Mean optimizer iterations (nit) and energy evaluations (nfev) per molecule and optimizer.",
-    [
-        target(
-            f"avg by (molecule, optimizer) (quantum_vqe_iterations_count{{{SEL}}})",
-            "iterations {{molecule}} {{optimizer}}",
-            "A",
-        ),
-        target(
-            f"avg by (molecule, optimizer) (quantum_vqe_function_evaluations{{{SEL}}})",
-            "evaluations {{molecule}} {{optimizer}}",
-            "B",
-        ),
-    ],
-    {"h": 8, "w": 8, "x": 0, "y": y},
-    unit="short",
-)
-panel(
-    "timeseries",
-    "Time per iteration (s)",
-    "p50/p95 of per-iteration wall time (histogram quantum_vqe_iteration_seconds) and the mean VQE-loop time per iteration.",
-    [
-        target(
-            f"histogram_quantile(0.5, sum by (le, molecule) (quantum_vqe_iteration_seconds_bucket{{{SEL}}}))",
-            "p50 {{molecule}}",
-            "A",
-        ),
-        target(
-            f"histogram_quantile(0.95, sum by (le, molecule) (quantum_vqe_iteration_seconds_bucket{{{SEL}}}))",
-            "p95 {{molecule}}",
-            "B",
-        ),
-        target(
-            f"sum by (molecule) (quantum_vqe_iteration_seconds_sum{{{SEL}}}) / sum by (molecule) (quantum_vqe_iteration_seconds_count{{{SEL}}})",
-            "mean (histogram) {{molecule}}",
-            "C",
-        ),
-        target(
-            f"avg by (molecule) (quantum_vqe_time_per_iteration{{{SEL}}})", "vqe_s / nit {{molecule}}", "D"
-        ),
-    ],
-    {"h": 8, "w": 8, "x": 8, "y": y},
-    unit="s",
-)
-panel(
-    "barchart",
-    "Time breakdown per molecule (s)",
-    "Mean seconds per run: Hamiltonian build, qubit mapping, VQE loop, total.",
-    [
-        target(
-            f"avg by (molecule) (quantum_vqe_hamiltonian_time{{{SEL}}})",
-            "hamiltonian",
-            "A",
-            instant=True,
-            fmt="table",
-        ),
-        target(
-            f"avg by (molecule) (quantum_vqe_mapping_time{{{SEL}}})",
-            "mapping",
-            "B",
-            instant=True,
-            fmt="table",
-        ),
-        target(f"avg by (molecule) (quantum_vqe_vqe_time{{{SEL}}})", "vqe", "C", instant=True, fmt="table"),
-        target(
-            f"avg by (molecule) (quantum_vqe_total_time{{{SEL}}})", "total", "D", instant=True, fmt="table"
-        ),
-    ],
-    {"h": 8, "w": 8, "x": 16, "y": y},
-    unit="s",
-    extra={
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {
-                "id": "organize",
-                "options": {
-                    "excludeByName": {"Time": True},
-                    "renameByName": {
-                        "Value #A": "hamiltonian",
-                        "Value #B": "mapping",
-                        "Value #C": "vqe",
-                        "Value #D": "total",
-                    },
-                },
-            },
+d.row("System resources during runs")
+d.add(
+    Panel(
+        "timeseries",
+        "CPU (%)",
+        "Mean and peak system-wide CPU use during each run (PerformanceMonitor snapshots).",
+        [
+            Target(
+                f"avg by (molecule, device) (quantum_system_cpu_percent{{{SEL}}})",
+                "mean {{molecule}} {{device}}",
+            ),
+            Target(
+                f"max by (molecule, device) (quantum_system_cpu_percent_max{{{SEL}}})",
+                "peak {{molecule}} {{device}}",
+            ),
         ],
-        "options": {
-            "xField": "molecule",
-            "orientation": "horizontal",
-            "showValue": "auto",
-            "stacking": "none",
+        w=8,
+        h=8,
+        unit="percent",
+    )
+)
+d.add(
+    Panel(
+        "timeseries",
+        "System memory (%)",
+        "Peak system-wide memory use during each run.",
+        [
+            Target(
+                f"max by (molecule, device) (quantum_system_memory_percent{{{SEL}}})",
+                "{{molecule}} {{device}}",
+            )
+        ],
+        w=8,
+        h=8,
+        unit="percent",
+        thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 90}],
+    )
+)
+d.add(
+    Panel(
+        "timeseries",
+        "VQE process RSS",
+        "Peak resident memory of the VQE process per molecule.",
+        [
+            Target(
+                f"max by (molecule, basis_set) (quantum_process_rss_bytes{{{SEL}}})",
+                "{{molecule}}/{{basis_set}}",
+            )
+        ],
+        w=8,
+        h=8,
+        unit="bytes",
+    )
+)
+d.add(
+    Panel(
+        "timeseries",
+        "Runs in progress: CPU and memory (%)",
+        "Live samples pushed by PerformanceMonitor(push_url=...) while a VQE runs (job quantum_pipeline_live; the group is deleted when the run ends).",
+        [
+            Target(
+                "max by (host, pid, molecule) (quantum_live_cpu_percent)",
+                "CPU {{host}}:{{pid}} {{molecule}}",
+            ),
+            Target(
+                "max by (host, pid, molecule) (quantum_live_memory_percent)",
+                "memory {{host}}:{{pid}} {{molecule}}",
+            ),
+            Target(
+                "max by (host, pid, molecule) (quantum_live_gpu_utilization_percent)",
+                "GPU {{host}}:{{pid}} {{molecule}}",
+            ),
+        ],
+        w=12,
+        h=8,
+        unit="percent",
+    )
+)
+d.add(
+    Panel(
+        "timeseries",
+        "Runs in progress: memory (bytes)",
+        "Live process RSS and GPU memory of running VQE processes; sample age in seconds in the legend table.",
+        [
+            Target(
+                "max by (host, pid, molecule) (quantum_live_process_rss_bytes)",
+                "RSS {{host}}:{{pid}} {{molecule}}",
+            ),
+            Target(
+                "max by (host, pid, molecule) (quantum_live_gpu_memory_used_bytes)",
+                "GPU {{host}}:{{pid}} {{molecule}}",
+            ),
+            Target(
+                "time() - max by (host, pid, molecule) (quantum_live_timestamp_seconds)",
+                "age s {{host}}:{{pid}}",
+            ),
+        ],
+        w=12,
+        h=8,
+        unit="bytes",
+        extra={
+            "fieldConfig": {
+                "defaults": {"unit": "bytes"},
+                "overrides": [
+                    {
+                        "matcher": {"id": "byFrameRefID", "options": "C"},
+                        "properties": [{"id": "unit", "value": "s"}],
+                    }
+                ],
+            }
         },
-    },
+    )
 )
-y += 8
-row("System resources during runs", y)
-y += 1
-panel(
-    "timeseries",
-    "CPU (%)",
-    "Mean and peak system-wide CPU use during each run (PerformanceMonitor snapshots).",
-    [
-        target(
-            f"avg by (molecule, device) (quantum_system_cpu_percent{{{SEL}}})",
-            "mean {{molecule}} {{device}}",
-            "A",
-        ),
-        target(
-            f"max by (molecule, device) (quantum_system_cpu_percent_max{{{SEL}}})",
-            "peak {{molecule}} {{device}}",
-            "B",
-        ),
-    ],
-    {"h": 8, "w": 8, "x": 0, "y": y},
-    unit="percent",
+d.row("GPU")
+d.add(
+    Panel(
+        "stat",
+        "Runs per device",
+        "Runs currently held by the PushGateway, by device actually used (CPU/GPU).",
+        [Target(f"count by (device) (quantum_vqe_minimum_energy{{{SEL}}})", "{{device}}", instant=True)],
+        w=6,
+        h=8,
+        unit="short",
+    )
 )
-panel(
-    "timeseries",
-    "System memory (%)",
-    "Peak system-wide memory use during each run.",
-    [
-        target(
-            f"max by (molecule, device) (quantum_system_memory_percent{{{SEL}}})",
-            "{{molecule}} {{device}}",
-            "A",
-        )
-    ],
-    {"h": 8, "w": 8, "x": 8, "y": y},
-    unit="percent",
-    thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 90}],
+d.add(
+    Panel(
+        "timeseries",
+        "GPU utilisation (%)",
+        "Mean NVIDIA GPU utilisation during GPU runs (NVML). Empty on CPU-only hosts.",
+        [Target(f"avg by (molecule) (quantum_gpu_utilization_percent{{{SEL}}})", "{{molecule}}")],
+        w=9,
+        h=8,
+        unit="percent",
+    )
 )
-panel(
-    "timeseries",
-    "VQE process RSS",
-    "Peak resident memory of the VQE process per molecule.",
-    [
-        target(
-            f"max by (molecule, basis_set) (quantum_process_rss_bytes{{{SEL}}})",
-            "{{molecule}}/{{basis_set}}",
-            "A",
-        )
-    ],
-    {"h": 8, "w": 8, "x": 16, "y": y},
-    unit="bytes",
+d.add(
+    Panel(
+        "timeseries",
+        "GPU memory used",
+        "Peak NVIDIA GPU memory used during GPU runs (NVML). Empty on CPU-only hosts.",
+        [Target(f"max by (molecule) (quantum_gpu_memory_used_bytes{{{SEL}}})", "{{molecule}}")],
+        w=9,
+        h=8,
+        unit="bytes",
+    )
 )
-y += 8
-panel(
-    "timeseries",
-    "Runs in progress: CPU and memory (%)",
-    "Live samples pushed by PerformanceMonitor(push_url=...) while a VQE runs (job quantum_pipeline_live; the group is deleted when the run ends).",
-    [
-        target(
-            "max by (host, pid, molecule) (quantum_live_cpu_percent)",
-            "CPU {{host}}:{{pid}} {{molecule}}",
-            "A",
-        ),
-        target(
-            "max by (host, pid, molecule) (quantum_live_memory_percent)",
-            "memory {{host}}:{{pid}} {{molecule}}",
-            "B",
-        ),
-        target(
-            "max by (host, pid, molecule) (quantum_live_gpu_utilization_percent)",
-            "GPU {{host}}:{{pid}} {{molecule}}",
-            "C",
-        ),
-    ],
-    {"h": 8, "w": 12, "x": 0, "y": y},
-    unit="percent",
+d.row("Pipeline health")
+d.add(
+    Panel(
+        "timeseries",
+        "Kafka consumer lag (messages)",
+        "Messages not yet consumed, per consumer group and topic (e.g. the Connect S3 sink).",
+        [
+            Target(
+                "sum by (consumer_group, topic) (quantum_pipeline_kafka_lag)",
+                "{{consumer_group}} {{topic}}",
+            )
+        ],
+        w=8,
+        h=8,
+        unit="short",
+        thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1000}],
+    )
 )
-panel(
-    "timeseries",
-    "Runs in progress: memory (bytes)",
-    "Live process RSS and GPU memory of running VQE processes; sample age in seconds in the legend table.",
-    [
-        target(
-            "max by (host, pid, molecule) (quantum_live_process_rss_bytes)",
-            "RSS {{host}}:{{pid}} {{molecule}}",
-            "A",
-        ),
-        target(
-            "max by (host, pid, molecule) (quantum_live_gpu_memory_used_bytes)",
-            "GPU {{host}}:{{pid}} {{molecule}}",
-            "B",
-        ),
-        target(
-            "time() - max by (host, pid, molecule) (quantum_live_timestamp_seconds)",
-            "age s {{host}}:{{pid}}",
-            "C",
-        ),
-    ],
-    {"h": 8, "w": 12, "x": 12, "y": y},
-    unit="bytes",
-    extra={
-        "fieldConfig": {
-            "defaults": {"unit": "bytes"},
-            "overrides": [
+d.add(
+    Panel(
+        "barchart",
+        "Landed files per day",
+        "Raw Avro files Kafka Connect wrote to object storage per UTC day.",
+        [Target("max by (day) (quantum_pipeline_landed_files)", "{{day}}", instant=True, fmt="table")],
+        w=8,
+        h=8,
+        unit="short",
+        extra={"options": {"xField": "day", "orientation": "vertical", "showValue": "auto"}},
+    )
+)
+d.add(
+    Panel(
+        "table",
+        "Feature rows per day",
+        "Rows per Iceberg feature table and UTC day (quantum_features namespace).",
+        [Target("max by (day, table) (quantum_pipeline_feature_rows)", "", instant=True, fmt="table")],
+        w=8,
+        h=8,
+        unit="short",
+        extra={
+            "transformations": [
                 {
-                    "matcher": {"id": "byFrameRefID", "options": "C"},
-                    "properties": [{"id": "unit", "value": "s"}],
+                    "id": "groupingToMatrix",
+                    "options": {"columnField": "table", "rowField": "day", "valueField": "Value"},
                 }
-            ],
-        }
-    },
+            ]
+        },
+    )
 )
-y += 8
-row("GPU", y)
-y += 1
-panel(
-    "stat",
-    "Runs per device",
-    "Runs currently held by the PushGateway, by device actually used (CPU/GPU).",
-    [target(f"count by (device) (quantum_vqe_minimum_energy{{{SEL}}})", "{{device}}", "A", instant=True)],
-    {"h": 8, "w": 6, "x": 0, "y": y},
-    unit="short",
+d.add(
+    Panel(
+        "stat",
+        "Scrape targets up",
+        "1 = Prometheus scrapes the target (PushGateway, Prometheus, schema registry).",
+        [Target("max by (job) (up)", "{{job}}", instant=True)],
+        w=8,
+        h=4,
+        unit="short",
+        thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
+    )
 )
-panel(
-    "timeseries",
-    "GPU utilisation (%)",
-    "Mean NVIDIA GPU utilisation during GPU runs (NVML). Empty on CPU-only hosts.",
-    [target(f"avg by (molecule) (quantum_gpu_utilization_percent{{{SEL}}})", "{{molecule}}", "A")],
-    {"h": 8, "w": 9, "x": 6, "y": y},
-    unit="percent",
+d.add(
+    Panel(
+        "stat",
+        "Since last pipeline health push",
+        "Seconds since quantum_pipeline_health_timestamp_seconds per component.",
+        [
+            Target(
+                "time() - max by (component) (quantum_pipeline_health_timestamp_seconds)",
+                "{{component}}",
+                instant=True,
+            )
+        ],
+        w=8,
+        h=4,
+        unit="s",
+        thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 7200}],
+    )
 )
-panel(
-    "timeseries",
-    "GPU memory used",
-    "Peak NVIDIA GPU memory used during GPU runs (NVML). Empty on CPU-only hosts.",
-    [target(f"max by (molecule) (quantum_gpu_memory_used_bytes{{{SEL}}})", "{{molecule}}", "A")],
-    {"h": 8, "w": 9, "x": 15, "y": y},
-    unit="bytes",
-)
-y += 8
-row("Pipeline health", y)
-y += 1
-panel(
-    "timeseries",
-    "Kafka consumer lag (messages)",
-    "Messages not yet consumed, per consumer group and topic (e.g. the Connect S3 sink).",
-    [
-        target(
-            "sum by (consumer_group, topic) (quantum_pipeline_kafka_lag)", "{{consumer_group}} {{topic}}", "A"
-        )
-    ],
-    {"h": 8, "w": 8, "x": 0, "y": y},
-    unit="short",
-    thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1000}],
-)
-panel(
-    "barchart",
-    "Landed files per day",
-    "Raw Avro files Kafka Connect wrote to object storage per UTC day.",
-    [target("max by (day) (quantum_pipeline_landed_files)", "{{day}}", "A", instant=True, fmt="table")],
-    {"h": 8, "w": 8, "x": 8, "y": y},
-    unit="short",
-    extra={"options": {"xField": "day", "orientation": "vertical", "showValue": "auto"}},
-)
-panel(
-    "table",
-    "Feature rows per day",
-    "Rows per Iceberg feature table and UTC day (quantum_features namespace).",
-    [target("max by (day, table) (quantum_pipeline_feature_rows)", "", "A", instant=True, fmt="table")],
-    {"h": 8, "w": 8, "x": 16, "y": y},
-    unit="short",
-    extra={
-        "transformations": [
-            {
-                "id": "groupingToMatrix",
-                "options": {"columnField": "table", "rowField": "day", "valueField": "Value"},
-            }
-        ]
-    },
-)
-y += 8
-panel(
-    "stat",
-    "Scrape targets up",
-    "1 = Prometheus scrapes the target (PushGateway, Prometheus, schema registry).",
-    [target("max by (job) (up)", "{{job}}", "A", instant=True)],
-    {"h": 4, "w": 8, "x": 0, "y": y},
-    unit="short",
-    thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}],
-)
-panel(
-    "stat",
-    "Since last pipeline health push",
-    "Seconds since quantum_pipeline_health_timestamp_seconds per component.",
-    [
-        target(
-            "time() - max by (component) (quantum_pipeline_health_timestamp_seconds)",
-            "{{component}}",
-            "A",
-            instant=True,
-        )
-    ],
-    {"h": 4, "w": 8, "x": 8, "y": y},
-    unit="s",
-    thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 7200}],
-)
-panel(
-    "stat",
-    "Runs in the last 24 h",
-    "VQE runs that finished in the last 24 hours (still held by the PushGateway).",
-    [
-        target(
-            f"count((time() - quantum_vqe_run_timestamp_seconds{{{SEL}}}) < 86400) or vector(0)",
-            "runs",
-            "A",
-            instant=True,
-        )
-    ],
-    {"h": 4, "w": 8, "x": 16, "y": y},
-    unit="short",
+d.add(
+    Panel(
+        "stat",
+        "Runs in the last 24 h",
+        "VQE runs that finished in the last 24 hours (still held by the PushGateway).",
+        [
+            Target(
+                f"count((time() - quantum_vqe_run_timestamp_seconds{{{SEL}}}) < 86400) or vector(0)",
+                "runs",
+                instant=True,
+            )
+        ],
+        w=8,
+        h=4,
+        unit="short",
+    )
 )
 
-
-def var(name, label, metric):
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DS,
-        "query": {"query": f"label_values({metric}, {name})", "refId": f"var-{name}"},
-        "definition": f"label_values({metric}, {name})",
-        "includeAll": True,
-        "multi": True,
-        "allValue": ".*",
-        "refresh": 2,
-        "sort": 1,
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-    }
-
-
-dash = {
-    "uid": "quantum-pipeline",
-    "title": "Quantum Pipeline: VQE runs and pipeline health",
-    "description": "VQE energies vs exact references, convergence cost, resources, GPU and pipeline health. Metrics from qp_assets.monitoring (PushGateway job=quantum_pipeline / quantum_pipeline_health).",
-    "tags": ["quantum", "vqe", "pipeline"],
-    "timezone": "utc",
-    "editable": False,
-    "graphTooltip": 1,
-    "refresh": "30s",
-    "schemaVersion": 39,
-    "version": 1,
-    "time": {"from": "now-24h", "to": "now"},
-    "templating": {
-        "list": [
-            var("molecule", "Molecule", "quantum_vqe_minimum_energy"),
-            var("basis_set", "Basis set", "quantum_vqe_minimum_energy"),
-            var("device", "Device", "quantum_vqe_minimum_energy"),
-        ]
-    },
-    "annotations": {
-        "list": [
-            {
-                "builtIn": 1,
-                "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-                "enable": True,
-                "hide": True,
-                "iconColor": "rgba(0, 211, 255, 1)",
-                "name": "Annotations & Alerts",
-                "type": "dashboard",
-            }
-        ]
-    },
-    "links": [],
-    "panels": panels,
-}
-OUT.write_text(json.dumps(dash, indent=2) + "\n")
-print(f"{OUT}: {len(panels)} panels")
+if __name__ == "__main__":
+    print(f"{OUT}: {d.write(OUT)} panels")
