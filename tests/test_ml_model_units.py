@@ -98,3 +98,25 @@ def test_regression_verdict(current, previous, passed, allowed):
     assert verdict.allowed_mae == (pytest.approx(allowed) if allowed is not None else None)
     if not passed:
         assert "regressed beyond" in verdict.message and f"{current:.4f}" in verdict.message
+
+
+def test_cli_knows_the_ml_tables(capsys):
+    """``qp features tables / describe / show`` accept the two ML tables next to the ten."""
+    import json
+
+    from qp_assets.cli import main
+    from qp_assets.features.catalog import check_table_name
+    from qp_assets.features.ml_tables import ML_TABLES
+
+    assert check_table_name("ml_run_summary") == "ml_run_summary"
+    with pytest.raises(SystemExit) as info:
+        main(["features", "describe", "ml_run_summary", "--json"])
+    assert info.value.code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["column"] for r in rows] == ML_TABLES["ml_run_summary"].schema.names
+    by_column = {r["column"]: r["description"] for r in rows}
+    assert by_column["convergence_iteration"].startswith("First iteration whose energy lies within 1.6")
+    with pytest.raises(SystemExit) as info:
+        main(["features", "tables"])
+    out = capsys.readouterr().out
+    assert "ml_iteration_features" in out and "vqe_iterations, vqe_results" in out

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from qp_assets.features.ml_tables import ML_TABLES
 from qp_assets.features.transforms import NAMESPACE, TABLES
 from qp_assets.settings import Settings
 
@@ -82,9 +83,10 @@ def _sqlite_has_catalog_tables(path: str) -> bool:
 
 
 def check_table_name(table: str) -> str:
-    """Return ``table`` if it is one of the ten feature tables, else raise ValueError naming it."""
-    if table not in TABLES:
-        raise ValueError(f"table: unknown feature table {table!r}; known: {', '.join(TABLES)}")
+    """Return ``table`` if it is one of the ten feature tables or the two ML tables, else raise ValueError."""
+    if table not in TABLES and table not in ML_TABLES:
+        known = ", ".join([*TABLES, *ML_TABLES])
+        raise ValueError(f"table: unknown feature table {table!r}; known: {known}")
     return table
 
 
@@ -218,7 +220,7 @@ def apply_column_docs(
 
     changed: dict[str, int] = {}
     for name in tables or list(TABLES):
-        spec = TABLES[check_table_name(name)]
+        spec = {**TABLES, **ML_TABLES}[check_table_name(name)]
         try:
             tbl = catalog.load_table(f"{namespace}.{name}")
         except NoSuchTableError:

@@ -17,7 +17,11 @@ import sys
 from datetime import date, timedelta
 
 from qp_assets.cli_errors import USAGE, CliError, reported
+from qp_assets.features.ml_tables import ML_TABLES
 from qp_assets.features.transforms import NAMESPACE, TABLES
+
+#: What show / history / describe / tables accept: the ten feature tables and the two ML tables.
+ALL_TABLES = {**TABLES, **ML_TABLES}
 
 
 def _parse_date(value: str) -> date:
@@ -86,6 +90,16 @@ def _build(args: argparse.Namespace) -> int:
     if end < args.date:
         raise CliError(f"--end {end} is before {args.date}", USAGE)
     days = [args.date + timedelta(days=k) for k in range((end - args.date).days + 1)]
+    if args.ml:
+        from qp_assets.features.ml_tables import build_ml_days
+
+        with reported(failure=()):
+            ml = build_ml_days(days, namespace=args.namespace)
+        if args.json:
+            print(json.dumps(ml.as_metadata()))
+        for table, per_day in [] if args.json else ml.row_counts.items():
+            print(f"{table}: {per_day} rows, snapshot {ml.snapshot_ids.get(table)}")
+        return 0
     with reported(failure=()):
         results = build_days(days, run_id=args.run_id, raw_root=args.raw_root, namespace=args.namespace)
     for res in results:
@@ -108,7 +122,7 @@ def _tables(args: argparse.Namespace) -> int:
             "depends_on": ", ".join(s.depends_on),
             "description": s.description,
         }
-        for s in TABLES.values()
+        for s in ALL_TABLES.values()
     ]
     _print_table(rows, ["table", "keys", "depends_on", "description"])
     return 0
@@ -117,7 +131,7 @@ def _tables(args: argparse.Namespace) -> int:
 def _describe(args: argparse.Namespace) -> int:
     from qp_assets.features.transforms import column_description
 
-    names = [args.table] if args.table else list(TABLES)
+    names = [args.table] if args.table else list(ALL_TABLES)
     if args.apply:
         from qp_assets.features.catalog import apply_column_docs, sql_catalog
 
@@ -129,9 +143,9 @@ def _describe(args: argparse.Namespace) -> int:
         return 0
     rows = [
         {"table": name, "column": f.name, "type": f.dataType.simpleString(),
-         "description": column_description(TABLES[name], f.name)}
+         "description": column_description(ALL_TABLES[name], f.name)}
         for name in names
-        for f in TABLES[name].schema.fields
+        for f in ALL_TABLES[name].schema.fields
     ]  # fmt: skip
     if args.json:
         for row in rows:
@@ -161,7 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     show = sub.add_parser("show", help="print rows of a feature table (PyIceberg)")
-    show.add_argument("table", choices=list(TABLES), metavar="TABLE", help="one of: " + ", ".join(TABLES))
+    show.add_argument(
+        "table", choices=list(ALL_TABLES), metavar="TABLE", help="one of: " + ", ".join(ALL_TABLES)
+    )
     show.add_argument("--date", type=_parse_date, help="only this event day (YYYY-MM-DD)")
     show.add_argument("--as-of", dest="as_of", help="snapshot id, or ISO timestamp (UTC) to time-travel to")
     show.add_argument("--limit", type=_positive, default=20, help="max rows (default 20)")
@@ -169,7 +185,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=_show)
 
     history = sub.add_parser("history", help="list the snapshots of a feature table")
-    history.add_argument("table", choices=list(TABLES), metavar="TABLE", help="one of: " + ", ".join(TABLES))
+    history.add_argument(
+        "table", choices=list(ALL_TABLES), metavar="TABLE", help="one of: " + ", ".join(ALL_TABLES)
+    )
     common(history)
     history.set_defaults(handler=_history)
 
@@ -177,6 +195,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("date", type=_parse_date, help="first day (YYYY-MM-DD, UTC)")
     build.add_argument("--end", type=_parse_date, help="last day of a range (inclusive)")
     build.add_argument("--run-id", default=None, help="run id recorded in processing_metadata")
+    build.add_argument(
+        "--ml", action="store_true", help="build the two ML tables from the feature tables of those days"
+    )
     build.add_argument(
         "--raw-root", default=None, help="raw landing root (default s3a://<bucket>/raw/topics)"
     )
@@ -188,7 +209,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     describe = sub.add_parser("describe", help="what every column means; --apply writes it into Iceberg")
     describe.add_argument(
-        "table", nargs="?", choices=list(TABLES), metavar="TABLE", help="one table (default: all ten)"
+        "table", nargs="?", choices=list(ALL_TABLES), metavar="TABLE", help="one table (default: all twelve)"
     )
     describe.add_argument(
         "--apply", action="store_true", help="write the descriptions as column docs of the existing tables"
@@ -196,5 +217,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common(describe)
     describe.set_defaults(handler=_describe)
 
-    tables = sub.add_parser("tables", help="list the ten tables with keys and lineage")
+    tables = sub.add_parser("tables", help="list the ten tables and the two ML tables with keys and lineage")
     tables.set_defaults(handler=_tables)
