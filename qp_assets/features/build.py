@@ -170,8 +170,8 @@ def _rollback(
     started_ms: int,
     days: list[date],
     superseded_deleted: dict[str, list[str]] | None = None,
-) -> None:
-    """Undo this build's own writes, and only them.
+) -> list[str]:
+    """Undo this build's own writes, and only them; returns the tables it could not restore.
 
     For each of ``tables`` (those this build started writing, at epoch ``started_ms``), the built ``days``
     get back the rows they had in the snapshot current at ``started_ms`` (an overwrite of exactly those
@@ -179,9 +179,13 @@ def _rollback(
     from it. A table this build never committed to is left alone. Commits other runs made in the meantime
     (another day's build on a PostgreSQL catalog) stay: unlike ``rollback_to_snapshot``, this never moves
     the table back past them.
+
+    A restore that fails is logged and the others still run; returns the tables not restored (their
+    built days keep this build's rows until a rebuild).
     """
     superseded_deleted = superseded_deleted or {}
     in_days = F.col("event_date").isin(*[F.lit(d) for d in days])
+    failed = []
     for name in tables:
         ident = table_identifier(catalog, namespace, name)
         try:
@@ -200,6 +204,8 @@ def _rollback(
             log.warning("restored %s for %s from snapshot %s", ident, [d.isoformat() for d in days], snap)
         except Exception:  # keep restoring the others; the original error is re-raised by the caller
             log.exception("rollback of %s failed", ident)
+            failed.append(name)
+    return failed
 
 
 def build_day(
@@ -368,7 +374,8 @@ def _write_data_tables(
 ) -> None:
     """Overwrite ``write_days`` of each table with ``good`` (``WRITE_THREADS`` tables at a time), first
     deleting ``superseded_runs`` (older results of the same requests, in other days); any failure rolls
-    every touched table back, after the writes in flight have finished."""
+    every touched table back, after the writes in flight have finished; the re-raised error carries a
+    note saying whether every touched table got its rows back."""
     from concurrent.futures import as_completed
 
     from tqdm import tqdm
@@ -411,8 +418,14 @@ def _write_data_tables(
     if failures:
         touched = [name for future, name in futures.items() if not future.cancelled()]
         log.error("writing %s failed: undoing this build's writes to %s", [n for n, _ in failures], touched)
-        _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
-        raise failures[0][1]
+        left = _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
+        error = failures[0][1]
+        error.add_note(
+            f"rollback: {', '.join(left)} could not be restored and keep this build's rows for {write_days}"
+            if left
+            else f"rollback: {len(touched)} table(s) restored to their rows before this build"
+        )
+        raise error
     after = _rows_written(spark, list(idents.values()), write_days, build_tag)
     for name in data_tables:
         snap, counts = after[idents[name]]

@@ -100,3 +100,26 @@ def wait_landed_on(
         if time.monotonic() - started > timeout_s:
             raise TimeoutError(f"{sorted(missing)} not landed under day={day} after {timeout_s:.0f} s")
         time.sleep(2)
+
+
+def land_results_on(settings: Settings, prefix: str, day: date, n: int, first: int = 0) -> list[str]:
+    """``n`` requests ``<prefix><i>`` stamped ``day`` 09:00 and their results (synthetic v3 records, event
+    time 09:05 + i min) published for real and landed by the sink under ``day``; the results' run ids."""
+    from datetime import timedelta
+
+    from qp_assets.features.golden import make_result
+    from qp_assets.streaming.publisher import publish_result
+
+    at = datetime(day.year, day.month, day.day, 9, 0, tzinfo=UTC)
+    since = datetime.now(UTC).replace(microsecond=0)
+    run_ids = []
+    for i in range(first, first + n):
+        rid = f"{prefix}{i}"
+        assert publish_h2_request_at(settings, rid, at).published
+        rec = make_result(i, at + timedelta(minutes=5 + i), run_id=f"{prefix}run{i}")
+        rec["request_id"] = rid
+        out = publish_result(rec, settings, spool_on_failure=False)
+        assert out.published, out.error
+        run_ids.append(rec["run_id"])
+    wait_landed_on(settings, run_ids, day, since)
+    return run_ids

@@ -228,3 +228,88 @@ LEDGER: list[Expected] = []
 def expect(case: str, prefix: str, day: date, counts: dict[str, int], recovery_s: float | None,
            settings: Any, notes: str = "", built: bool = False) -> None:  # fmt: skip
     LEDGER.append(Expected(case, prefix, day, counts, recovery_s, notes, settings, built))
+
+
+def catalog_locations(settings: Any, namespace: str = "quantum_features") -> dict[str, str]:
+    """table -> current metadata location, read straight from the SQLite catalog (read-only, no lock
+    held between calls). A table's location changes exactly when a commit to it lands."""
+    import sqlite3
+
+    uri = settings.iceberg_catalog_uri
+    if not uri.startswith("sqlite:///"):
+        raise ValueError(f"iceberg_catalog_uri: the commit watcher reads a SQLite catalog, got {uri!r}")
+    with contextlib.closing(
+        sqlite3.connect(f"file:{uri[len('sqlite:///') :]}?mode=ro", uri=True, timeout=5)
+    ) as conn:
+        rows = conn.execute(
+            "SELECT table_name, metadata_location FROM iceberg_tables WHERE table_namespace = ?", (namespace,)
+        ).fetchall()
+    return dict(rows)
+
+
+def on_commits(settings: Any, n: int, action: Any, timeout_s: float = 120.0) -> threading.Thread:
+    """Start a thread that runs ``action()`` as soon as ``n`` tables have a new commit since this call
+    (polls the catalog every 50 ms; gives up silently after ``timeout_s``). ``thread.fired`` tells."""
+    before = catalog_locations(settings)
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            now = catalog_locations(settings)
+            changed = sorted(t for t, loc in now.items() if before.get(t) != loc)
+            if len(changed) >= n:
+                thread.changed = changed  # type: ignore[attr-defined]
+                thread.fired = True  # type: ignore[attr-defined]
+                action()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, name="commit-watch", daemon=True)
+    thread.fired = False  # type: ignore[attr-defined]
+    thread.changed = []  # type: ignore[attr-defined]
+    thread.start()
+    return thread
+
+
+@contextlib.contextmanager
+def own_spark_session(settings: Any) -> Iterator[Any]:
+    """A fresh Spark Connect session whose Iceberg catalog uses ``settings`` (e.g. an S3 endpoint behind a
+    :class:`FaultProxy`): the process's default session is stopped before (a catalog, once loaded in a
+    session, keeps its endpoint) and this one after (later builds get a session of their own settings)."""
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    from qp_assets.features.spark import remote_session
+
+    def stop_default() -> None:
+        session = RemoteSession._get_default_session()
+        if session is not None:
+            with contextlib.suppress(Exception):
+                session.stop()
+
+    stop_default()
+    spark = remote_session(settings)
+    try:
+        yield spark
+    finally:
+        with contextlib.suppress(Exception):
+            spark.stop()
+        stop_default()
+
+
+def rows_of_prefix(settings: Any, day: date, prefix: str) -> dict[str, int]:
+    """table -> rows of ``day`` whose run_id starts with ``prefix``, for the nine data tables (PyIceberg)."""
+    from qp_assets.features.catalog import read_rows
+    from qp_assets.features.transforms import DATA_TABLES
+
+    out = {}
+    for name in DATA_TABLES:
+        run_ids = read_rows(name, day=day, settings=settings).column("run_id").to_pylist()
+        out[name] = sum(1 for r in run_ids if r and r.startswith(prefix))
+    return out
+
+
+#: Rows one synthetic result (``golden.make_result`` defaults: 5 iterations, 3 parameters, 9 terms) gives
+#: in each data table.
+ROWS_PER_RESULT = {"molecules": 1, "ansatz_info": 1, "performance_metrics": 1, "vqe_results": 1,
+                   "initial_parameters": 3, "optimal_parameters": 3, "vqe_iterations": 5,
+                   "iteration_parameters": 15, "hamiltonian_terms": 9}  # fmt: skip
