@@ -54,12 +54,13 @@ def _day_label(day: Any) -> str:
         raise ValueError(f"day must be a date or 'YYYY-MM-DD', got {day!r}") from None
 
 
+def _gauge(registry: CollectorRegistry, name: str, *labels: str) -> Gauge:
+    """Gauge ``name`` (described in :data:`PIPELINE_METRICS`) with ``labels``, registered in ``registry``."""
+    return Gauge(name, PIPELINE_METRICS[name], list(labels), registry=registry)
+
+
 def _push(url: str, grouping_key: dict[str, str], registry: CollectorRegistry, timeout_s: float) -> bool:
-    Gauge(
-        "quantum_pipeline_health_timestamp_seconds",
-        PIPELINE_METRICS["quantum_pipeline_health_timestamp_seconds"],
-        registry=registry,
-    ).set(time.time())
+    _gauge(registry, "quantum_pipeline_health_timestamp_seconds").set(time.time())
     try:
         _bounded(
             lambda: push_to_gateway(
@@ -98,12 +99,7 @@ def push_pipeline_metrics(
     ok = True
     if kafka_lag is not None:
         registry = CollectorRegistry()
-        gauge = Gauge(
-            "quantum_pipeline_kafka_lag",
-            PIPELINE_METRICS["quantum_pipeline_kafka_lag"],
-            ["consumer_group", "topic"],
-            registry=registry,
-        )
+        gauge = _gauge(registry, "quantum_pipeline_kafka_lag", "consumer_group", "topic")
         if isinstance(kafka_lag, Mapping):
             for key, lag in kafka_lag.items():
                 group, topic = key if isinstance(key, tuple) else (consumer_group, key)
@@ -115,25 +111,14 @@ def push_pipeline_metrics(
         label = _day_label(day)
         registry = CollectorRegistry()
         if landed_files is not None:
-            Gauge(
-                "quantum_pipeline_landed_files", PIPELINE_METRICS["quantum_pipeline_landed_files"], ["day"],
-                registry=registry,
-            ).labels(day=label).set(int(landed_files))  # fmt: skip
+            _gauge(registry, "quantum_pipeline_landed_files", "day").labels(day=label).set(int(landed_files))
         if landed_bytes is not None:
-            Gauge(
-                "quantum_pipeline_landed_bytes", PIPELINE_METRICS["quantum_pipeline_landed_bytes"], ["day"],
-                registry=registry,
-            ).labels(day=label).set(int(landed_bytes))  # fmt: skip
+            _gauge(registry, "quantum_pipeline_landed_bytes", "day").labels(day=label).set(int(landed_bytes))
         ok &= _push(base, {"component": "landing", "day": label, "source": source}, registry, timeout_s)
     if feature_rows is not None:
         label = _day_label(day)
         registry = CollectorRegistry()
-        gauge = Gauge(
-            "quantum_pipeline_feature_rows",
-            PIPELINE_METRICS["quantum_pipeline_feature_rows"],
-            ["day", "table"],
-            registry=registry,
-        )
+        gauge = _gauge(registry, "quantum_pipeline_feature_rows", "day", "table")
         for table, rows in feature_rows.items():
             gauge.labels(day=label, table=str(table)).set(int(rows))
         ok &= _push(base, {"component": "features", "day": label, "source": source}, registry, timeout_s)

@@ -119,21 +119,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
     only_help = f"comma-separated subset of: {','.join(SERVICE_ORDER)}"
 
-    up = sub.add_parser("up", help="start the stack (idempotent; dependencies first)")
-    up.add_argument("--only", help=only_help)
-    up.set_defaults(handler=_up)
-
-    down = sub.add_parser("down", help="stop our services in reverse order")
-    down.add_argument("--only", help=only_help)
-    down.set_defaults(handler=_down)
-
-    rs = sub.add_parser("restart", help="stop then start (e.g. --only connect after rebuilding a plugin)")
-    rs.add_argument("--only", help=only_help)
-    rs.set_defaults(handler=_restart)
-
-    st = sub.add_parser("status", help="service, endpoint, pid, memory, health (exit 1 unless all healthy)")
-    st.add_argument("--only", help=only_help)
-    st.set_defaults(handler=_status)
+    for action, handler, help_ in (
+        ("up", _up, "start the stack (idempotent; dependencies first)"),
+        ("down", _down, "stop our services in reverse order"),
+        ("restart", _restart, "stop then start (e.g. --only connect after rebuilding a plugin)"),
+        ("status", _status, "service, endpoint, pid, memory, health (exit 1 unless all healthy)"),
+    ):
+        p = sub.add_parser(action, help=help_)
+        p.add_argument("--only", help=only_help)
+        p.set_defaults(handler=handler)
 
     logs = sub.add_parser("logs", help="print the tail of a service's log (all services if none given)")
     logs.add_argument("service", nargs="?", help=f"one of: {', '.join(SERVICE_ORDER)}")
