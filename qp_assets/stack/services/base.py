@@ -270,6 +270,13 @@ def jvm_base(ctx: StackContext, service: str, heap: tuple[str, str]) -> list[str
     ]
 
 
+def jvm_command(ctx: StackContext, service: str, heap: tuple[str, str], main: str, *args: str) -> list[str]:
+    """``java`` with the common flags and ``heap`` (min, max), C1-only JIT, ``QP_<SERVICE>_JVM_OPTS`` last,
+    the service's resolved jars (``<lib>/<service>/*``) as class path, then ``main`` and ``args``."""
+    return [*jvm_base(ctx, service, heap), *FAST_START_JIT, *jvm_extra_opts(service), "-cp",
+            f"{ctx.lib / service}/*", main, *args]  # fmt: skip
+
+
 def port_open(endpoint: Endpoint, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((endpoint.host, endpoint.port), timeout=timeout):

@@ -10,13 +10,11 @@ from qp_assets.stack import security
 from qp_assets.stack.errors import StackError
 from qp_assets.stack.maven import is_resolved, resolve_pom
 from qp_assets.stack.services.base import (
-    FAST_START_JIT,
     INFRA,
     Service,
     StackContext,
     http_ok,
-    jvm_base,
-    jvm_extra_opts,
+    jvm_command,
 )
 
 
@@ -119,16 +117,8 @@ def _connect_properties(ctx: StackContext) -> Path:
 
 
 def _connect_command(ctx: StackContext) -> list[str]:
-    props = _connect_properties(ctx)
-    return [
-        *jvm_base(ctx, "connect", ("256m", "512m")),
-        *FAST_START_JIT,
-        *jvm_extra_opts("connect"),
-        "-cp",
-        f"{ctx.lib / 'connect'}/*",
-        "org.apache.kafka.connect.cli.ConnectDistributed",
-        str(props),
-    ]
+    main = "org.apache.kafka.connect.cli.ConnectDistributed"
+    return jvm_command(ctx, "connect", ("256m", "512m"), main, str(_connect_properties(ctx)))
 
 
 def _connect_probe(ctx: StackContext) -> bool:

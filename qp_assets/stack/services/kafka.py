@@ -15,8 +15,7 @@ from qp_assets.stack.services.base import (
     Service,
     StackContext,
     java_executable,
-    jvm_base,
-    jvm_extra_opts,
+    jvm_command,
     write_log4j2,
 )
 
@@ -100,16 +99,7 @@ def _kafka_format_storage(ctx: StackContext) -> None:
 
 
 def _kafka_command(ctx: StackContext) -> list[str]:
-    props = _kafka_properties(ctx)
-    return [
-        *jvm_base(ctx, "kafka", ("512m", "768m")),
-        *FAST_START_JIT,
-        *jvm_extra_opts("kafka"),
-        "-cp",
-        f"{ctx.lib / 'kafka'}/*",
-        "kafka.Kafka",
-        str(props),
-    ]
+    return jvm_command(ctx, "kafka", ("512m", "768m"), "kafka.Kafka", str(_kafka_properties(ctx)))
 
 
 def _kafka_probe(ctx: StackContext) -> bool:
