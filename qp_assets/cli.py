@@ -27,6 +27,7 @@ _COMMANDS = {
     "e2e": "qp_assets.assets.cli",
     "export": "qp_assets.export.cli",
     "audit": "qp_assets.audit",
+    "campaign": "qp_assets.campaigns",
 }
 
 

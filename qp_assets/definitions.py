@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dagster import Definitions
 
+from qp_assets.assets.campaigns import campaign_progress, campaign_progress_job, campaign_sensor
 from qp_assets.assets.checks import feature_table_checks
 from qp_assets.assets.features import build_feature_assets
 from qp_assets.assets.jobs import build_daily_schedule, build_feature_job
@@ -23,11 +24,11 @@ def build_definitions() -> Definitions:
     vqe_runner_job = build_vqe_runner_job()
     ml_assets, ml_checks = ml_definitions()
     return Definitions(
-        assets=[raw_vqe_results, build_feature_assets(), *ml_assets],
+        assets=[raw_vqe_results, build_feature_assets(), *ml_assets, campaign_progress],
         asset_checks=[feature_table_checks, *ml_checks],
-        jobs=[feature_job, vqe_runner_job],
+        jobs=[feature_job, vqe_runner_job, campaign_progress_job],
         schedules=[build_daily_schedule(feature_job)],
-        sensors=build_sensors(vqe_runner_job, feature_job),
+        sensors=[*build_sensors(vqe_runner_job, feature_job), campaign_sensor],
         resources=default_resources(),
     )
 

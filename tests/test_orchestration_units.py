@@ -321,6 +321,7 @@ def test_definitions_shape(monkeypatch):
     sensor_names = {s.name for s in defs.sensors}
     assert sensor_names == {
         "kafka_vqe_request_sensor",
+        "campaign_sensor",
         "landing_sensor",
         "feature_run_failure_email",
         "feature_run_success_email",

@@ -338,6 +338,29 @@ def publish_request(
     )  # fmt: skip
 
 
+def publish_requests(
+    requests: list[dict[str, Any]], settings: Settings | None = None, *, topic: str = REQUESTS_TOPIC
+) -> list[PublishOutcome]:
+    """:func:`publish_request` for many requests: all validated first (nothing published if one is
+    invalid), the topic checked once, then each published and acknowledged in order (never spooled)."""
+    settings = settings or Settings.from_env()
+    records = [request_record(r) for r in requests]
+    ensure_topic(settings, topic, REQUEST_PARTITIONS)
+    version = latest_version(REQUEST_SCHEMA)
+    return [
+        publish_record(
+            record,
+            settings,
+            topic=topic,
+            key=record["request_id"],
+            schema_name=REQUEST_SCHEMA,
+            version=version,
+            spool_on_failure=False,
+        )  # fmt: skip
+        for record in records
+    ]
+
+
 def replay_spool(settings: Settings | None = None) -> tuple[int, int]:
     """Republish every spooled record; delete each spool file only after Kafka acknowledged it.
 
