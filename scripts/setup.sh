@@ -35,7 +35,7 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   $UV venv -q .venv --python "$PY"
 fi
-EXTRAS=${QP_EXTRAS:-cpu,dev}
+EXTRAS=${QP_EXTRAS:-cpu,dev,noise}
 log "installing qp-assets[$EXTRAS] (pinned by constraints.txt)"
 $UV pip install -q --compile-bytecode --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
 

@@ -17,7 +17,15 @@ from qp_assets.vqe.hamiltonian import build_problem
 from qp_assets.vqe.molecule import load_molecules
 from qp_assets.vqe.result import load_schema
 from qp_assets.vqe.runner import run_vqe
-from qp_assets.vqe.scan import extrapolate, run_scan, stretched
+from qp_assets.vqe.scan import (
+    MIN_STEP,
+    STEP_SAFETY,
+    extrapolate,
+    extrapolation_error,
+    run_scan,
+    scan_distances,
+    stretched,
+)
 from qp_assets.vqe.sector_kernel import (
     SectorEnergyEvaluator,
     SectorHamiltonian,
@@ -122,17 +130,27 @@ def test_extrapolation_is_exact_for_polynomials_of_its_degree():
     np.testing.assert_allclose(extrapolate(ds[-1:], xs[-1:], 0.8), xs[-1])
 
 
-def test_warm_scan_is_exact_and_uses_fewer_iterations_than_cold():
-    distances = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2]
+def test_warm_scan_is_exact_and_uses_half_the_iterations_of_cold():
+    distances = scan_distances(0.5, 2.5, 21)  # the scan (about 2 s for both)
     warm = run_scan(MOLS["H2"], VQEConfig(), 0, 1, distances)["points"]
     cold = run_scan(MOLS["H2"], VQEConfig(), 0, 1, distances, warm_start=False)["points"]
-    assert [p["initial_point"] for p in warm] == ["cold"] + ["warm"] * 6
+    assert [p["initial_point"] for p in warm] == ["cold"] + ["warm"] * 20
     assert {p["initial_point"] for p in cold} == {"cold"}
     for w, c in zip(warm, cold, strict=True):
         assert abs(w["error_vs_exact_mha"]) < 1e-3 and abs(c["error_vs_exact_mha"]) < 1e-3
         assert w["total_energy"] == pytest.approx(c["total_energy"], abs=1e-8)
-    assert warm[1]["total_energy"] == pytest.approx(-1.13618945, abs=1e-7)  # H2 FCI at 0.7 angstrom
-    assert sum(p["num_iterations"] for p in warm[1:]) < sum(p["num_iterations"] for p in cold[1:])
+    assert warm[2]["total_energy"] == pytest.approx(-1.13618945, abs=1e-7)  # H2 FCI at 0.7 angstrom
+    warm_its, cold_its = (sum(p["num_iterations"] for p in scan) for scan in (warm, cold))
+    assert cold_its >= 2 * warm_its, (warm_its, cold_its)  # 24 vs 69 on 2026-11-29
+
+
+def test_warm_start_step_is_the_extrapolation_error_estimate():
+    ds = [0.5, 0.6, 0.7]
+    xs = [np.array([d**3, 1.0]) for d in ds]
+    assert extrapolation_error(ds[:1], xs[:1], 0.8) is None  # one optimum: no estimate
+    # quadratic through three points vs linear through the last two, times the safety factor: |0.506 - 0.470|
+    assert extrapolation_error(ds, xs, 0.8) == pytest.approx(STEP_SAFETY * 0.036, rel=1e-9)
+    assert extrapolation_error(ds, [np.zeros(2)] * 3, 0.8) == MIN_STEP
 
 
 def test_scan_command_writes_points_json(capsys):
@@ -150,3 +168,22 @@ def test_scan_command_writes_points_json(capsys):
 def test_initial_point_of_the_wrong_length_is_refused():
     with pytest.raises(InputError, match=r"field 'initial_point' has 2 values; ansatz 'uccsd' starts with 3"):
         run_vqe(MOLS["H2"], VQEConfig(), progress=False, initial_point=np.zeros(2))
+
+
+def test_step_scale_sizes_lbfgsb_first_step_and_keeps_its_gradient_test():
+    from qp_assets.vqe.optimizers import run_scipy
+
+    def energy(x):  # a warm start's energy landscape: E = a - b cos(2 (theta - theta*)) per parameter
+        d = x - np.array([0.3, -0.2])
+        return float(np.sum(-np.cos(2 * d))), 2 * np.sin(2 * d)
+
+    start = np.array([0.3004, -0.2003])  # 5e-4 rad from the optimum
+    plain = run_scipy("L-BFGS-B", energy, start, with_gradient=True, callback=lambda x: None, options={},
+                      max_iterations=None, max_evaluations=None)  # fmt: skip
+    seen = []
+    scaled = run_scipy("L-BFGS-B", energy, start, with_gradient=True, callback=seen.append, options={},
+                       max_iterations=None, max_evaluations=None, step_scale=2e-3)  # fmt: skip
+    assert scaled.nit < plain.nit and scaled.success
+    assert np.max(np.abs(energy(scaled.x)[1])) < 1e-5  # the unscaled gradient test still holds
+    np.testing.assert_allclose(scaled.x, [0.3, -0.2], atol=1e-6)
+    np.testing.assert_allclose(seen[-1], scaled.x)  # the callback sees parameters, not scaled ones

@@ -33,6 +33,11 @@ class OptimizeOutcome:
     message: str
 
 
+#: Methods whose first step ``step_scale`` can size (the first trial step has unit length), with scipy's
+#: default gradient tolerance (gtol). Not BFGS: its first step is the gradient itself, already small.
+SCALED_METHODS = {"L-BFGS-B": 1e-5}
+
+
 def run_scipy(
     method: str,
     fun: Callable,
@@ -43,9 +48,30 @@ def run_scipy(
     options: dict,
     max_iterations: int | None,
     max_evaluations: int | None,
+    step_scale: float | None = None,
 ) -> OptimizeOutcome:
     """``fun(x)`` returns (f, grad) when ``with_gradient`` else f. ``callback`` is called once per iteration
-    with the iterate and must raise BudgetExceeded to stop."""
+    with the iterate and must raise BudgetExceeded to stop.
+
+    ``step_scale`` (radians; L-BFGS-B with analytic gradients only): the expected distance from ``x0`` to
+    the optimum, e.g. a scan's extrapolation error. Without curvature information L-BFGS-B tries a first
+    step of unit length (1 rad), far outside the region where a warm start's energy is quadratic, and
+    needs a second iteration to repair the line search. The problem is then solved in
+    ``y = (x - x0) / step_scale`` so the first trial step has that length, with ``gtol`` multiplied by
+    ``step_scale`` so the stopping test on the gradient in ``x`` is unchanged (``ftol`` acts on energies:
+    unchanged)."""
+    if step_scale is not None and with_gradient and method in SCALED_METHODS and 0 < step_scale < 1:
+        s, origin = float(step_scale), np.asarray(x0, dtype=float)
+        opts = {**options, "gtol": float(options.get("gtol", SCALED_METHODS[method])) * s}
+
+        def scaled(y):
+            f, g = fun(origin + s * y)
+            return f, s * np.asarray(g)
+
+        out = run_scipy(method, scaled, np.zeros_like(origin), with_gradient=True,
+                        callback=lambda y: callback(origin + s * y), options=opts,
+                        max_iterations=max_iterations, max_evaluations=max_evaluations)  # fmt: skip
+        return OptimizeOutcome(origin + s * out.x, out.success, out.nit, out.message)
     opts = dict(options)
     if max_iterations is not None and method in _MAXITER:
         opts.setdefault("maxiter", max_iterations)

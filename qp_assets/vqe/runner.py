@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -14,6 +15,7 @@ from importlib import metadata
 from typing import Any
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from qp_assets.vqe import sector_kernel
@@ -60,6 +62,13 @@ def _package_versions() -> tuple[tuple[str, str], ...]:
         except metadata.PackageNotFoundError:
             continue
     return tuple(out.items())
+
+
+@functools.cache
+def _blas_threads() -> ThreadpoolController:
+    """The thread pools of the loaded BLAS/OpenMP libraries (found once: 5 ms; a limit then costs 0.03 ms).
+    First called from ``run_vqe`` after numpy, scipy.optimize and PySCF are loaded."""
+    return ThreadpoolController()
 
 
 def package_versions() -> dict[str, str]:
@@ -204,6 +213,7 @@ def run_vqe(
     performance_snapshots_provider: Callable[[], list[dict[str, Any]]] | None = None,
     use_aer: bool = True,
     initial_point: np.ndarray | None = None,
+    initial_step: float | None = None,
 ) -> VQEResult:
     """Run one VQE simulation; energies in hartree, times in seconds.
 
@@ -211,12 +221,14 @@ def run_vqe(
     ``performance_snapshots_provider()`` is called once at the end to fill ``performance_snapshots``.
     ``use_aer=False`` computes statevectors with the numpy engine instead of Aer (diagnostics only).
     ``initial_point`` (radians, one per ansatz parameter) replaces the configured initial state's
-    parameters, e.g. a neighbouring geometry's optimum in a scan (not with ansatz adapt).
+    parameters, e.g. a neighbouring geometry's optimum in a scan (not with ansatz adapt); ``initial_step``
+    (radians) is how far from its optimum it is expected to be: L-BFGS-B's first trial step gets that
+    length instead of 1 rad (see ``optimizers.run_scipy``'s ``step_scale``).
     Raises :class:`InputError` on bad input or when the problem would not fit in memory.
     The algorithm is :func:`simulate`, the record :func:`build_result`.
     """
     sim = simulate(molecule, config, progress=progress, on_iteration=on_iteration, use_aer=use_aer,
-                   initial_point=initial_point)  # fmt: skip
+                   initial_point=initial_point, initial_step=initial_step)  # fmt: skip
     snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
     return build_result(sim, molecule, config, request_id=request_id, performance_snapshots=snapshots)
 
@@ -256,6 +268,7 @@ def simulate(
     on_iteration: Callable[[dict[str, Any]], None] | None = None,
     use_aer: bool = True,
     initial_point: np.ndarray | None = None,
+    initial_step: float | None = None,
 ) -> Simulation:
     """The algorithm of :func:`run_vqe` (same arguments, see there): problem, ansatz, exact reference,
     optimisation and the final energy, as a :class:`Simulation`; no record is built here."""
@@ -358,62 +371,73 @@ def simulate(
 
     success, message = True, ""
     adapt_operators: list[str] = []
-    try:
-        if config.ansatz == "adapt":
+    # Sector-kernel runs do small dense algebra between compiled sweeps (L-BFGS-B's updates, vdot): with
+    # OpenBLAS's threads on a busy 2-core machine that cost 4 ms per L-BFGS-B call at 150 parameters
+    # (0.05-0.3 ms on one thread) and was the largest item of an N2 fc ADAPT run. PySCF's H psi keeps its
+    # own OpenMP threads (not BLAS); Aer runs are not limited.
+    blas = (
+        _blas_threads().limit(limits=1, user_api="blas") if sector is not None else contextlib.nullcontext()
+    )
+    with blas:
+        try:
+            if config.ansatz == "adapt":
 
-            def record_step(step: dict[str, Any]) -> None:
-                x = step["parameters"]
-                previous["min"] = min(previous["min"], step["energy"])
-                rec = {
-                    "iteration": step["step"],
-                    "energy": float(step["energy"]),
-                    "std": None,
-                    "gradient_norm": step["pool_gradient"],  # |dE/dtheta| that selected the operator
-                    "parameter_delta_norm": float(np.linalg.norm(x - np.append(previous["x"], 0.0))),
-                    "cumulative_min_energy": float(previous["min"]),
-                    "nfev": step["nfev"],
-                    "parameters": [float(v) for v in x],
-                    "timestamp": now_ms(),
-                    "operator": step["operator"],
-                }
-                previous["x"] = np.array(x, dtype=float)
-                iterations.append(rec)
-                bar.update(1)
-                bar.set_postfix(E=f"{step['energy']:.6f}", op=step["operator"])
-                if on_iteration is not None:
-                    on_iteration(rec)
+                def record_step(step: dict[str, Any]) -> None:
+                    x = step["parameters"]
+                    previous["min"] = min(previous["min"], step["energy"])
+                    rec = {
+                        "iteration": step["step"],
+                        "energy": float(step["energy"]),
+                        "std": None,
+                        "gradient_norm": step["pool_gradient"],  # |dE/dtheta| that selected the operator
+                        "parameter_delta_norm": float(np.linalg.norm(x - np.append(previous["x"], 0.0))),
+                        "cumulative_min_energy": float(previous["min"]),
+                        "nfev": step["nfev"],
+                        "parameters": [float(v) for v in x],
+                        "timestamp": now_ms(),
+                        "operator": step["operator"],
+                    }
+                    previous["x"] = np.array(x, dtype=float)
+                    iterations.append(rec)
+                    bar.update(1)
+                    bar.set_postfix(E=f"{step['energy']:.6f}", op=step["operator"])
+                    if on_iteration is not None:
+                        on_iteration(rec)
 
-            grown = run_adapt(
-                sector_h, energy_shift=problem.energy_shift, gradient_threshold=config.adapt_gradient_threshold,
-                max_operators=config.adapt_max_operators, optimizer=config.optimizer,
-                optimizer_options=config.optimizer_options, max_iterations=config.max_iterations,
-                on_step=record_step,
-            )  # fmt: skip
-            ansatz = excitation_circuit(problem, grown.excitations)
-            objective.ev = SectorEnergyEvaluator(sector_ansatz_for(sector.space, grown.excitations), sector_h)
-            objective.nfev = grown.nfev
-            adapt_operators = [operator_label(e) for e in grown.excitations]
-            x_final, success, message = grown.x, grown.success, grown.message
-        elif ansatz.num_parameters == 0:  # nothing to optimise (e.g. no excitations in the space)
-            x_final, message = x0, "no parameters: energy of the reference state"
-        elif config.optimizer == "SPSA":
-            outcome = run_spsa(
-                lambda x: objective(x), x0, callback=record_iteration, options=config.optimizer_options,
-                max_iterations=config.max_iterations, seed=config.seed,
-            )  # fmt: skip
-        else:
-            outcome = run_scipy(
-                config.optimizer, objective, x0, with_gradient=with_gradient, callback=record_iteration,
-                options=config.optimizer_options, max_iterations=config.max_iterations,
-                max_evaluations=config.max_evaluations,
-            )  # fmt: skip
-        if ansatz.num_parameters and config.ansatz != "adapt":
-            x_final, success, message = outcome.x, outcome.success, outcome.message
-    except BudgetExceeded as stop:
-        x_final = np.array(iterations[-1]["parameters"]) if iterations else x0
-        success, message = False, f"stopped: {stop}"
-    finally:
-        bar.close()
+                grown = run_adapt(
+                    sector_h, energy_shift=problem.energy_shift, gradient_threshold=config.adapt_gradient_threshold,
+                    max_operators=config.adapt_max_operators, optimizer=config.optimizer,
+                    optimizer_options=config.optimizer_options, max_iterations=config.max_iterations,
+                    on_step=record_step,
+                )  # fmt: skip
+                ansatz = excitation_circuit(problem, grown.excitations)
+                objective.ev = SectorEnergyEvaluator(
+                    sector_ansatz_for(sector.space, grown.excitations), sector_h
+                )
+                objective.nfev = grown.nfev
+                adapt_operators = [operator_label(e) for e in grown.excitations]
+                x_final, success, message = grown.x, grown.success, grown.message
+            elif ansatz.num_parameters == 0:  # nothing to optimise (e.g. no excitations in the space)
+                x_final, message = x0, "no parameters: energy of the reference state"
+            elif config.optimizer == "SPSA":
+                outcome = run_spsa(
+                    lambda x: objective(x), x0, callback=record_iteration, options=config.optimizer_options,
+                    max_iterations=config.max_iterations, seed=config.seed,
+                )  # fmt: skip
+            else:
+                outcome = run_scipy(
+                    config.optimizer, objective, x0, with_gradient=with_gradient, callback=record_iteration,
+                    options=config.optimizer_options, max_iterations=config.max_iterations,
+                    max_evaluations=config.max_evaluations,
+                    step_scale=initial_step if initial_point is not None else None,
+                )  # fmt: skip
+            if ansatz.num_parameters and config.ansatz != "adapt":
+                x_final, success, message = outcome.x, outcome.success, outcome.message
+        except BudgetExceeded as stop:
+            x_final = np.array(iterations[-1]["parameters"]) if iterations else x0
+            success, message = False, f"stopped: {stop}"
+        finally:
+            bar.close()
 
     objective.max_evaluations = None  # the final energy is always evaluated
     final_energy, final_std, _ = objective.evaluate(x_final, need_gradient=False)
