@@ -307,3 +307,24 @@ def test_spark_connect_url_follows_the_port_offset_and_can_be_switched_off(monke
     assert Settings.from_env().spark_connect_url == "sc://127.0.0.1:16002"
     monkeypatch.setenv("QP_SPARK_CONNECT", "off")
     assert Settings.from_env().spark_connect_url == ""
+
+
+def test_sqlite_catalog_in_wal_mode_with_a_busy_timeout(tmp_path: Path):
+    """A SQLite catalog is created in WAL mode (readers never block a commit) and PyIceberg waits for
+    another writer's commit (60 s busy timeout) instead of failing with SQLITE_BUSY."""
+    import sqlite3
+
+    from qp_assets.features.catalog import SQLITE_BUSY_TIMEOUT_S, ensure_catalog_tables, sql_catalog
+
+    db = tmp_path / "iceberg" / "c.db"
+    settings = dataclasses.replace(Settings.from_env(), iceberg_catalog_uri=f"sqlite:///{db}")
+    ensure_catalog_tables(settings)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("PRAGMA journal_mode=DELETE")  # a catalog created before WAL: converted on next use
+    ensure_catalog_tables(settings)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    engine = sql_catalog(settings).engine
+    assert engine.url.query["timeout"] == f"{SQLITE_BUSY_TIMEOUT_S:g}"
+    engine.dispose()

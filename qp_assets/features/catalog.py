@@ -28,7 +28,9 @@ def sql_catalog(settings: Settings | None = None):
     if uri.startswith("jdbc:sqlite:"):
         uri = "sqlite:///" + uri[len("jdbc:sqlite:") :]
     if uri.startswith("sqlite:///"):  # a fresh runtime has no iceberg/ folder yet: SQLite cannot create it
-        os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
+        os.makedirs(os.path.dirname(uri[len("sqlite:///") :].split("?", 1)[0]) or ".", exist_ok=True)
+        if "timeout=" not in uri:  # wait for another writer's commit instead of failing at once
+            uri += ("&" if "?" in uri else "?") + f"timeout={SQLITE_BUSY_TIMEOUT_S:g}"
     return SqlCatalog(
         settings.iceberg_catalog_name,
         uri=uri,
@@ -54,19 +56,45 @@ def private_catalog(settings: Settings, name: str, catalog_file: Path, warehouse
     )
 
 
+#: SQLite catalog: how long a PyIceberg writer waits for another's commit (s); Spark's JDBC side waits
+#: ``spark.SQLITE_BUSY_TIMEOUT_MS``.
+SQLITE_BUSY_TIMEOUT_S = 60.0
+
+
 def ensure_catalog_tables(settings: Settings | None = None) -> None:
-    """Create the catalog's own tables (``iceberg_tables``, ``iceberg_namespace_properties``) if missing.
+    """Create the catalog's own tables (``iceberg_tables``, ``iceberg_namespace_properties``) if missing,
+    and put a SQLite catalog in WAL mode.
 
     PyIceberg's SqlCatalog creates them on construction; Spark's JDBC catalog is configured not to on
-    SQLite (see ``spark.catalog_conf``, which also creates the file's directory). Idempotent; the
-    connection is closed before returning.
+    SQLite (see ``spark.catalog_conf``, which also creates the file's directory). WAL (write-ahead log,
+    a property of the database file, kept across connections): readers (audits, checks, ``qp features``)
+    no longer block a commit nor wait for one, and concurrent builds' commits queue behind SQLite's one
+    write lock (busy timeout 60 s) instead of failing with SQLITE_BUSY. Idempotent; connections are closed
+    before returning.
     """
     settings = settings or Settings.from_env()
     uri = settings.iceberg_catalog_uri
-    path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else None
-    if path and _sqlite_has_catalog_tables(path):
-        return  # milliseconds with the stdlib, instead of importing PyIceberg (about 1-2 s) to find out
-    sql_catalog(settings).engine.dispose()
+    path = uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else None
+    if not (path and _sqlite_has_catalog_tables(path)):
+        # milliseconds with the stdlib when they exist, instead of importing PyIceberg (about 1-2 s)
+        sql_catalog(settings).engine.dispose()
+    if path:
+        sqlite_wal(path)
+
+
+def sqlite_wal(path: str) -> str:
+    """Put the SQLite database ``path`` in WAL journal mode (no-op when it is); returns the mode.
+
+    Raises RuntimeError naming the file when SQLite refuses (e.g. a file system without shared memory)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)) as conn:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode.lower() != "wal":
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        raise RuntimeError(f"iceberg catalog {path}: SQLite kept journal_mode={mode!r}, WAL refused")
+    return mode
 
 
 def _sqlite_has_catalog_tables(path: str) -> bool:

@@ -1,4 +1,6 @@
-"""Faults during a feature build (issue 14): S3 connection resets.
+"""Faults during a feature build (issue 14): S3 connection resets; concurrent builds of two days, one fails.
+
+S3 connection resets.
 
 The build's Iceberg I/O goes to SeaweedFS through a loopback :class:`~tests.faults.tools.FaultProxy` (the
 Spark Connect session's catalog gets the proxy as its S3 endpoint). A day 21 days back (no other case
@@ -9,17 +11,28 @@ defaults, 6 attempts, spent within about 5 s here): a table write fails, the bui
 error, and its rollback gives every table the day's rows of before (no table keeps half a build; the
 note on the error says so). The rebuild (what the feature asset's retry policy runs) then writes exact
 rows. Recovery = resets stop -> day rebuilt.
+
+Concurrent builds of two days where one fails (the SQLite catalog in WAL mode, see docs/faults.md). Days 23
+and 24 back get two requests each; both days build at once on the stack's Spark Connect server. The bad
+day's ``hamiltonian_terms`` write waits until the good day's build has committed all its tables, then fails
+(an injected ``raise_error`` on the bad day's rows): its rollback restores its tables from the snapshots
+current when it started, which predate the good day's commits to the same tables. The good day must keep
+exactly its rows (``rollback_to_snapshot`` would have erased them), the bad day none; its rebuild then
+writes exact rows. Recovery = bad build failed -> bad day rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 
+from qp_assets.features import transforms
 from qp_assets.features.build import build_day, ensure_tables
 from tests.faults import flow
 from tests.faults.tools import (
@@ -69,3 +82,64 @@ def test_s3_connection_resets_during_a_feature_build(stack) -> None:
            {"requests": n, "ok_row": n, "iceberg_rows": n, "result_messages": n}, recovery, settings,
            "build failed after its first commit, rolled back; "
            "recovery = resets stop -> rebuilt", built=True)  # fmt: skip
+
+
+def _journal_mode(settings) -> str:
+    import sqlite3
+
+    path = settings.iceberg_catalog_uri[len("sqlite:///") :]
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+
+
+def test_concurrent_builds_of_two_days_one_fails(stack, monkeypatch) -> None:
+    from pyspark.sql import functions as F
+
+    settings = stack
+    prefix = flow.new_prefix("concurrent")
+    good_day, bad_day = flow.today() - timedelta(days=23), flow.today() - timedelta(days=24)
+    n = 2
+    flow.land_results_on(settings, prefix, good_day, n)
+    flow.land_results_on(settings, prefix, bad_day, n, first=n)
+    spec = transforms.TABLES["hamiltonian_terms"]
+    good_done = threading.Event()
+
+    def broken(df):
+        if df.where(F.to_date("event_time") == F.lit(bad_day)).limit(1).count():  # the bad day's build
+            assert good_done.wait(180), "the good day's build never finished"
+            return spec.transform(df).withColumn(
+                "coeff_real", F.raise_error(F.lit("injected bad-day failure"))
+            )
+        return spec.transform(df)
+
+    def build_good():
+        try:
+            return build_day(good_day, spark, settings, run_id=f"{prefix}good")
+        finally:
+            good_done.set()
+
+    monkeypatch.setitem(transforms.TABLES, "hamiltonian_terms", dataclasses.replace(spec, transform=broken))
+    with own_spark_session(settings) as spark:  # opening a session puts the SQLite catalog in WAL mode
+        assert _journal_mode(settings) == "wal"
+        ensure_tables(spark, settings.iceberg_catalog_name)
+        with ThreadPoolExecutor(2) as pool:
+            bad = pool.submit(build_day, bad_day, spark, settings, run_id=f"{prefix}bad")
+            good = pool.submit(build_good)
+            assert good.result(timeout=240).runs >= n
+            with pytest.raises(Exception, match="injected bad-day failure") as failed:
+                bad.result(timeout=240)
+        t0 = time.monotonic()
+        notes = getattr(failed.value, "__notes__", [])
+        assert notes and "restored to their rows before this build" in notes[0], notes
+        assert rows_of_prefix(settings, bad_day, prefix) == {t: 0 for t in ROWS_PER_RESULT}
+        assert rows_of_prefix(settings, good_day, prefix) == {t: n * k for t, k in ROWS_PER_RESULT.items()}
+        monkeypatch.undo()
+        assert build_day(bad_day, spark, settings, run_id=f"{prefix}rebuild").runs >= n
+        recovery = flow.monotonic_since(t0)
+    for day in (good_day, bad_day):
+        assert rows_of_prefix(settings, day, prefix) == {t: n * k for t, k in ROWS_PER_RESULT.items()}
+    counts = {"requests": n, "ok_row": n, "iceberg_rows": n, "result_messages": n}
+    expect("concurrent builds, the other day failed", prefix, good_day, counts, None, settings,
+           "built while the bad day's build failed and rolled back", built=True)  # fmt: skip
+    expect("concurrent builds, one day fails", prefix, bad_day, counts, recovery, settings,
+           "rollback kept the other day's commits; recovery = failed -> rebuilt", built=True)  # fmt: skip
