@@ -30,19 +30,13 @@ latency into stages (median seconds per scenario), from Dagster's run records an
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from daemon_stack import fresh_daemon_stack
+
 #: H2 configurations whose result topics differ (basis x mapper); H2 stays <= 8 qubits in all of them.
 NEW_CONFIGS = [
     {"basis": basis, "mapper": mapper}
@@ -161,38 +155,6 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
     return out
 
 
-def _wait_first_tick(instance, daemon: subprocess.Popen, timeout_s: float = 180) -> None:
-    from dagster._core.scheduler.instigation import InstigatorType
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise RuntimeError("dagster-daemon exited")
-        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-            if state.instigator_name == "kafka_vqe_request_sensor" and state.instigator_data:
-                if state.instigator_data.cursor:
-                    return
-        time.sleep(1)
-    raise TimeoutError("the request sensor did not tick")
-
-
-def _kill_leftovers(marker: str) -> None:
-    """SIGKILL processes whose command line names ``marker`` (this run's temp dir): the daemon's code server
-    can outlive the daemon (it waits for a heartbeat timeout) and would keep the stack's files open."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmdline and "dagster" in cmdline:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-            except OSError:
-                pass
-
-
 def _scenario(name, configs, settings, instance, gap_s, timeout_s, daemon) -> dict[str, list[float]]:
     from qp_assets import e2e
     from qp_assets.features.catalog import read_rows
@@ -247,68 +209,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--requests: 1..{len(NEW_CONFIGS)}", file=sys.stderr)
         return 2
 
-    from qp_assets.stack.launcher import free_port_offset
-
-    if args.port_offset is None:
-        args.port_offset = free_port_offset()
-    work = Path(tempfile.mkdtemp(prefix="qp-daemon-bench-"))
-    os.environ.update({"QP_HOME": str(work / "qp"), "QP_PORT_OFFSET": str(args.port_offset)})
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "KAFKA_CONNECT_URL", "S3_ENDPOINT_URL",
-                 "PUSHGATEWAY_URL", "PROMETHEUS_URL", "ICEBERG_CATALOG_URI", "DAGSTER_HOME"):  # fmt: skip
-        os.environ.pop(name, None)
-    (work / "qp").mkdir()
-    lib = ROOT / ".qp" / "lib"
-    if lib.exists():
-        (work / "qp" / "lib").symlink_to(lib)
-    from dagster import DagsterInstance
-
-    from qp_assets.settings import prepare_dagster_home
-    from qp_assets.stack import down, ensure_up
-
-    daemon = None
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the stack and daemon
-    try:
-        t0 = time.monotonic()
-        try:
-            settings = ensure_up()
-        except Exception:
-            for log_file in sorted((work / "qp" / "logs").glob("*.log")):
-                print(f"--- {log_file.name}:\n" + log_file.read_text()[-1500:], file=sys.stderr)
-            raise
-        print(f"fresh stack up in {time.monotonic() - t0:.1f} s (ports +{args.port_offset})", flush=True)
-        home = prepare_dagster_home(work / "dagster_home")
-        with DagsterInstance.from_config(str(home)) as fresh:  # create the SQLite storages before the daemon
-            fresh.get_runs(limit=1)  # does (two processes migrating a fresh database race)
-        log = (work / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        with DagsterInstance.from_config(str(home)) as instance:
-            _wait_first_tick(instance, daemon)
-            results = {
-                "new configuration": _scenario(
-                    "new", NEW_CONFIGS[: args.requests], settings, instance, args.gap, args.timeout, daemon
-                ),
-                "existing configuration": _scenario(
-                    "existing", [{}] * args.requests, settings, instance, args.gap, args.timeout, daemon
-                ),
-            }
-    except BaseException:
-        daemon_log = work / "daemon.log"
-        if daemon_log.exists():
-            print("--- daemon.log (tail):\n" + daemon_log.read_text()[-3000:], file=sys.stderr)
-        raise
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            os.killpg(daemon.pid, 15)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, 9)
-        _kill_leftovers(str(work))
-        down()
-        shutil.rmtree(work, ignore_errors=True)
+    with fresh_daemon_stack(args.port_offset) as env:
+        results = {
+            "new configuration": _scenario(
+                "new",
+                NEW_CONFIGS[: args.requests],
+                env.settings,
+                env.instance,
+                args.gap,
+                args.timeout,
+                env.daemon,
+            ),
+            "existing configuration": _scenario(
+                "existing",
+                [{}] * args.requests,
+                env.settings,
+                env.instance,
+                args.gap,
+                args.timeout,
+                env.daemon,
+            ),
+        }
 
     print(f"\n{args.requests} H2 requests per scenario, {args.gap:.0f} s apart, under dagster-daemon")
     print(
