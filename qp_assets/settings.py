@@ -195,7 +195,7 @@ class Env(BaseModel):
 
     # --- Dagster: sensors, runs, checks, alerts
     sensors_running: bool = _var("QP_SENSORS_RUNNING", "`0`: every sensor starts stopped", True)
-    requests_per_run: NonNegInt = _var("QP_REQUESTS_PER_RUN", "requests per vqe_runner_job run (at most)", 10)
+    requests_per_run: NonNegInt = _var("QP_REQUESTS_PER_RUN", "requests per vqe_runner_job run (at most)", 50)
     request_sensor_start: Literal["earliest", "latest"] = _var(
         "QP_REQUEST_SENSOR_START", "where a new request sensor starts in the topic", "latest"
     )

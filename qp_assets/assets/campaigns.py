@@ -88,7 +88,7 @@ def _in_progress(context: SensorEvaluationContext) -> set[str]:
 @sensor(
     name="campaign_sensor",
     job=campaign_progress_job,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING if load_env().sensors_running else DefaultSensorStatus.STOPPED,
     description="New campaigns -> partitions of campaign_progress; refreshes the progress of unfinished ones",
 )
