@@ -45,10 +45,9 @@ def table_of_key(key: AssetKey) -> str:
     return key.path[-1]
 
 
-def _column_schema(table: str) -> TableSchema:
-    """The table's columns for the UI: Spark type, nullability and the description of
-    ``qp_assets/features/columns.py`` (key columns start with ``Key.``)."""
-    spec = TABLES[table]
+def column_schema(spec) -> TableSchema:
+    """A table's columns for the UI (``spec``: a feature or ML TableSpec): Spark type, nullability and the
+    description of ``qp_assets/features/columns.py`` (key columns start with ``Key.``)."""
     return TableSchema(
         columns=[
             TableColumn(
@@ -75,7 +74,7 @@ def feature_specs() -> list[AssetSpec]:
                 description=spec.description,
                 kinds={"iceberg", "spark"},
                 metadata={
-                    "dagster/column_schema": _column_schema(name),
+                    "dagster/column_schema": column_schema(TABLES[name]),
                     "keys": list(spec.keys),
                     "partition_column": spec.partition_column,
                 },

@@ -19,37 +19,18 @@ from dagster import (
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
-    TableColumn,
-    TableColumnConstraints,
-    TableSchema,
     asset,
     asset_check,
     multi_asset,
 )
 
-from qp_assets.assets.features import feature_asset_key
+from qp_assets.assets.features import column_schema, feature_asset_key
 from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
 from qp_assets.features.ml_tables import ML_TABLES
-from qp_assets.features.transforms import column_description
 from qp_assets.resources.core import BoundedS3Resource, IcebergCatalogResource, LandingResource, SparkResource
 
 ML_GROUP = "ml"
 MODEL_KEY = AssetKey("convergence_model")
-
-
-def _column_schema(table: str) -> TableSchema:
-    spec = ML_TABLES[table]
-    return TableSchema(
-        columns=[
-            TableColumn(
-                name=f.name,
-                type=f.dataType.simpleString(),
-                constraints=TableColumnConstraints(nullable=f.nullable),
-                description=column_description(spec, f.name),
-            )
-            for f in spec.schema.fields
-        ]
-    )
 
 
 def ml_table_specs() -> list[AssetSpec]:
@@ -62,7 +43,7 @@ def ml_table_specs() -> list[AssetSpec]:
             description=spec.description,
             kinds={"iceberg", "spark"},
             metadata={
-                "dagster/column_schema": _column_schema(name),
+                "dagster/column_schema": column_schema(spec),
                 "keys": list(spec.keys),
                 "partition_column": spec.partition_column,
             },
