@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from qp_assets.features import raw as raw_io
-from qp_assets.features.spark import describe_master
+from qp_assets.features.spark import describe_master, get_spark_session, is_remote
 from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql
 from qp_assets.settings import Settings
 
@@ -180,12 +180,13 @@ def _rollback(
     (another day's build on a PostgreSQL catalog) stay: unlike ``rollback_to_snapshot``, this never moves
     the table back past them.
 
-    A restore that fails is logged and the others still run; returns the tables not restored (their
-    built days keep this build's rows until a rebuild).
+    Stops at the first restore that fails (the session or the storage is down, mostly: a killed Spark
+    Connect server, S3 unreachable) and returns that table and those not tried yet, for the caller to
+    retry on a new session (``_write_data_tables``); restores are idempotent (overwrites of exactly
+    ``days``). An empty list: every table restored.
     """
     superseded_deleted = superseded_deleted or {}
     in_days = F.col("event_date").isin(*[F.lit(d) for d in days])
-    failed = []
     for name in tables:
         ident = table_identifier(catalog, namespace, name)
         try:
@@ -202,10 +203,10 @@ def _rollback(
             if runs:
                 previous.where(F.col("run_id").isin(*runs) & ~in_days).writeTo(ident).append()
             log.warning("restored %s for %s from snapshot %s", ident, [d.isoformat() for d in days], snap)
-        except Exception:  # keep restoring the others; the original error is re-raised by the caller
-            log.exception("rollback of %s failed", ident)
-            failed.append(name)
-    return failed
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, which re-raises the original error
+            log.warning("rollback of %s failed: %s", ident, str(exc).splitlines()[0][:300])
+            return list(tables[tables.index(name) :])  # the session or the storage is down: retry them all
+    return []
 
 
 def build_day(
@@ -247,8 +248,6 @@ def build_days(
     started = time.monotonic()
     settings = settings or Settings.from_env()
     if spark is None:
-        from qp_assets.features.spark import get_spark_session
-
         spark = get_spark_session(settings)
     selected = list(tables) if tables else list(TABLES)
     unknown = [t for t in selected if t not in TABLES]
@@ -331,7 +330,11 @@ def build_days(
         to_write, superseded = _latest_result_per_request(good, clashes, results)
         write_days = [d for d in target_days if results[d].runs > 0]
     if write_days and data_tables and to_write is not None:
-        _write_data_tables(spark, to_write, catalog, namespace, data_tables, write_days, results, superseded)
+        _write_data_tables(
+            spark, to_write, catalog, namespace, data_tables, write_days, results, superseded,
+            # a Spark Connect session dies with its server: restore on the restarted one (or in-process)
+            reconnect=(lambda: get_spark_session(settings)) if is_remote(spark) else None,
+        )  # fmt: skip
     if good is not None:  # only now: the writes compute from it
         good.unpersist()
 
@@ -371,11 +374,14 @@ def _write_data_tables(
     write_days: list[date],
     results: dict[date, DayBuildResult],
     superseded_runs: Sequence[str] = (),
+    reconnect: Callable[[], SparkSession] | None = None,
 ) -> None:
     """Overwrite ``write_days`` of each table with ``good`` (``WRITE_THREADS`` tables at a time), first
     deleting ``superseded_runs`` (older results of the same requests, in other days); any failure rolls
-    every touched table back, after the writes in flight have finished; the re-raised error carries a
-    note saying whether every touched table got its rows back."""
+    every touched table back, after the writes in flight have finished. Tables whose restore fails on
+    ``spark`` (its Spark Connect server was killed) are restored on ``reconnect()`` (a new session: on
+    the restarted server, or in-process when none answers). The re-raised error carries a note saying
+    whether every touched table got its rows back, or which did not."""
     from concurrent.futures import as_completed
 
     from tqdm import tqdm
@@ -419,6 +425,12 @@ def _write_data_tables(
         touched = [name for future, name in futures.items() if not future.cancelled()]
         log.error("writing %s failed: undoing this build's writes to %s", [n for n, _ in failures], touched)
         left = _rollback(spark, catalog, namespace, touched, started_ms, write_days, deleted)
+        if left and reconnect is not None:
+            log.warning("rollback: retrying %s on a new Spark session", left)
+            try:
+                left = _rollback(reconnect(), catalog, namespace, left, started_ms, write_days, deleted)
+            except Exception as exc:  # noqa: BLE001 - no session at all: reported with the original error
+                log.warning("rollback: no new Spark session: %s", str(exc).splitlines()[0][:300])
         error = failures[0][1]
         error.add_note(
             f"rollback: {', '.join(left)} could not be restored and keep this build's rows for {write_days}"

@@ -1,4 +1,5 @@
-"""Faults during a feature build (issue 14): S3 connection resets; concurrent builds of two days, one fails.
+"""Faults during a feature build (issue 14): S3 connection resets; concurrent builds of two days, one
+fails; kill -9 of the Spark Connect server after the third table.
 
 S3 connection resets.
 
@@ -19,6 +20,12 @@ day's ``hamiltonian_terms`` write waits until the good day's build has committed
 current when it started, which predate the good day's commits to the same tables. The good day must keep
 exactly its rows (``rollback_to_snapshot`` would have erased them), the bad day none; its rebuild then
 writes exact rows. Recovery = bad build failed -> bad day rebuilt.
+
+Spark Connect server kill -9 after the third table. A day 22 days back, two requests landed; the moment
+the build has committed to three tables, the server's process group is SIGKILLed and ``ensure_up()``
+(= ``qp stack up``) starts it again. The build fails once its calls' retries (about 15 s) are spent; its
+rollback cannot run on its own session (it died with the server) and restores the tables on a new
+session of the restarted server instead; the re-run writes exact rows. Recovery = kill -> day rebuilt.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ import pytest
 
 from qp_assets.features import transforms
 from qp_assets.features.build import build_day, ensure_tables
+from qp_assets.stack import ensure_up
+from qp_assets.stack.launcher import our_process_groups
 from tests.faults import flow
 from tests.faults.tools import (
     ROWS_PER_RESULT,
     FaultProxy,
     expect,
+    kill9,
     on_commits,
     own_spark_session,
     rows_of_prefix,
@@ -143,3 +153,41 @@ def test_concurrent_builds_of_two_days_one_fails(stack, monkeypatch) -> None:
            "built while the bad day's build failed and rolled back", built=True)  # fmt: skip
     expect("concurrent builds, one day fails", prefix, bad_day, counts, recovery, settings,
            "rollback kept the other day's commits; recovery = failed -> rebuilt", built=True)  # fmt: skip
+
+
+def test_spark_connect_kill9_after_the_third_table(stack) -> None:
+    settings = stack
+    prefix = flow.new_prefix("sparkkill")
+    day = flow.today() - timedelta(days=22)
+    n = 2
+    flow.land_results_on(settings, prefix, day, n)
+    pid = our_process_groups(settings)["spark-connect"]
+    restarted = threading.Event()
+    t0 = time.monotonic()
+
+    def kill_and_restart() -> None:
+        nonlocal t0
+        t0 = time.monotonic()
+        kill9(pid)
+        ensure_up()  # what `qp stack up` does: starts what is not running
+        restarted.set()
+
+    with own_spark_session(settings) as spark:
+        ensure_tables(spark, settings.iceberg_catalog_name)  # table creations are not the commits watched
+        watch = on_commits(settings, 3, kill_and_restart)
+        with pytest.raises(Exception) as failed:
+            build_day(day, spark, settings, run_id=f"{prefix}build1")
+    assert watch.fired, f"the build failed before its third commit: {failed.value}"
+    assert restarted.wait(120) and our_process_groups(settings)["spark-connect"] != pid
+    notes = getattr(failed.value, "__notes__", [])
+    assert notes and "restored to their rows before this build" in notes[0], notes
+    assert rows_of_prefix(settings, day, prefix) == {t: 0 for t in ROWS_PER_RESULT}  # rolled back
+    with own_spark_session(settings) as spark:
+        result = build_day(day, spark, settings, run_id=f"{prefix}build2")
+    recovery = flow.monotonic_since(t0)
+    assert result.runs >= n
+    assert rows_of_prefix(settings, day, prefix) == {t: n * k for t, k in ROWS_PER_RESULT.items()}
+    expect("Spark Connect kill -9 after the third table", prefix, day,
+           {"requests": n, "ok_row": n, "iceberg_rows": n, "result_messages": n}, recovery, settings,
+           "build failed, its tables restored on a session of the restarted server; recovery = kill -> rebuilt",
+           built=True)  # fmt: skip
