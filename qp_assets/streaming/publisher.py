@@ -49,6 +49,13 @@ class PublishError(RuntimeError):
     """Kafka did not acknowledge a record within the delivery timeout."""
 
 
+class SpoolWriteError(PublishError):
+    """A record could be neither published nor spooled (disk full, file size limit, read-only ``QP_HOME``).
+
+    Never swallowed: the caller's run fails, so nothing is reported as done that is not stored anywhere
+    (the request sensor's range retry runs the request again once the disk has room)."""
+
+
 class RecordTooLargeError(PublishError):
     """Kafka refused the record for its size (``message.max.bytes`` of the producer, broker or topic).
 
@@ -207,7 +214,13 @@ def publish_record(
             "topic": topic, "key": key, "schema": schema_name, "version": version, "record": record,
             "timestamp_ms": timestamp_ms,
         }  # fmt: skip
-        write_private(path, json.dumps(entry, default=_json_default))
+        try:
+            write_private(path, json.dumps(entry, default=_json_default))
+        except OSError as full:
+            raise SpoolWriteError(
+                f"could not publish {key} to {topic} ({exc}) nor spool it to {path}: "
+                f"{full.strerror or full} (disk full under QP_HOME={settings.runtime_dir}?); nothing stored"
+            ) from full
         log.warning("could not publish %s to %s (%s); spooled to %s", key, topic, exc, path)
         return PublishOutcome(False, topic, key, spool_path=path, error=str(exc))
     log.debug("published %s to %s[%d]@%d", key, topic, partition, offset)
