@@ -54,3 +54,21 @@ def test_max_attempts_failed_is_dead_lettered_once() -> None:
     assert _decide(failed, max_attempts=3) == ([], ["vqe.requests:1:0-3"])
     tagged = [_run("c", S.FAILURE, **{DEAD_TAG: "true"}), *failed[1:]]
     assert _decide(tagged, max_attempts=3) == ([], [])
+
+
+def test_dead_letter_alert_mail_that_cannot_be_sent_is_logged_not_raised(monkeypatch) -> None:
+    from qp_assets.sensors.definitions import mail_dead_lettered
+
+    monkeypatch.setenv("QP_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("QP_SMTP_PORT", "9")  # discard port: nothing listens, refused at once
+    logged: list[str] = []
+
+    class Log:
+        error = logged.append
+
+    assert (
+        mail_dead_lettered(["range vqe.requests:0:1-2 failed 5 times: 1 request(s) dead-lettered"], Log())
+        is False
+    )
+    (line,) = logged
+    assert line.startswith("dead-lettered range alert not mailed via SMTP 127.0.0.1:9:")

@@ -265,12 +265,19 @@ def default_resources(settings: Settings | None = None) -> dict[str, Any]:
             aws_region=s.aws_region,
         ),
         "pushgateway": PushGatewayResource(url=s.pushgateway_url),
-        "smtp": SmtpResource(
-            host=env.smtp_host or "127.0.0.1",
-            port=env.smtp_port,
-            sender=env.alert_from,
-            recipients=env.alert_to,
-            username=env.smtp_user,
-            password=_secret(env, "smtp_password"),
-        ),
+        "smtp": smtp_resource(env),
     }
+
+
+def smtp_resource(env: Env | None = None, timeout_s: float = 10.0) -> SmtpResource:
+    """The alert mailer of ``env`` (default: the current environment's ``QP_SMTP_*`` / ``QP_ALERT_*``)."""
+    env = env or load_env()
+    return SmtpResource(
+        host=env.smtp_host or "127.0.0.1",
+        port=env.smtp_port,
+        sender=env.alert_from,
+        recipients=env.alert_to,
+        username=env.smtp_user,
+        password=_secret(env, "smtp_password"),
+        timeout_s=timeout_s,
+    )

@@ -49,6 +49,33 @@ DEFAULT_START_GRACE_S = 30
 #: 0.25 s, covers the gap until the next loop: a request is seen within ~0.3 s.
 
 
+#: SMTP timeout (s, per socket operation) of the dead-lettered-range mail sent from a sensor tick: a tick
+#: must end well within Dagster's 60 s sensor gRPC timeout.
+ALERT_SMTP_TIMEOUT_S = 5.0
+
+
+def mail_dead_lettered(alerts: list[str], log=None) -> bool:
+    """Mail the ranges dead-lettered this tick (one mail) to ``QP_ALERT_TO`` through ``QP_SMTP_HOST``.
+
+    Never raises: the requests are already in the DLQ and the alert was logged at ERROR; a mail that
+    cannot be sent is logged (naming the server) and the tick goes on. Returns whether it was sent."""
+    from qp_assets.resources.core import smtp_resource
+
+    smtp = smtp_resource(timeout_s=ALERT_SMTP_TIMEOUT_S)
+    subject = f"[qp] {len(alerts)} request range(s) dead-lettered after failed runs"
+    body = (
+        "\n".join(alerts)
+        + "\n\nThe requests are in the dead-letter topic: `qp dlq list` shows them with the reason."
+    )
+    try:
+        smtp.send(subject, body)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the alert is logged either way; a tick never fails on mail
+        if log is not None:
+            log.error(f"dead-lettered range alert not mailed via SMTP {smtp.host}:{smtp.port}: {exc}")
+        return False
+
+
 def request_sensor_result(
     cursor: str | None,
     kafka: KafkaResource,
@@ -102,6 +129,8 @@ def request_sensor_result(
         for alert in alerts:
             if log is not None:
                 log.error(alert)
+        if alerts and env.smtp_host:
+            mail_dead_lettered(alerts, log)
     if not ranges and not retries and cursor and wait_s > 0:
         marks = kafka.wait_for_new_offsets(topic, next_offsets, wait_s) or marks
         ranges, planned = plan_ranges(topic, next_offsets, marks, max_per_run)

@@ -10,7 +10,8 @@ already past the range, so before the fix nothing would ever run it again. Now:
   requests end as exactly one vqe_results row each (audit green after the suite's build, test_zz_audit).
 * ``test_range_dead_lettered_after_max_attempts``: the registry never comes back within
   ``QP_REQUEST_RANGE_ATTEMPTS=2`` runs: the sensor dead-letters the range's requests (reason names the
-  range and the error) once, a further tick sends nothing; audit green with exactly one DLQ entry each.
+  range and the error) once and mails one alert (a local SMTP sink), a further tick sends nothing; audit
+  green with exactly one DLQ entry each.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from dagster import DagsterInstance, Definitions, RetryPolicy
 
 from tests.faults import flow
-from tests.faults.tools import FaultProxy, expect, run_audit
+from tests.faults.tools import FaultProxy, expect, run_audit, smtp_sink
 
 pytestmark = [pytest.mark.faults, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -105,8 +106,19 @@ def test_range_dead_lettered_after_max_attempts(stalled_registry, monkeypatch) -
         retried, cursor = flow.tick(instance, defs, cursor)
         assert [r.run_key for r in retried] == [f"{planned[0].run_key}:attempt2"]
         assert not flow.execute(instance, job, retried[0]).success
-        assert flow.tick(instance, defs, cursor)[0] == []  # dead-lettered now, nothing re-run
-        assert flow.tick(instance, defs, cursor)[0] == []  # and not sent again
+        with smtp_sink() as (inbox, port):
+            monkeypatch.setenv("QP_SMTP_HOST", "127.0.0.1")
+            monkeypatch.setenv("QP_SMTP_PORT", str(port))
+            monkeypatch.setenv("QP_ALERT_TO", "oncall@example.test")
+            assert flow.tick(instance, defs, cursor)[0] == []  # dead-lettered now, nothing re-run
+            assert flow.tick(instance, defs, cursor)[0] == []  # and not sent again (nor mailed)
+        (mail,) = inbox  # one alert mail, naming the range and the reason
+        assert mail[1] == ["oncall@example.test"]
+        assert "Subject: [qp] 1 request range(s) dead-lettered after failed runs" in mail[2]
+        assert (
+            f"range {planned[0].run_key.rsplit(':', 1)[0]}" in mail[2]
+            and "1 request(s) dead-lettered" in mail[2]
+        )
     report = run_audit(flow.today(), settings, prefix, "registry stalled > max attempts")
     assert report.green, report.violations
     assert report.counts["requests"] == 1 and report.counts["ok_dlq"] == 1

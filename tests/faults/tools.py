@@ -313,3 +313,27 @@ def rows_of_prefix(settings: Any, day: date, prefix: str) -> dict[str, int]:
 ROWS_PER_RESULT = {"molecules": 1, "ansatz_info": 1, "performance_metrics": 1, "vqe_results": 1,
                    "initial_parameters": 3, "optimal_parameters": 3, "vqe_iterations": 5,
                    "iteration_parameters": 15, "hamiltonian_terms": 9}  # fmt: skip
+
+
+@contextlib.contextmanager
+def smtp_sink() -> Iterator[tuple[list[tuple[str, list[str], str]], int]]:
+    """A local SMTP server (aiosmtpd) on an ephemeral loopback port: yields (inbox, port); each mail is
+    (sender, recipients, raw message)."""
+    from aiosmtpd.controller import Controller
+
+    inbox: list[tuple[str, list[str], str]] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd hook name
+            inbox.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode()))
+            return "250 OK"
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()
