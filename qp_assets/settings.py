@@ -232,7 +232,7 @@ class Env(BaseModel):
     )
     feature_max_retries: NonNegInt = _var("QP_FEATURE_MAX_RETRIES", "retries of a failed feature build", 3)
     feature_retry_delay_s: Annotated[float, Field(ge=0)] = _var(
-        "QP_FEATURE_RETRY_DELAY_S", "seconds between feature build retries", 1200.0
+        "QP_FEATURE_RETRY_DELAY_S", "seconds between feature build retries", 60.0
     )
     variational_tol_ha: Annotated[float, Field(ge=0)] = _var(
         "QP_VARIATIONAL_TOL_HA", "tolerance of the variational-bound check (hartree)", 1e-6

@@ -86,7 +86,7 @@ def runner_outcome(stack, tmp_path_factory):
     home = _home(tmp_path_factory.mktemp("e2e"))
     old_home = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(home)
-    os.environ.setdefault("QP_FEATURE_RETRY_DELAY_S", "10")  # not the product's 20 minutes
+    os.environ.setdefault("QP_FEATURE_RETRY_DELAY_S", "10")  # shorter than the product's 60 s
     from qp_assets.definitions import build_definitions
 
     defs = build_definitions()

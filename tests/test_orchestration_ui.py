@@ -98,7 +98,7 @@ def dagster_ui(stack, tmp_path_factory):
         env={
             "QP_SENSORS_RUNNING": "0",  # the landing sensor must not race the UI's own feature runs
             "QP_REQUEST_SENSOR_INTERVAL_S": "2",
-            "QP_FEATURE_RETRY_DELAY_S": "10",  # not the product's 20 minutes
+            "QP_FEATURE_RETRY_DELAY_S": "10",  # shorter than the product's 60 s
             "QP_SMTP_HOST": "",
         },
     )

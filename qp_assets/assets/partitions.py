@@ -52,7 +52,8 @@ def feature_freshness_policy() -> FreshnessPolicy:
 
 def feature_retry_policy() -> RetryPolicy:
     """Retries of the feature assets: ``QP_FEATURE_MAX_RETRIES`` (default 3) x ``QP_FEATURE_RETRY_DELAY_S``
-    seconds (default 1200 = 20 minutes)."""
+    seconds (default 60; was 20 minutes: a failed build rolls its days back, so retrying soon is safe, and
+    the transient faults seen here, S3 resets, a restarted Spark server, last seconds to a minute)."""
     env = load_env()
     return RetryPolicy(max_retries=env.feature_max_retries, delay=env.feature_retry_delay_s)
 
