@@ -74,6 +74,7 @@ class DlqRef:
     reason: str
     source_partition: int | None
     source_offset: int | None
+    source_topic: str | None = None
 
 
 @dataclass
@@ -359,9 +360,13 @@ def request_traces(
     return [RequestTrace(rid, partition, offset, timestamp_ms, submitted_ms, molecule=name)]
 
 
-def attach_dlq(unique: list[RequestTrace], dlq: list[tuple[str | None, DlqRef]]) -> None:
+def attach_dlq(
+    unique: list[RequestTrace], dlq: list[tuple[str | None, DlqRef]], requests_topic: str | None = None
+) -> None:
     """Give each trace its dead-letter entries: by request id; a scan request's entry (its own id: refused
-    as a whole) to every one of its points; an undecodable request's by source partition/offset."""
+    as a whole) to every one of its points; an undecodable request's by source partition/offset of
+    ``requests_topic`` (an entry naming another source topic, e.g. a private test topic sharing the
+    dead-letter topic, is not this request's)."""
     first = {t.request_id: t for t in unique if t.request_id}
     points_of: dict[str, list[RequestTrace]] = defaultdict(list)
     for t in unique:
@@ -374,6 +379,8 @@ def attach_dlq(unique: list[RequestTrace], dlq: list[tuple[str | None, DlqRef]])
         if rid in points_of:
             for t in points_of[rid]:
                 t.dlq.append(ref)
+            continue
+        if requests_topic and ref.source_topic and ref.source_topic != requests_topic:
             continue
         for t in unique:  # undecodable requests: by source partition/offset
             if t.request_id is None and (ref.source_partition, ref.source_offset) == (t.partition, t.offset):
@@ -400,6 +407,7 @@ def read_dlq(
             msg.headers.get("qp.error", ""),
             _int_or_none(msg.headers.get("qp.source.partition")),
             _int_or_none(msg.headers.get("qp.source.offset")),
+            msg.headers.get("qp.source.topic") or None,
         )
         out.append((request_id or None, ref))
     return out
@@ -632,7 +640,7 @@ def audit_day(
     for run_id, (rid, key) in landed.items():
         if rid in first:
             first[rid].landed.setdefault(run_id, []).append(key)
-    attach_dlq(unique, dlq)
+    attach_dlq(unique, dlq, requests_topic)
     for row in read_rows_for(settings, set(first), timeout_s):
         first[row["request_id"]].rows.append(
             RowRef(row["run_id"], str(row["event_date"]), _ms(row["event_time"]))

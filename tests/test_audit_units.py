@@ -123,3 +123,18 @@ def test_a_scan_request_expects_one_row_per_point_and_its_dlq_entry_settles_ever
     refused = request_traces({**scan, "request_id": "s2"}, 0, 7, 0, 0)
     attach_dlq(refused, [("s2", DlqRef(0, 1, "scan: field 'points' must be ...", -1, -1))])
     assert evaluate(refused) == [] and [t.status for t in refused] == ["dlq"] * 3
+
+
+def test_undecodable_request_gets_only_entries_from_its_own_topic():
+    """A private topic sharing the dead-letter topic (a test's, a fault case's) has its own partition 0 @ 10:
+    its entry must not be counted as a second dead letter of vqe.requests[0]@10."""
+    from qp_assets.audit import attach_dlq, evaluate
+
+    trace = _trace(None, offset=10, decode_error="bad magic")
+    own = DlqRef(0, 7, "bad magic", 0, 10, "vqe.requests")
+    other = DlqRef(0, 8, "bad magic", 0, 10, "qp_test_private_requests")
+    legacy = DlqRef(0, 9, "bad magic", 0, 11)  # an entry without the source-topic header still matches
+    trace2 = _trace(None, offset=11, decode_error="bad magic")
+    attach_dlq([trace, trace2], [(None, own), (None, other), (None, legacy)], "vqe.requests")
+    assert trace.dlq == [own] and trace2.dlq == [legacy]
+    assert evaluate([trace, trace2]) == []

@@ -100,7 +100,7 @@ def test_operator_tools_work_on_the_secure_stack(secure) -> None:
     assert push.returncode == 0, push.stdout + push.stderr
     out = json.loads(push.stdout)
     assert out["errors"] == [] and out["pushed"] is True
-    lag_keys = [k for k in out["kafka_lag"] if k.startswith("connect-qp-s3-avro-sink/vqe_result_v3.")]
+    lag_keys = [k for k in out["kafka_lag"] if k.startswith("connect-qp-s3-avro-sink/vqe_result_v")]
     assert len(lag_keys) == 1, out["kafka_lag"]
     dlq = qp(env, "dlq", "list", "--json", timeout=120)
     assert dlq.returncode == 0 and dlq.stdout.strip() == "", dlq.stdout + dlq.stderr

@@ -78,21 +78,6 @@ def skip_community_dialog(page, base_url: str, timeout_ms: int = 20_000) -> bool
     return seen
 
 
-def expand_all_groups(page) -> None:
-    """Lineage graph: settings menu -> "Expand all groups" (groups start collapsed)."""
-    item = page.get_by_role("menuitem", name="Expand all groups")
-    for _ in range(3):  # a dialog popping up in between closes the menu: open it again
-        page.locator("button:has([aria-label=settings])").last.click()
-        try:
-            item.click(timeout=5_000)
-            break
-        except Exception:
-            continue
-    else:
-        raise AssertionError('lineage settings menu: no "Expand all groups" item')
-    page.keyboard.press("Escape")
-
-
 def open_materialize_dialog(page):
     """The "Materialize all" launch dialog of the lineage page (returns the dialog locator)."""
     page.get_by_role("button", name=re.compile(r"Materialize all")).click()
