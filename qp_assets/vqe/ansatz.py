@@ -8,7 +8,7 @@ get the HF reference prepended too, except for initial_state=zeros (start from |
 from __future__ import annotations
 
 import numpy as np
-from qiskit import QuantumCircuit, qasm3, transpile
+from qiskit import QuantumCircuit, qasm3
 
 from qp_assets.vqe.config import CHEMISTRY_ANSATZES, VQEConfig
 from qp_assets.vqe.hamiltonian import QubitProblem
@@ -140,5 +140,20 @@ def ansatz_qasm3(circuit: QuantumCircuit) -> tuple[str, int]:
     if all(inst.operation.name in plain for inst in circuit.data):
         flat = circuit
     else:
-        flat = transpile(circuit, basis_gates=QASM_BASIS, optimization_level=0)
+        flat = _to_qasm_basis(circuit)
     return qasm3.dumps(flat), int(flat.depth())
+
+
+def _to_qasm_basis(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` in ``QASM_BASIS``: what ``transpile(..., optimization_level=0)`` gives without a coupling
+    map (same text and depth, checked on UCCSD and EfficientSU2), run as its two passes only. ``transpile``
+    first discovers every installed transpiler plugin (stevedore entry points), which imports packages such
+    as qiskit-ibm-runtime: 1.3 s on the first call of a process, i.e. of every run."""
+    from qiskit.circuit.equivalence_library import SessionEquivalenceLibrary
+    from qiskit.transpiler import PassManager
+    from qiskit.transpiler.passes import BasisTranslator, HighLevelSynthesis
+
+    passes = PassManager(
+        [HighLevelSynthesis(basis_gates=QASM_BASIS), BasisTranslator(SessionEquivalenceLibrary, QASM_BASIS)]
+    )
+    return passes.run(circuit)
