@@ -152,12 +152,13 @@ def materialize_feature_tables(
         yield MaterializeResult(asset_key=feature_asset_key(table), metadata=metadata)
 
 
-def build_feature_assets():
-    """The multi_asset (built on call so env-driven partitions / retry policy are read at load time)."""
-
-    @multi_asset(
-        name="feature_tables",
-        specs=feature_specs(),
+def daily_spark_multi_asset(name: str, specs: list[AssetSpec]):
+    """Decorator of a daily-partitioned Spark multi_asset (the feature tables, the ML tables): subsettable,
+    one run per backfill, the feature retry policy, the ``spark`` pool. Built on call so env-driven
+    partitions and retry policy are read at load time."""
+    return multi_asset(
+        name=name,
+        specs=specs,
         can_subset=True,
         partitions_def=daily_partitions(),
         backfill_policy=BackfillPolicy.single_run(),
@@ -165,6 +166,12 @@ def build_feature_assets():
         pool="spark",
         op_tags={"qp/resource": "spark"},
     )
+
+
+def build_feature_assets():
+    """The multi_asset (built on call so env-driven partitions / retry policy are read at load time)."""
+
+    @daily_spark_multi_asset("feature_tables", feature_specs())
     def feature_tables(
         context: AssetExecutionContext,
         spark: SparkResource,

@@ -16,16 +16,14 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
-    BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
-    multi_asset,
 )
 
-from qp_assets.assets.features import column_schema, feature_asset_key
-from qp_assets.assets.partitions import daily_partitions, days_in_window, feature_retry_policy
+from qp_assets.assets.features import column_schema, daily_spark_multi_asset, feature_asset_key
+from qp_assets.assets.partitions import days_in_window
 from qp_assets.features.ml_tables import ML_TABLES
 from qp_assets.resources.core import BoundedS3Resource, IcebergCatalogResource, LandingResource, SparkResource
 
@@ -56,16 +54,7 @@ def ml_table_specs() -> list[AssetSpec]:
 def build_ml_table_assets():
     """The ML tables as one subsettable daily-partitioned multi_asset (one Spark session per run)."""
 
-    @multi_asset(
-        name="ml_tables",
-        specs=ml_table_specs(),
-        can_subset=True,
-        partitions_def=daily_partitions(),
-        backfill_policy=BackfillPolicy.single_run(),
-        retry_policy=feature_retry_policy(),
-        pool="spark",
-        op_tags={"qp/resource": "spark"},
-    )
+    @daily_spark_multi_asset("ml_tables", ml_table_specs())
     def ml_tables(
         context: AssetExecutionContext, spark: SparkResource, iceberg: IcebergCatalogResource
     ) -> Iterator[MaterializeResult]:
