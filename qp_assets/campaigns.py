@@ -149,7 +149,7 @@ def expand(spec: dict[str, Any], campaign_id: str | None = None) -> Campaign:
     clash = sorted(set(base) & set(matrix)) + (["seed"] if "seed" in base or "seed" in matrix else [])
     if clash:
         raise InputError(f"campaign: field(s) {clash} given twice (config, matrix or seeds)")
-    seeds = _seeds(spec.get("seeds", [None]) if "seeds" in spec else {"start": 0, "count": 1})
+    seeds = _seeds(spec["seeds"]) if "seeds" in spec else [0]
     combos = [dict(zip(matrix, values, strict=True)) for values in itertools.product(*matrix.values())] or [
         {}
     ]
