@@ -328,3 +328,14 @@ def test_sqlite_catalog_in_wal_mode_with_a_busy_timeout(tmp_path: Path):
     engine = sql_catalog(settings).engine
     assert engine.url.query["timeout"] == f"{SQLITE_BUSY_TIMEOUT_S:g}"
     engine.dispose()
+
+
+def test_select_tables_keeps_order_and_names_the_unknown() -> None:
+    from qp_assets.features.ml_tables import ML_TABLES
+    from qp_assets.features.transforms import TABLES, select_tables
+
+    assert select_tables(None, TABLES, "table") == list(TABLES)
+    assert len(select_tables([], TABLES, "table")) == 10
+    assert select_tables(["vqe_results", "molecules"], TABLES, "table") == ["vqe_results", "molecules"]
+    with pytest.raises(ValueError, match=r"tables: unknown ML table\(s\) \['molecules'\]; known: \['ml_"):
+        select_tables(["ml_run_summary", "molecules"], ML_TABLES, "ML table")

@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 
 from qp_assets.features import raw as raw_io
 from qp_assets.features.spark import describe_master, get_spark_session, is_remote
-from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql
+from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql, select_tables
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -249,10 +249,7 @@ def build_days(
     settings = settings or Settings.from_env()
     if spark is None:
         spark = get_spark_session(settings)
-    selected = list(tables) if tables else list(TABLES)
-    unknown = [t for t in selected if t not in TABLES]
-    if unknown:
-        raise ValueError(f"tables: unknown table(s) {unknown}; known: {list(TABLES)}")
+    selected = select_tables(tables, TABLES, "table")
     catalog = settings.iceberg_catalog_name
     raw_root = raw_root or raw_io.default_raw_root(settings)
     target_days = sorted(set(days))

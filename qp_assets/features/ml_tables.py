@@ -32,7 +32,6 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     BooleanType,
-    DateType,
     DoubleType,
     IntegerType,
     LongType,
@@ -42,7 +41,15 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-from qp_assets.features.transforms import NAMESPACE, TABLES, TableSpec, conform, create_table_sql
+from qp_assets.features.transforms import (
+    NAMESPACE,
+    RUN_KEY,
+    TABLES,
+    TableSpec,
+    conform,
+    create_table_sql,
+    select_tables,
+)
 from qp_assets.settings import Settings
 
 #: Chemical accuracy, milli-hartree (1 kcal/mol): a run has converged at the first iteration this close to
@@ -63,9 +70,8 @@ def _key(name: str, dtype: Any) -> StructField:
 
 
 ML_ITERATION_FEATURES_SCHEMA = StructType(
-    [
-        _key("run_id", StringType()),
-        _key("event_date", DateType()),
+    RUN_KEY
+    + [
         _key("iteration", IntegerType()),
         _f("experiment_id", StringType()),
         _f("molecule_name", StringType()),
@@ -81,9 +87,8 @@ ML_ITERATION_FEATURES_SCHEMA = StructType(
 )
 
 ML_RUN_SUMMARY_SCHEMA = StructType(
-    [
-        _key("run_id", StringType()),
-        _key("event_date", DateType()),
+    RUN_KEY
+    + [
         _f("event_time", TimestampType()),
         _f("request_id", StringType()),
         _f("experiment_id", StringType()),
@@ -239,10 +244,7 @@ def build_ml_days(
         from qp_assets.features.spark import get_spark_session
 
         spark = get_spark_session(settings)
-    selected = list(tables) if tables else list(ML_TABLES)
-    unknown = [t for t in selected if t not in ML_TABLES]
-    if unknown:
-        raise ValueError(f"tables: unknown ML table(s) {unknown}; known: {list(ML_TABLES)}")
+    selected = select_tables(tables, ML_TABLES, "ML table")
     target = sorted(set(days))
     result = MlBuildResult(days=target)
     if not target:

@@ -13,7 +13,7 @@ memory in bytes. Keys are real: ``run_id`` plus positional indexes (``iteration`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +49,11 @@ def _key(name: str, dtype: DataType) -> StructField:
     return StructField(name, dtype, False)
 
 
-_RUN_KEY = [_key("run_id", StringType()), _key("event_date", DateType())]
+#: The key every per-run table starts with: the run and its UTC day partition.
+RUN_KEY = [_key("run_id", StringType()), _key("event_date", DateType())]
 
 MOLECULES_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _f("event_time", TimestampType()),
         _f("experiment_id", StringType()),
@@ -70,7 +71,7 @@ MOLECULES_SCHEMA = StructType(
 )
 
 ANSATZ_INFO_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _f("event_time", TimestampType()),
         _f("experiment_id", StringType()),
@@ -92,7 +93,7 @@ ANSATZ_INFO_SCHEMA = StructType(
 )
 
 PERFORMANCE_METRICS_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _f("event_time", TimestampType()),
         _f("device_used", StringType()),
@@ -115,7 +116,7 @@ PERFORMANCE_METRICS_SCHEMA = StructType(
 )
 
 VQE_RESULTS_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _f("event_time", TimestampType()),
         _f("started_at", TimestampType()),
@@ -157,7 +158,7 @@ VQE_RESULTS_SCHEMA = StructType(
 )
 
 _PARAMETER_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _key("parameter_index", IntegerType()),
         _f("value", DoubleType()),
@@ -169,7 +170,7 @@ INITIAL_PARAMETERS_SCHEMA = _PARAMETER_SCHEMA
 OPTIMAL_PARAMETERS_SCHEMA = _PARAMETER_SCHEMA
 
 VQE_ITERATIONS_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _key("iteration", IntegerType()),
         _f("energy", DoubleType()),
@@ -186,7 +187,7 @@ VQE_ITERATIONS_SCHEMA = StructType(
 )
 
 ITERATION_PARAMETERS_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _key("iteration", IntegerType()),
         _key("parameter_index", IntegerType()),
@@ -195,7 +196,7 @@ ITERATION_PARAMETERS_SCHEMA = StructType(
 )
 
 HAMILTONIAN_TERMS_SCHEMA = StructType(
-    _RUN_KEY
+    RUN_KEY
     + [
         _key("term_index", IntegerType()),
         _f("pauli", StringType()),
@@ -535,6 +536,16 @@ for _spec in _SPECS:
 
 #: All ten tables in build order (processing_metadata last); ``TABLES[name]`` gives the spec.
 TABLES: dict[str, TableSpec] = {s.name: s for s in _SPECS}
+
+
+def select_tables(requested: Sequence[str] | None, registry: Mapping[str, TableSpec], kind: str) -> list[str]:
+    """``requested`` in its order (every table of ``registry`` when None or empty); ValueError naming the
+    ``kind`` (e.g. ``"ML table"``) and the unknown names."""
+    selected = list(requested) if requested else list(registry)
+    unknown = [t for t in selected if t not in registry]
+    if unknown:
+        raise ValueError(f"tables: unknown {kind}(s) {unknown}; known: {list(registry)}")
+    return selected
 
 
 def lineage() -> dict[str, tuple[str, ...]]:
