@@ -12,9 +12,11 @@ Commands raise :class:`CliError` (or let a usage/failure exception out of a :fun
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 
 USAGE = 2
 FAILURE = 1
@@ -46,6 +48,14 @@ def reported(
         raise CliError(exc, USAGE) from exc
     except failure as exc:
         raise CliError(f"{context}: {exc}" if context else exc, FAILURE) from exc
+
+
+def iso_day(text: str) -> date:
+    """argparse ``type=`` for a UTC day ``YYYY-MM-DD``; anything else is a usage error quoting the text."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected YYYY-MM-DD, got {text!r}") from None
 
 
 def report(prog: str, message: object, code: int) -> int:

@@ -314,6 +314,39 @@ def test_cli_exports_from_module_and_exits_2_on_bad_input(tmp_path: Path, monkey
     assert exc.value.code == 2
 
 
+def test_cli_options_map_by_name_and_keep_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qp_assets.cli import build_parser
+    from qp_assets.export.cli import _options
+
+    monkeypatch.chdir(tmp_path)
+    base = ["export", "airflow", "--out", "dags"]
+    args = build_parser("export").parse_args(
+        [
+            *base,
+            "--email",
+            "a@example.org",
+            "--email",
+            "b@example.org",
+            "--retries",
+            "5",
+            "--project-dir",
+            "p",
+        ]
+    )
+    given = _options(args)
+    assert given.email == ("a@example.org", "b@example.org") and given.retries == 5
+    assert given.project_dir == str(tmp_path.resolve() / "p") and given.start_date is None
+    defaults = AirflowExportOptions()
+    plain = _options(build_parser("export").parse_args(base))
+    assert (plain.email, plain.qp_bin, plain.project_dir, plain.retry_delay_minutes) == (
+        defaults.email,
+        defaults.qp_bin,
+        defaults.project_dir,
+        20.0,
+    )
+    assert plain.schedule == "@daily" and plain.cron == "0 0 * * *"
+
+
 PAYLOAD = '"+__import__("os").popen("id").read()+"'
 HOSTILE = [
     PAYLOAD,

@@ -231,7 +231,7 @@ def test_cli_rejects_bad_input_with_exit_2(capsys):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2, argv
-    assert "not YYYY-MM-DD" in capsys.readouterr().err
+    assert "argument --date: expected YYYY-MM-DD, got '2026-13-01'" in capsys.readouterr().err
 
 
 def test_cli_describe_prints_every_column(capsys):

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
+import dataclasses
 import importlib
 from pathlib import Path
 
-from qp_assets.cli_errors import USAGE, CliError, reported
+from qp_assets.cli_errors import USAGE, CliError, iso_day, reported
 from qp_assets.export.airflow_dags import DEFAULT_MODULE, AirflowExportOptions, export_airflow
 from qp_assets.export.graph import ExportError
-
-
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--start-date: expected YYYY-MM-DD, got {text!r}") from exc
 
 
 def _load_defs(module_name: str):
@@ -32,26 +25,23 @@ def _load_defs(module_name: str):
     return defs
 
 
+def _options(args: argparse.Namespace) -> AirflowExportOptions:
+    """The options given on the command line, matched to :class:`AirflowExportOptions` by name; an option
+    left out (None) keeps the dataclass default. ``--project-dir`` is made absolute."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AirflowExportOptions)
+        if getattr(args, f.name, None) is not None
+    }
+    if "email" in given:
+        given["email"] = tuple(given["email"])
+    if "project_dir" in given:
+        given["project_dir"] = str(Path(given["project_dir"]).resolve())
+    return AirflowExportOptions(**given)
+
+
 def _run_airflow(args: argparse.Namespace) -> int:
-    defaults = AirflowExportOptions()
-    options = AirflowExportOptions(
-        start_date=args.start_date,
-        email=tuple(args.email) if args.email else defaults.email,
-        email_from=args.email_from,
-        smtp_conn_id=args.smtp_conn_id,
-        retries=args.retries,
-        retry_delay_minutes=args.retry_delay_minutes,
-        schedule=args.schedule,
-        module=args.module,
-        job=args.job,
-        group=args.group,
-        dagster_bin=args.dagster_bin or defaults.dagster_bin,
-        qp_bin=args.qp_bin or defaults.qp_bin,
-        project_dir=str(Path(args.project_dir).resolve()) if args.project_dir else defaults.project_dir,
-        dagster_home=args.dagster_home or defaults.dagster_home,
-        molecules_file=args.molecules_file or defaults.molecules_file,
-        submit_args=args.submit_args,
-    )
+    options = _options(args)
     with reported(usage=(ExportError,), failure=()):
         try:
             defs = _load_defs(args.module)
@@ -76,7 +66,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="output directory (created if missing; must be writable)")
     p.add_argument(
-        "--start-date", type=_date, default=None, help="DAG start date YYYY-MM-DD (default: first partition)"
+        "--start-date",
+        type=iso_day,
+        default=None,
+        help="DAG start date YYYY-MM-DD (default: first partition)",
     )
     p.add_argument(
         "--email",

@@ -14,21 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date, timedelta
+from datetime import timedelta
 
-from qp_assets.cli_errors import USAGE, CliError, reported
+from qp_assets.cli_errors import USAGE, CliError, iso_day, reported
 from qp_assets.features.ml_tables import ML_TABLES
 from qp_assets.features.transforms import NAMESPACE, TABLES
 
 #: What show / history / describe / tables accept: the ten feature tables and the two ML tables.
 ALL_TABLES = {**TABLES, **ML_TABLES}
-
-
-def _parse_date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"date: {value!r} is not YYYY-MM-DD") from None
 
 
 def _positive(value: str) -> int:
@@ -178,7 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument(
         "table", choices=list(ALL_TABLES), metavar="TABLE", help="one of: " + ", ".join(ALL_TABLES)
     )
-    show.add_argument("--date", type=_parse_date, help="only this event day (YYYY-MM-DD)")
+    show.add_argument("--date", type=iso_day, help="only this event day (YYYY-MM-DD)")
     show.add_argument("--as-of", dest="as_of", help="snapshot id, or ISO timestamp (UTC) to time-travel to")
     show.add_argument("--limit", type=_positive, default=20, help="max rows (default 20)")
     common(show)
@@ -192,8 +185,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     history.set_defaults(handler=_history)
 
     build = sub.add_parser("build", help="build the tables for a day (or a date range, one Spark job)")
-    build.add_argument("date", type=_parse_date, help="first day (YYYY-MM-DD, UTC)")
-    build.add_argument("--end", type=_parse_date, help="last day of a range (inclusive)")
+    build.add_argument("date", type=iso_day, help="first day (YYYY-MM-DD, UTC)")
+    build.add_argument("--end", type=iso_day, help="last day of a range (inclusive)")
     build.add_argument("--run-id", default=None, help="run id recorded in processing_metadata")
     build.add_argument(
         "--ml", action="store_true", help="build the two ML tables from the feature tables of those days"

@@ -163,6 +163,15 @@ def molecule_from_args(args: argparse.Namespace):
     return Molecule.from_dict({**mol.to_dict(), **overrides}) if overrides else mol
 
 
+def _int_pair(text: str, field: str, form: str) -> tuple[int, int]:
+    """``"A,B"`` -> ``(A, B)``; anything else is an InputError ``<field> must be <form>, got <text>``."""
+    try:
+        first, second = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"{field} must be {form}, got {text!r}") from None
+    return first, second
+
+
 def config_from_args(args: argparse.Namespace):
     from qp_assets.vqe.config import VQEConfig
 
@@ -172,12 +181,7 @@ def config_from_args(args: argparse.Namespace):
         raise InputError(f"config: field 'optimizer_options' is not valid JSON ({exc})") from None
     active_e = active_o = None
     if args.active_space:
-        try:
-            active_e, active_o = (int(v) for v in args.active_space.split(","))
-        except ValueError:
-            raise InputError(
-                f"config: field 'active_space' must be NELEC,NORB, got {args.active_space!r}"
-            ) from None
+        active_e, active_o = _int_pair(args.active_space, "config: field 'active_space'", "NELEC,NORB")
     return VQEConfig(
         basis=args.basis, mapper=args.mapper, freeze_core=args.freeze_core, active_electrons=active_e,
         active_orbitals=active_o, ansatz=args.ansatz, reps=args.reps, initial_state=args.initial_state,
@@ -202,12 +206,7 @@ def scan_command(args: argparse.Namespace) -> int:
     try:
         molecule = molecule_from_args(args)
         config = config_from_args(args)
-        try:
-            i, j = (int(v) for v in args.stretch.split(","))
-        except ValueError:
-            raise InputError(
-                f"molecule {molecule.name}: field 'stretch' must be I,J, got {args.stretch!r}"
-            ) from None
+        i, j = _int_pair(args.stretch, f"molecule {molecule.name}: field 'stretch'", "I,J")
         distances = scan_distances(args.scan_from, args.scan_to, args.points)
         out = sys.stderr if args.json == "-" else sys.stdout
         print(f"{'distance A':>10s} {'energy Ha':>14s} {'exact Ha':>14s} {'error mHa':>9s} {'iters':>5s} {'start':>5s}",
