@@ -38,6 +38,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from qp_assets.cli_errors import iso_day, reported
 from qp_assets.redact import redact
 from qp_assets.settings import Settings
 
@@ -228,7 +229,9 @@ class KafkaWindowReader:
     def read(self, topic: str, partitions: Iterable[int], start_ms: int, end_ms: int | None) -> list[_Msg]:
         """Messages of ``topic`` with Kafka timestamps in ``[start_ms, end_ms)`` (``end_ms`` None: up to the
         current end). Offsets are found with ``offsets_for_times``; records are then filtered by timestamp."""
-        from confluent_kafka import KafkaError, KafkaException, TopicPartition
+        from confluent_kafka import KafkaException, TopicPartition
+
+        from qp_assets.streaming.partition_read import read_partition
 
         out: list[_Msg] = []
         for partition in partitions:
@@ -246,29 +249,17 @@ class KafkaWindowReader:
             begin = max(begin, low)
             if stop <= begin:
                 continue
-            self.consumer.assign([TopicPartition(topic, partition, begin)])
-            next_offset = begin
-            while next_offset < stop:
-                if time.monotonic() > self.deadline:
-                    raise AuditError(
-                        f"Kafka {topic}[{partition}]: read only up to offset {next_offset} of [{begin},{stop}) "
-                        f"within the {self.read_budget_s:.0f} s read budget"
-                    )
-                msg = self.consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise AuditError(f"Kafka {topic}[{partition}]: {msg.error()}")
-                next_offset = msg.offset() + 1
-                if msg.offset() >= stop:
-                    break
-                ts = msg.timestamp()[1]
-                if ts < start_ms or (end_ms is not None and ts >= end_ms):
-                    continue
-                out.append(_Msg(topic, partition, msg.offset(), ts, msg.key(), msg.value(), _headers(msg)))
-            self.consumer.unassign()
+            try:
+                for msg in read_partition(self.consumer, topic, partition, begin, stop, self.deadline):
+                    ts = msg.timestamp()[1]
+                    if start_ms <= ts and (end_ms is None or ts < end_ms):
+                        out.append(
+                            _Msg(topic, partition, msg.offset(), ts, msg.key(), msg.value(), _headers(msg))
+                        )
+            except TimeoutError as exc:
+                raise AuditError(f"Kafka: {exc} within the {self.read_budget_s:.0f} s read budget") from None
+            except RuntimeError as exc:
+                raise AuditError(f"Kafka: {exc}") from None
         return out
 
     def _offset_at(self, topic: str, partition: int, ts_ms: int, high: int) -> int:
@@ -710,18 +701,7 @@ def format_report(report: AuditReport, show_all: bool = False) -> str:
 # ---------------------------------------------------------------------------------------------- CLI
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        import argparse
-
-        raise argparse.ArgumentTypeError(f"DAY: expected YYYY-MM-DD, got {text!r}") from None
-
-
 def _run(args: Any) -> int:
-    from qp_assets.cli_errors import reported
-
     with reported(usage=(AuditError,), failure=()):
         report = audit_day(
             args.day,
@@ -746,7 +726,7 @@ def register(subparsers: Any) -> None:
         "message(s), landed S3 object(s), vqe_results row(s) and DLQ entry. Exit 0 when every request ends as "
         "exactly one row or exactly one DLQ entry, 1 with the violations listed, 2 when a source cannot be read.",
     )
-    p.add_argument("day", type=_day, metavar="DAY", help="UTC day YYYY-MM-DD")
+    p.add_argument("day", type=iso_day, metavar="DAY", help="UTC day YYYY-MM-DD")
     p.add_argument("--json", action="store_true", help="print the whole report as JSON")
     p.add_argument("--all", action="store_true", help="also print one line per request (where it is)")
     p.add_argument(

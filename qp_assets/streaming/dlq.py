@@ -98,9 +98,10 @@ def read_entries(
 ) -> list[DlqEntry]:
     """Every entry of the dead-letter topic (all partitions, low to high watermark), within ``timeout_s``;
     with ``since_ms`` (epoch milliseconds) only the entries stamped at or after it."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     from qp_assets.streaming.kafka_config import client_config
+    from qp_assets.streaming.partition_read import read_partition
 
     consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{
         "group.id": f"qp-dlq-reader-{uuid.uuid4()}", "enable.auto.commit": False,
@@ -121,24 +122,14 @@ def read_entries(
                 low = high if found.offset < 0 else max(low, found.offset)  # -1: nothing that recent
             if high <= low:
                 continue
-            consumer.assign([TopicPartition(topic, partition, low)])
-            next_offset = low
-            while next_offset < high:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"read {topic}[{partition}] only up to {next_offset} of {high} in {timeout_s} s"
+            try:
+                for msg in read_partition(consumer, topic, partition, low, high, deadline):
+                    headers = {k: (v or b"").decode("utf8", "replace") for k, v in (msg.headers() or [])}
+                    entries.append(
+                        DlqEntry(msg.offset(), msg.key(), msg.value(), headers, msg.timestamp()[1])
                     )
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        break
-                    raise RuntimeError(f"reading {topic}[{partition}]: {msg.error()}")
-                next_offset = msg.offset() + 1
-                headers = {k: (v or b"").decode("utf8", "replace") for k, v in (msg.headers() or [])}
-                entries.append(DlqEntry(msg.offset(), msg.key(), msg.value(), headers, msg.timestamp()[1]))
-            consumer.unassign()
+            except TimeoutError as exc:
+                raise TimeoutError(f"{exc} in {timeout_s} s") from None
     finally:
         consumer.close()
     first: dict[tuple[str, int, int], int] = {}

@@ -20,11 +20,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer
 
 from qp_assets.redact import redact
 from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
+from qp_assets.streaming.partition_read import read_partition
 from qp_assets.streaming.serde import (
     RegistryUnavailableError,
     deserialize,
@@ -137,26 +138,12 @@ def read_range_raw(
     )
     out: list[RawMessage] = []
     try:
-        consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
-        next_offset = start
-        while next_offset < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"read only up to offset {next_offset} of {topic}:{partition}:[{start},{end}) in {timeout_s} s"
-                )
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    continue
-                raise RuntimeError(f"reading {topic}:{partition}: {msg.error()}")
-            offset = msg.offset()
-            next_offset = offset + 1
-            if offset >= end:
-                break
-            out.append(RawMessage(offset, msg.key(), msg.value(), msg.timestamp()[1]))
+        try:
+            for msg in read_partition(consumer, topic, partition, start, end, deadline):
+                out.append(RawMessage(msg.offset(), msg.key(), msg.value(), msg.timestamp()[1]))
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc} in {timeout_s} s") from None
     finally:
         consumer.close()
     return out
