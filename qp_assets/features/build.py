@@ -1,6 +1,7 @@
 """Build the feature tables for one day (or a range of days) from the landed raw files.
 
-``build_day(day)`` is the entry point the Dagster assets call:
+``build_days(days)`` is the entry point the Dagster assets and ``qp features build`` call (``build_day(day)``
+is one day of it). For each day:
 
 1. list the landed files of ``day`` across all topics (plus the next ``late_days`` day folders, for runs
    that finished before midnight but landed after it) and read them with the v3 reader schema;
@@ -209,25 +210,10 @@ def _rollback(
     return []
 
 
-def build_day(
-    day: date,
-    spark: SparkSession | None = None,
-    settings: Settings | None = None,
-    tables: Sequence[str] | None = None,
-    run_id: str | None = None,
-    *,
-    raw_root: str | None = None,
-    namespace: str = NAMESPACE,
-    late_days: int = 1,
-) -> DayBuildResult:
-    """Build all (or the selected) feature tables for ``day``; see the module doc.
-
-    ``run_id`` is the Dagster run id recorded in processing_metadata. ``raw_root`` defaults to
-    ``s3a://<bucket>/raw/topics``; ``namespace`` to ``quantum_features`` (both overridable for tests).
-    """
-    return build_days(
-        [day], spark, settings, tables, run_id, raw_root=raw_root, namespace=namespace, late_days=late_days
-    )[0]
+def build_day(day: date, *args: Any, **kwargs: Any) -> DayBuildResult:
+    """Build all (or the selected) feature tables for ``day``: ``build_days([day], ...)[0]``, with the same
+    further arguments; see the module doc."""
+    return build_days([day], *args, **kwargs)[0]
 
 
 def build_days(
@@ -243,7 +229,9 @@ def build_days(
 ) -> list[DayBuildResult]:
     """Build several days in one pass (one overwrite per table covering exactly those days).
 
-    Returns one DayBuildResult per requested day, in date order.
+    Returns one DayBuildResult per requested day, in date order. ``run_id`` is the Dagster run id recorded
+    in processing_metadata. ``raw_root`` defaults to ``s3a://<bucket>/raw/topics``; ``namespace`` to
+    ``quantum_features`` (both overridable for tests).
     """
     started = time.monotonic()
     settings = settings or Settings.from_env()
