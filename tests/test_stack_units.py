@@ -242,5 +242,40 @@ def test_connect_hooks_are_called_and_errors_surface(
     monkeypatch.setattr(connect, "ensure_connectors", broken)
     with pytest.raises(StackError, match="connector setup failed: RuntimeError: connector s3-sink rejected"):
         services._connect_after_ready(ctx)
-    monkeypatch.delattr(connect, "install_plugins")  # a module without the hook is simply skipped
-    services._connect_before_start(ctx)
+
+    def unwritable(plugin_dir: Path) -> None:
+        raise PermissionError(f"{plugin_dir}: read-only")
+
+    monkeypatch.setattr(connect, "install_plugins", unwritable)
+    with pytest.raises(StackError, match="connect plugin install failed: PermissionError: .*connect-plugins"):
+        services._connect_before_start(ctx)
+
+
+def test_maven_services_fetch_their_pom_into_lib_and_debian_ones_name_the_package(
+    isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qp_assets.settings import Settings
+    from qp_assets.stack.services import SERVICES, base
+
+    resolved: list[tuple[Path, Path, str, Path]] = []
+    monkeypatch.setattr(
+        base, "resolve_pom", lambda pom, dest, goal, log_file: resolved.append((pom, dest, goal, log_file))
+    )
+    ctx = StackContext(Settings.from_env())
+    for name in ("kafka", "registry", "connect"):
+        assert SERVICES[name].fetched(ctx) is False  # an empty runtime dir holds no resolution
+        SERVICES[name].fetch(ctx)
+    lib, logs = isolated_home.resolve() / "lib", isolated_home.resolve() / "logs"
+    assert [(p.relative_to(base.INFRA).as_posix(), d, g, f) for p, d, g, f in resolved] == [
+        ("kafka/pom.xml", lib / "kafka", "copy-dependencies", logs / "maven-kafka.log"),
+        ("registry/pom.xml", lib / "registry", "unpack-dependencies", logs / "maven-registry.log"),
+        ("connect/worker/pom.xml", lib / "connect", "copy-dependencies", logs / "maven-connect.log"),
+    ]
+    monkeypatch.setattr(base, "debian_binary", lambda name: None)
+    with pytest.raises(StackError, match=r"^prometheus-pushgateway not installed; run 'qp stack fetch'"):
+        SERVICES["pushgateway"].command(ctx)
+    assert not (
+        isolated_home / "data" / "pushgateway"
+    ).exists()  # nothing created for a service that cannot run
+    assert ctx.data_dir("kafka", "logs") == isolated_home.resolve() / "data" / "kafka" / "logs"
+    assert ctx.data_dir("kafka", "logs").is_dir()

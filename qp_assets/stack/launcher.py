@@ -140,8 +140,7 @@ def _start(ctx: StackContext, svc: Service) -> None:
     env = dict(os.environ)
     env.update(svc.env(ctx))
     logfile = ctx.log_file(svc.name)
-    workdir = ctx.data / svc.name
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = ctx.data_dir(svc.name)
     started = time.monotonic()
     try:
         proc = process.spawn(cmd, logfile, env, workdir)

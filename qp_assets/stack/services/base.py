@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from qp_assets.settings import PROJECT_ROOT, Settings
 from qp_assets.stack.errors import StackError, stack_env
+from qp_assets.stack.maven import is_resolved, resolve_pom
 
 INFRA = PROJECT_ROOT / "infra"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -50,6 +51,29 @@ def _endpoint(value: str, default_port: int) -> Endpoint:
     return Endpoint(parsed.hostname or "127.0.0.1", parsed.port or default_port)
 
 
+def _runtime_subdir(name: str) -> property:
+    """A :class:`StackContext` property: ``<runtime dir>/<name>``."""
+    return property(lambda ctx: ctx.root / name, doc=f"<runtime dir>/{name}")
+
+
+def _endpoint_of(setting: str, default_port: int) -> property:
+    """A :class:`StackContext` property: the Endpoint of ``settings.<setting>`` (``default_port`` when the
+    value names none)."""
+    return property(
+        lambda ctx: _endpoint(getattr(ctx.settings, setting), default_port),
+        doc=f"Endpoint of settings.{setting} (default port {default_port})",
+    )
+
+
+def _extra_port(variable: str, default: int) -> property:
+    """A :class:`StackContext` property: a port the settings do not carry, from ``stack_env().<variable>``,
+    else ``default + QP_PORT_OFFSET``."""
+    return property(
+        lambda ctx: getattr(stack_env(), variable) or default + ctx.settings.port_offset,
+        doc=f"stack_env().{variable}, else {default} + port offset",
+    )
+
+
 @dataclass
 class StackContext:
     """Everything a service needs to render its config and command line."""
@@ -60,25 +84,17 @@ class StackContext:
     def root(self) -> Path:
         return self.settings.runtime_dir
 
-    @property
-    def lib(self) -> Path:
-        return self.root / "lib"
+    lib = _runtime_subdir("lib")
+    data = _runtime_subdir("data")
+    conf = _runtime_subdir("conf")
+    logs = _runtime_subdir("logs")
+    pids = _runtime_subdir("pids")
 
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def conf(self) -> Path:
-        return self.root / "conf"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
-
-    @property
-    def pids(self) -> Path:
-        return self.root / "pids"
+    def data_dir(self, *parts: str) -> Path:
+        """``<runtime dir>/data/<parts...>``, created if missing."""
+        path = self.data.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def log_file(self, service: str) -> Path:
         return self.logs / f"{service}.log"
@@ -87,29 +103,14 @@ class StackContext:
         return self.pids / f"{service}.pid"
 
     # endpoints -------------------------------------------------------------------------------
-    @property
-    def kafka(self) -> Endpoint:
-        return _endpoint(self.settings.kafka_bootstrap_servers, 9092)
-
-    @property
-    def kafka_controller_port(self) -> int:
-        return stack_env().kafka_controller_port or 9093 + self.settings.port_offset
-
-    @property
-    def registry(self) -> Endpoint:
-        return _endpoint(self.settings.schema_registry_url, 8081)
-
-    @property
-    def registry_management_port(self) -> int:
-        return stack_env().registry_management_port or 8085 + self.settings.port_offset
-
-    @property
-    def connect(self) -> Endpoint:
-        return _endpoint(self.settings.kafka_connect_url, 8083)
-
-    @property
-    def s3(self) -> Endpoint:
-        return _endpoint(self.settings.s3_endpoint_url, 8333)
+    kafka = _endpoint_of("kafka_bootstrap_servers", 9092)
+    kafka_controller_port = _extra_port("kafka_controller_port", 9093)
+    registry = _endpoint_of("schema_registry_url", 8081)
+    registry_management_port = _extra_port("registry_management_port", 8085)
+    connect = _endpoint_of("kafka_connect_url", 8083)
+    s3 = _endpoint_of("s3_endpoint_url", 8333)
+    pushgateway = _endpoint_of("pushgateway_url", 9091)
+    prometheus = _endpoint_of("prometheus_url", 9090)
 
     @property
     def seaweed_internal_ports(self) -> dict[str, int]:
@@ -123,14 +124,6 @@ class StackContext:
         return _endpoint(
             (self.settings.spark_connect_url or "sc://127.0.0.1:15002").replace("sc://", "tcp://", 1), 15002
         )
-
-    @property
-    def pushgateway(self) -> Endpoint:
-        return _endpoint(self.settings.pushgateway_url, 9091)
-
-    @property
-    def prometheus(self) -> Endpoint:
-        return _endpoint(self.settings.prometheus_url, 9090)
 
 
 def _java_major(java_home: Path) -> int | None:
@@ -178,12 +171,24 @@ def http_ok(url: str, timeout: float = 2.0, headers: dict[str, str] | None = Non
         return False
 
 
+def ready_probe(setting: str) -> Callable[[StackContext], bool]:
+    """Probe of a Prometheus-family server (Prometheus, PushGateway) at ``settings.<setting>`` (a URL, or
+    ``host:port`` meaning http): ``GET <it>/-/ready`` answers 2xx."""
+
+    def probe(ctx: StackContext) -> bool:
+        base = getattr(ctx.settings, setting).rstrip("/")
+        return http_ok(f"{base if '://' in base else 'http://' + base}/-/ready")
+
+    return probe
+
+
 @dataclass
 class Service:
     """One service of the stack.
 
-    ``fetch`` downloads/resolves what the service needs (idempotent, cached; default: nothing, or the
-    ``debian_package`` through apt); ``command`` renders config files and returns the argv; ``probe`` is the
+    ``fetch`` downloads/resolves what the service needs (idempotent, cached; default: nothing, the
+    ``debian_package`` through apt, or the ``maven_pom`` (under ``infra/``) resolved with ``maven_goal`` into
+    ``<runtime>/lib/<name>``); ``command`` renders config files and returns the argv; ``probe`` is the
     readiness check; ``after_ready`` runs idempotent setup once the service answers (e.g. bucket creation).
     ``endpoint`` defaults to the :class:`StackContext` property of the service's name, ``ports`` (checked
     for foreign listeners before a start) to that endpoint's port. ``depends_on`` services start first.
@@ -197,6 +202,8 @@ class Service:
     fetch: Callable[[StackContext], None] | None = None
     fetched: Callable[[StackContext], bool] | None = None
     debian_package: str | None = None
+    maven_pom: Path | None = None
+    maven_goal: str = "copy-dependencies"
     after_ready: Callable[[StackContext], None] | None = None
     before_start: Callable[[StackContext], None] | None = None
     env: Callable[[StackContext], dict[str, str]] = field(default=lambda ctx: {})
@@ -209,6 +216,8 @@ class Service:
         self.endpoint = self.endpoint or (lambda ctx: getattr(ctx, attribute))
         self.ports = self.ports or (lambda ctx: [self.endpoint(ctx).port])
         package = self.debian_package
+        if self.maven_pom is not None:
+            self.fetch, self.fetched = maven_fetch_factory(self.name, self.maven_pom, self.maven_goal)
         self.fetch = self.fetch or (apt_fetch_factory(package) if package else noop)
         self.fetched = self.fetched or (
             (lambda ctx: debian_binary(package) is not None) if package else always
@@ -287,6 +296,29 @@ def port_open(endpoint: Endpoint, timeout: float = 1.0) -> bool:
 
 def debian_binary(name: str) -> str | None:
     return shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
+
+
+def require_debian_binary(package: str) -> str:
+    """The installed binary of Debian ``package`` (same name); StackError saying how to install it otherwise."""
+    binary = debian_binary(package)
+    if binary is None:
+        raise StackError(f"{package} not installed; run 'qp stack fetch' (apt-get install)")
+    return binary
+
+
+def maven_fetch_factory(
+    name: str, pom: Path, goal: str
+) -> tuple[Callable[[StackContext], None], Callable[[StackContext], bool]]:
+    """``fetch`` / ``fetched`` of a service whose jars come from ``pom``: resolved with the
+    maven-dependency-plugin ``goal`` into ``<runtime>/lib/<name>`` (log ``logs/maven-<name>.log``)."""
+
+    def fetch(ctx: StackContext) -> None:
+        resolve_pom(pom, ctx.lib / name, goal=goal, log_file=ctx.logs / f"maven-{name}.log")
+
+    def fetched(ctx: StackContext) -> bool:
+        return is_resolved(pom, ctx.lib / name)
+
+    return fetch, fetched
 
 
 def apt_fetch_factory(binary: str) -> Callable[[StackContext], None]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qp_assets.stack import security
 from qp_assets.stack.errors import StackError
-from qp_assets.stack.maven import is_resolved, resolve_pom
 from qp_assets.stack.services.base import (
     INFRA,
     Service,
@@ -16,16 +16,7 @@ from qp_assets.stack.services.base import (
     http_ok,
     jvm_command,
 )
-
-
-def _connect_fetch(ctx: StackContext) -> None:
-    resolve_pom(
-        INFRA / "connect" / "worker" / "pom.xml", ctx.lib / "connect", log_file=ctx.logs / "maven-connect.log"
-    )
-
-
-def _connect_fetched(ctx: StackContext) -> bool:
-    return is_resolved(INFRA / "connect" / "worker" / "pom.xml", ctx.lib / "connect")
+from qp_assets.streaming import connect as streaming_connect
 
 
 def connect_plugin_dir(ctx: StackContext) -> Path:
@@ -33,17 +24,20 @@ def connect_plugin_dir(ctx: StackContext) -> Path:
 
 
 def _connect_before_start(ctx: StackContext) -> None:
-    """Let the streaming area install its sink plugin into plugin.path (if that hook exists)."""
+    """Install the streaming area's S3 sink plugin into the worker's plugin.path."""
     plugin_dir = connect_plugin_dir(ctx)
     plugin_dir.mkdir(parents=True, exist_ok=True)
-    hook = _streaming_hook("install_plugins")
-    if hook is not None:
-        try:
-            hook(plugin_dir)
-        except StackError:
-            raise
-        except Exception as exc:
-            raise StackError(f"connect plugin install failed: {type(exc).__name__}: {exc}") from exc
+    _as_stack_error("connect plugin install", streaming_connect.install_plugins, plugin_dir)
+
+
+def _as_stack_error(what: str, step: Callable[..., Any], *args: Any) -> None:
+    """Run ``step(*args)``; any failure other than a StackError becomes one saying ``what`` failed."""
+    try:
+        step(*args)
+    except StackError:
+        raise
+    except Exception as exc:
+        raise StackError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _connect_restart_if_config_changed(ctx: StackContext) -> None:
@@ -73,23 +67,7 @@ def _connect_restart_if_config_changed(ctx: StackContext) -> None:
 
 def _connect_after_ready(ctx: StackContext) -> None:
     _connect_restart_if_config_changed(ctx)
-    hook = _streaming_hook("ensure_connectors")
-    if hook is not None:
-        try:
-            hook(ctx.settings)
-        except StackError:
-            raise
-        except Exception as exc:
-            raise StackError(f"connector setup failed: {type(exc).__name__}: {exc}") from exc
-
-
-def _streaming_hook(name: str) -> Callable | None:
-    """``qp_assets.streaming.connect.<name>`` (the Connect plugin install and connector setup)."""
-    try:
-        from qp_assets.streaming import connect
-    except ImportError as exc:
-        raise StackError(f"importing qp_assets.streaming.connect failed: {exc}") from exc
-    return getattr(connect, name, None)
+    _as_stack_error("connector setup", streaming_connect.ensure_connectors, ctx.settings)
 
 
 def _connect_env(ctx: StackContext) -> dict[str, str]:
@@ -103,8 +81,6 @@ def _connect_env(ctx: StackContext) -> dict[str, str]:
 
 def _connect_properties(ctx: StackContext) -> Path:
     template = (INFRA / "connect" / "worker" / "connect-distributed.properties").read_text()
-    offsets = ctx.data / "connect"
-    offsets.mkdir(parents=True, exist_ok=True)
     rendered = template.format(
         bootstrap=ctx.settings.kafka_bootstrap_servers,
         rest_host="127.0.0.1",
@@ -128,8 +104,7 @@ def _connect_probe(ctx: StackContext) -> bool:
 
 SERVICE = Service(
     name="connect",
-    fetch=_connect_fetch,
-    fetched=_connect_fetched,
+    maven_pom=INFRA / "connect" / "worker" / "pom.xml",
     before_start=_connect_before_start,
     command=_connect_command,
     env=_connect_env,

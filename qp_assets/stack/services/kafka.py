@@ -8,7 +8,6 @@ from pathlib import Path
 
 from qp_assets.stack import security
 from qp_assets.stack.errors import StackError
-from qp_assets.stack.maven import is_resolved, resolve_pom
 from qp_assets.stack.services.base import (
     FAST_START_JIT,
     INFRA,
@@ -20,19 +19,10 @@ from qp_assets.stack.services.base import (
 )
 
 
-def _kafka_fetch(ctx: StackContext) -> None:
-    resolve_pom(INFRA / "kafka" / "pom.xml", ctx.lib / "kafka", log_file=ctx.logs / "maven-kafka.log")
-
-
-def _kafka_fetched(ctx: StackContext) -> bool:
-    return is_resolved(INFRA / "kafka" / "pom.xml", ctx.lib / "kafka")
-
-
 def _kafka_properties(ctx: StackContext) -> Path:
     kafka = ctx.kafka
     ctl = ctx.kafka_controller_port
-    logs_dir = ctx.data / "kafka" / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
+    logs_dir = ctx.data_dir("kafka", "logs")
     template = (INFRA / "kafka" / "server.properties").read_text()
     rendered = template.format(
         host=kafka.host if kafka.local else "127.0.0.1",
@@ -131,8 +121,7 @@ def _silent_logger():
 SERVICE = Service(
     name="kafka",
     ports=lambda c: [c.kafka.port, c.kafka_controller_port],
-    fetch=_kafka_fetch,
-    fetched=_kafka_fetched,
+    maven_pom=INFRA / "kafka" / "pom.xml",
     before_start=_kafka_format_storage,
     command=_kafka_command,
     probe=_kafka_probe,

@@ -7,13 +7,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from qp_assets.stack.errors import StackError
 from qp_assets.stack.services.base import (
     INFRA,
     Service,
     StackContext,
-    debian_binary,
-    http_ok,
+    ready_probe,
+    require_debian_binary,
 )
 
 
@@ -63,11 +62,8 @@ def _prometheus_reload_if_changed(ctx: StackContext) -> None:
 
 
 def _prometheus_command(ctx: StackContext) -> list[str]:
-    binary = debian_binary("prometheus")
-    if binary is None:
-        raise StackError("prometheus not installed; run 'qp stack fetch' (apt-get install)")
-    data = ctx.data / "prometheus"
-    data.mkdir(parents=True, exist_ok=True)
+    binary = require_debian_binary("prometheus")
+    data = ctx.data_dir("prometheus")
     return [
         binary,
         f"--config.file={render_prometheus_config(ctx)}",
@@ -78,16 +74,11 @@ def _prometheus_command(ctx: StackContext) -> list[str]:
     ]
 
 
-def _prometheus_probe(ctx: StackContext) -> bool:
-    base = ctx.settings.prometheus_url.rstrip("/")
-    return http_ok(f"{base}/-/ready")
-
-
 SERVICE = Service(
     name="prometheus",
     debian_package="prometheus",
     command=_prometheus_command,
-    probe=_prometheus_probe,
+    probe=ready_probe("prometheus_url"),
     after_ready=_prometheus_reload_if_changed,
     depends_on=("pushgateway",),
     start_timeout=60,

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from qp_assets.stack.errors import StackError
 from qp_assets.stack.services.base import (
     Service,
     StackContext,
-    debian_binary,
-    http_ok,
+    ready_probe,
+    require_debian_binary,
 )
 
 
 def _pushgateway_command(ctx: StackContext) -> list[str]:
-    binary = debian_binary("prometheus-pushgateway")
-    if binary is None:
-        raise StackError("prometheus-pushgateway not installed; run 'qp stack fetch' (apt-get install)")
-    data = ctx.data / "pushgateway"
-    data.mkdir(parents=True, exist_ok=True)
+    binary = require_debian_binary("prometheus-pushgateway")
+    data = ctx.data_dir("pushgateway")
     pg = ctx.pushgateway
     return [
         binary,
@@ -26,16 +22,11 @@ def _pushgateway_command(ctx: StackContext) -> list[str]:
     ]
 
 
-def _pushgateway_probe(ctx: StackContext) -> bool:
-    pg = ctx.pushgateway
-    return http_ok(f"http://{pg.host}:{pg.port}/-/ready")
-
-
 SERVICE = Service(
     name="pushgateway",
     debian_package="prometheus-pushgateway",
     command=_pushgateway_command,
-    probe=_pushgateway_probe,
+    probe=ready_probe("pushgateway_url"),
     start_timeout=30,
     stop_grace=10,
 )

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from qp_assets.stack import security
 from qp_assets.stack.errors import StackError
-from qp_assets.stack.maven import is_resolved, resolve_pom
 from qp_assets.stack.services.base import (
     FAST_START_JIT,
     INFRA,
@@ -18,19 +17,6 @@ from qp_assets.stack.services.base import (
 )
 
 
-def _registry_fetch(ctx: StackContext) -> None:
-    resolve_pom(
-        INFRA / "registry" / "pom.xml",
-        ctx.lib / "registry",
-        goal="unpack-dependencies",
-        log_file=ctx.logs / "maven-registry.log",
-    )
-
-
-def _registry_fetched(ctx: StackContext) -> bool:
-    return is_resolved(INFRA / "registry" / "pom.xml", ctx.lib / "registry")
-
-
 def _registry_jar(ctx: StackContext) -> Path:
     jars = sorted((ctx.lib / "registry").rglob("quarkus-run.jar"))
     if not jars:
@@ -39,11 +25,9 @@ def _registry_jar(ctx: StackContext) -> Path:
 
 
 def _registry_command(ctx: StackContext) -> list[str]:
-    db = ctx.data / "registry" / "registry"
-    db.parent.mkdir(parents=True, exist_ok=True)
+    db = ctx.data_dir("registry") / "registry"
     reg = ctx.registry
-    tmp = ctx.data / "registry" / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
+    tmp = ctx.data_dir("registry", "tmp")
     return [
         java_executable(21, "registry"),
         "-Xms128m",
@@ -83,8 +67,8 @@ def _registry_probe(ctx: StackContext) -> bool:
 SERVICE = Service(
     name="registry",
     ports=lambda c: [c.registry.port, c.registry_management_port],
-    fetch=_registry_fetch,
-    fetched=_registry_fetched,
+    maven_pom=INFRA / "registry" / "pom.xml",
+    maven_goal="unpack-dependencies",  # a tar.gz server distribution
     command=_registry_command,
     probe=_registry_probe,
     after_ready=security.registry_check_auth,

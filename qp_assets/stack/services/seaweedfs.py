@@ -25,8 +25,7 @@ def _weeddebian_binary() -> str:
 
 
 def _seaweed_command(ctx: StackContext) -> list[str]:
-    data = ctx.data / "seaweedfs"
-    data.mkdir(parents=True, exist_ok=True)
+    data = ctx.data_dir("seaweedfs")
     return [
         _weeddebian_binary(),
         "mini",
