@@ -55,7 +55,7 @@ ITERATION_BUCKETS_S = (
     60.0,
 )
 
-# name -> (type, help). Everything push_vqe_metrics can export; GPU_METRICS only when a GPU was sampled.
+# name -> (type, help). Everything push_vqe_metrics can export; the two GPU ones only when a GPU was sampled.
 VQE_METRICS: dict[str, tuple[str, str]] = {
     "quantum_vqe_minimum_energy": ("gauge", "Final VQE total energy of the run (hartree)."),
     "quantum_vqe_exact_energy": ("gauge", "Exact (FCI) reference total energy in the same space (hartree)."),
@@ -80,7 +80,6 @@ VQE_METRICS: dict[str, tuple[str, str]] = {
     "quantum_gpu_utilization_percent": ("gauge", "Mean NVIDIA GPU utilisation during the run (%)."),
     "quantum_gpu_memory_used_bytes": ("gauge", "Peak NVIDIA GPU memory used during the run (bytes)."),
 }
-GPU_METRICS = frozenset({"quantum_gpu_utilization_percent", "quantum_gpu_memory_used_bytes"})
 
 _outage_logged = False
 _outage_lock = threading.Lock()

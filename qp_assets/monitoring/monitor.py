@@ -159,10 +159,6 @@ class PerformanceMonitor:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    @property
-    def gpu_available(self) -> bool:
-        return self._gpu is not None and self._gpu.available
-
     def start(self) -> PerformanceMonitor:
         """Start sampling (idempotent while running); returns self."""
         if self.running:

@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 RANGE_TAGS = ("qp/request_topic", "qp/request_partition", "qp/offset_range")
 ATTEMPT_TAG = "qp/range_attempt"
 DEAD_TAG = "qp/range_dead_lettered"
-DEFAULT_MAX_ATTEMPTS = 5
-DEFAULT_RETRY_DELAY_S = 60.0
 #: How many of the job's most recent failed/canceled runs are examined per tick.
 RUN_WINDOW = 200
 

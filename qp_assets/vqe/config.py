@@ -171,10 +171,6 @@ class VQEConfig:
                 "(the vacuum has no electrons); use hartree_fock or random"
             )
 
-    @property
-    def is_exact(self) -> bool:
-        return self.shots is None
-
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> VQEConfig:
         """Build from a dict with the field names above; unknown keys are an :class:`InputError`."""

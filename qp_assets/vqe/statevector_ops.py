@@ -179,11 +179,6 @@ class CompiledCircuit:
         moved = psi if r.xmask == 0 else psi[self.perm(r.xmask)]
         return c * psi - 1j * s * r.d_unit * moved
 
-    def _apply_g(self, r: Rotation, psi: np.ndarray) -> np.ndarray:
-        """G psi."""
-        d = r.d_unit * r.d_abs
-        return d * (psi if r.xmask == 0 else psi[self.perm(r.xmask)])
-
     def _apply_fixed(self, g: FixedGate, psi: np.ndarray, adjoint: bool = False) -> np.ndarray:
         n = self.num_qubits
         k = len(g.qubits)
