@@ -230,6 +230,11 @@ class Env(BaseModel):
     partitions_start: str = _var(
         "QP_PARTITIONS_START", "first feature partition: YYYY-MM-DD or today-N", "today-7"
     )
+    feature_catch_up_s: Annotated[float, Field(ge=0)] = _var(
+        "QP_FEATURE_CATCH_UP_S",
+        "seconds a one-day feature run keeps rebuilding with files landed during its build (0: off)",
+        60.0,
+    )
     feature_max_retries: NonNegInt = _var("QP_FEATURE_MAX_RETRIES", "retries of a failed feature build", 3)
     feature_retry_delay_s: Annotated[float, Field(ge=0)] = _var(
         "QP_FEATURE_RETRY_DELAY_S", "seconds between feature build retries", 60.0

@@ -15,14 +15,25 @@ from qp_assets.features.transforms import DATA_TABLES, TABLES
 pytestmark = [pytest.mark.services, pytest.mark.spark, pytest.mark.slow]
 
 
+#: The golden file the first test lands while its build runs (day 1, topic B: run 3).
+HELD_OUT = 1
+
+
 @pytest.fixture(scope="module")
 def landed(stack):
+    """The golden files under an isolated prefix, except ``HELD_OUT``: ``land_all`` writes it."""
     iso = isolated(stack)
     sink = iso.sink()
-    for f in golden_files():
-        f.write(sink)
+    for i, f in enumerate(golden_files()):
+        if i != HELD_OUT:
+            f.write(sink)
     yield iso
     iso.cleanup()
+
+
+def land_all(iso) -> None:
+    """Land the held-out golden file (idempotent: same key, same bytes)."""
+    golden_files()[HELD_OUT].write(iso.sink())
 
 
 def _materializations(result):
@@ -44,14 +55,34 @@ def _checks(result):
     }
 
 
-def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed):
+def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed, monkeypatch):
+    """One day, all ten tables and their checks; a file that lands while the build runs is built by the same
+    run (it catches up: a second build in the same process), and the tables record the landing signature
+    that covers it, so the landing sensor requests no further run."""
+    from qp_assets.features import build
+    from qp_assets.sensors.landing import landed_per_day
+
+    real_build_days, calls = build.build_days, []
+
+    def build_days_landing_a_file_meanwhile(*args, **kwargs):
+        calls.append(args[0])
+        results = real_build_days(*args, **kwargs)
+        if len(calls) == 1:
+            land_all(landed)  # lands after the first build listed the day's files
+        return results
+
+    monkeypatch.setattr(build, "build_days", build_days_landing_a_file_meanwhile)
     defs = feature_definitions(landed.resources())
     job = defs.resolve_job_def("feature_processing_job")
     with DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(partition_key=GOLDEN_DAY1.isoformat(), instance=instance)
     assert result.success
+    assert calls == [[GOLDEN_DAY1], [GOLDEN_DAY1]]  # caught up: built twice, in one run
+    now = landed_per_day(landed.s3(), landed.settings.bucket, landed.raw_prefix, [GOLDEN_DAY1])[GOLDEN_DAY1]
+    assert now.files == 2  # day 1's own folder: topic A hour 10, topic B hour 23
     mats = _materializations(result)
     assert sorted(mats) == sorted(TABLES)
+    assert {m.metadata["landing_signature"].value for ms in mats.values() for m in ms} == {now.signature()}
     expected = expected_rows(records_of_day(golden_files(), GOLDEN_DAY1))
     for table in DATA_TABLES:
         meta = mats[table][0].metadata
@@ -64,11 +95,14 @@ def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed):
     rows = read_rows("vqe_results", day=GOLDEN_DAY1, settings=landed.settings, namespace=landed.namespace)
     assert sorted(rows.column("run_id").to_pylist()) == [f"run-{i:06d}" for i in (0, 1, 2, 3, 7)]
     meta = read_rows("processing_metadata", settings=landed.settings, namespace=landed.namespace).to_pylist()
-    assert [m["dagster_run_id"] for m in meta] == [result.run_id]
+    # one processing_metadata row per build: the first without the file that landed meanwhile, then with it
+    builds = sorted(meta, key=lambda m: m["processed_at"])
+    assert [(m["dagster_run_id"], m["runs"]) for m in builds] == [(result.run_id, 4), (result.run_id, 5)]
 
 
 def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
     """A range whose first day has no landed data: one run, every day written, every check passes."""
+    land_all(landed)
     empty_day = GOLDEN_DAY1 - timedelta(days=1)
     defs = feature_definitions(landed.resources())
     job = defs.resolve_job_def("feature_processing_job")
@@ -97,6 +131,7 @@ def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
 
 def test_an_unreadable_landed_file_fails_the_run_visibly(landed):
     """A corrupt file among good ones: the good run lands, the blocking check names the file, the run fails."""
+    land_all(landed)
     from qp_assets.features import golden
 
     day = GOLDEN_DAY2 + timedelta(days=3)

@@ -98,14 +98,18 @@ class _FakeS3:
 def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
     """Issue 18 saw 3 feature runs for one day within 2 minutes: a day whose run has not started yet (queued,
     not started, starting; a UI backfill's range counts for each of its days) gets no other run; a run in
-    progress gets exactly one follow-up, which then covers every later landing while it waits."""
+    progress that is still building catches up with new files itself (held: no run, the day stays changed
+    in the cursor); once it has reported its tables, the next tick requests a run only if the files it
+    covers (its ``landing_signature``) are not the current ones."""
     from dagster import DagsterInstance, DagsterRunStatus, build_sensor_context
     from dagster._core.utils import make_new_run_id
 
+    from qp_assets.assets.features import LANDING_SIGNATURE
     from qp_assets.assets.jobs import build_feature_job
     from qp_assets.assets.vqe_runner import build_vqe_runner_job
     from qp_assets.resources.core import BoundedS3Resource, LandingResource
     from qp_assets.sensors.definitions import build_sensors
+    from qp_assets.sensors.landing import landed_per_day
 
     fake = _FakeS3()
 
@@ -123,8 +127,10 @@ def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
 
     with DagsterInstance.ephemeral() as instance:
         # The sensor asks the instance for runs by job and status (RunsFilter); a queued DagsterRun cannot be
-        # built without a code location origin, so the instance's run listing is a fake over these records.
+        # built without a code location origin, so the instance's run listing is a fake over these records,
+        # and so is the day's latest vqe_results materialization (run id, landing signature covered).
         runs: dict[str, SimpleNamespace] = {}
+        built: list[SimpleNamespace] = []
 
         def get_runs(filters, limit=None):
             return [
@@ -133,7 +139,15 @@ def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
                 if filters.tags.items() <= r.tags.items() and r.status in filters.statuses
             ][:limit]
 
+        def fetch_materializations(records_filter, limit):
+            assert (
+                list(records_filter.asset_partitions) == [day]
+                and records_filter.asset_key.path[-1] == "vqe_results"
+            )
+            return SimpleNamespace(records=built[-limit:])
+
         monkeypatch.setattr(instance, "get_runs", get_runs)
+        monkeypatch.setattr(instance, "fetch_materializations", fetch_materializations)
 
         def run(status: DagsterRunStatus, job_name: str = job.name, **tags: str) -> str:
             run_id = make_new_run_id()
@@ -144,31 +158,92 @@ def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
             runs[run_id] = SimpleNamespace(job_name=job_name, run_id=run_id, status=status, tags=tags)
             return run_id
 
+        def report(run_id: str) -> None:
+            """The run materialized vqe_results covering what has landed now."""
+            signature = landed_per_day(fake, "b", "raw/topics/", [today])[today].signature()
+            meta = {LANDING_SIGNATURE: SimpleNamespace(value=signature)}
+            built.append(SimpleNamespace(run_id=run_id, asset_materialization=SimpleNamespace(metadata=meta)))
+
         cursor = None
 
-        def land_and_tick(n: int) -> list[str]:
+        def tick(land: int | None = None) -> list[str]:
             nonlocal cursor
-            fake.put(f"{prefix}vqe_result_v3.x+0+{n:019d}.avro")
+            if land is not None:
+                fake.put(f"{prefix}vqe_result_v3.x+0+{land:019d}.avro")
             result = sensor(build_sensor_context(cursor=cursor, resources=resources, instance=instance))
             cursor = result.cursor
             return [r.partition_key for r in result.run_requests]
 
-        assert land_and_tick(0) == [day]  # first landing: one run (the daemon queues it)
+        assert tick(0) == [day]  # first landing: one run (the daemon queues it)
         first = run(DagsterRunStatus.QUEUED, **{"dagster/partition": day})
-        assert land_and_tick(1) == []  # queued: it will list this file when it starts
+        assert tick(1) == []  # queued: it will list this file when it starts
         runs.pop(first)
         first = run(DagsterRunStatus.STARTING, **{"dagster/partition": day})
-        assert land_and_tick(2) == []  # launched, not started: still lists the files itself
+        assert tick(2) == []  # launched, not started: still lists the files itself
         runs.pop(first)
-        run(DagsterRunStatus.STARTED, **{"dagster/partition": day})
-        assert land_and_tick(3) == [day]  # in progress: exactly one follow-up
+        first = run(DagsterRunStatus.STARTED, **{"dagster/partition": day})
+        assert tick(3) == [] and tick() == []  # building: it catches up with file 3 itself (held)
+        report(first)  # it did: its tables cover files 0-3
+        assert tick() == []  # still running, but covered: nothing to do
+        assert tick(4) == [day]  # landed after its build reported: one follow-up, queued behind it
         follow_up = run(DagsterRunStatus.QUEUED, **{"dagster/partition": day})
-        assert land_and_tick(4) == [] and land_and_tick(5) == []  # the waiting follow-up covers them
+        assert tick(5) == [] and tick(6) == []  # the waiting follow-up covers them
+        runs.pop(follow_up)
+        runs[first].status = DagsterRunStatus.SUCCESS
+        follow_up = run(DagsterRunStatus.STARTED, **{"dagster/partition": day})
+        fake.put(f"{prefix}vqe_result_v3.x+0+{7:019d}.avro")
+        runs.pop(follow_up)  # it ended without reporting (failed) while file 7 landed
+        assert tick() == [day]  # not covered by the latest build: requested
+        follow_up = run(DagsterRunStatus.STARTED, **{"dagster/partition": day})
+        report(follow_up)
         runs.pop(follow_up)
         backfill = {"dagster/asset_partition_range_start": day, "dagster/asset_partition_range_end": day}
         run(DagsterRunStatus.NOT_STARTED, "__ASSET_JOB", **backfill)  # a UI backfill: the implicit asset job
-        assert land_and_tick(6) == []  # a pending range run covers each of its days
-        assert land_and_tick(6) == []  # nothing new: nothing requested either
+        assert tick(8) == []  # a pending range run covers each of its days
+        assert tick() == []  # nothing new: nothing requested either
+
+
+def test_build_until_caught_up_rebuilds_while_files_land_within_the_budget():
+    """A file landing during a build is built by the same run (a new round); no round starts after the
+    budget; the signature returned is the one read before the last round (never one it did not read)."""
+    from qp_assets.assets.features import build_until_caught_up
+
+    landed = ["a"]
+    builds: list[list[str]] = []
+
+    def build():
+        builds.append(list(landed))
+        if len(builds) < 3:  # a file lands during each of the first two builds
+            landed.append(f"f{len(builds)}")
+        return len(builds)
+
+    def signature():
+        return ",".join(landed)
+
+    assert build_until_caught_up(build, signature, budget_s=60) == (3, "a,f1,f2", 3)
+    assert builds == [["a"], ["a", "f1"], ["a", "f1", "f2"]]
+    landed[:], builds[:] = ["a"], []
+    result, covered, rounds = build_until_caught_up(build, signature, budget_s=0)
+    assert (result, covered, rounds) == (1, "a", 1)  # no budget: one build, covering what it listed
+
+
+def test_plan_landing_covered_held_or_requested():
+    from qp_assets.sensors.definitions import FeatureRunState, plan_landing
+
+    d1, d2, d3, d4, d5 = (date(2026, 11, n) for n in range(1, 6))
+    sig = {d: f"{d.day}:10:t" for d in (d1, d2, d3, d4, d5)}
+    state = FeatureRunState(
+        pending=frozenset({"2026-11-01"}),
+        running={"2026-11-03": frozenset({"r3"}), "2026-11-04": frozenset({"r4"})},
+        built={
+            "2026-11-02": ("old", sig[d2]),  # the last build covers exactly what has landed
+            "2026-11-03": ("old", "3:5:t"),  # r3 is still building (its tables not reported yet)
+            "2026-11-04": ("r4", "4:5:t"),  # r4 reported without the new files
+            "2026-11-05": ("old", None),  # a range build (no signature)
+        },
+    )
+    request, covered, held = plan_landing([d1, d2, d3, d4, d5], sig, state)
+    assert (request, covered, held) == ([d4, d5], [d1, d2], [d3])
 
 
 def test_run_days_of_partition_and_range_tags():

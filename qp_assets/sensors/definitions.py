@@ -1,7 +1,9 @@
 """Dagster sensors: Kafka requests -> vqe_runner_job, landed files -> feature partitions, run e-mails."""
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
@@ -166,24 +168,63 @@ def request_sensor_result(
     return SensorResult(run_requests=requests + retries, cursor=new_cursor)
 
 
+@dataclass(frozen=True)
+class FeatureRunState:
+    """What the instance says about the feature runs of the days whose landed files changed.
+
+    ``pending``: days with a feature run that has not started yet (it lists the landed files when it starts);
+    ``running``: day -> ids of its feature runs in progress; ``built``: day -> (run id, landing signature it
+    covers or None) of the day's latest ``vqe_results`` materialization (see
+    ``qp_assets.assets.features.LANDING_SIGNATURE``)."""
+
+    pending: frozenset[str] = frozenset()
+    running: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    built: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def plan_landing(
+    changed: list[date], signatures: Mapping[date, str], state: FeatureRunState
+) -> tuple[list[date], list[date], list[date]]:
+    """Split the changed days into (request a run, covered, held). Plain logic of one landing-sensor tick.
+
+    * covered: a run of the day has not started yet (it will list the new files), or the day's latest build
+      already covers the current signature (a run caught up with the files landed during its build);
+    * held: a run of the day is in progress and has not reported its tables yet, so it is still building
+      and catches up with the new files itself (``build_until_caught_up``); the day stays changed and is
+      looked at again by the next tick, after that run ended;
+    * request: anything else, including a run in progress whose build has already reported without them
+      (its follow-up then queues behind it).
+    """
+    request, covered, held = [], [], []
+    for d in changed:
+        iso = d.isoformat()
+        run_id, signature = state.built.get(iso, (None, None))
+        if iso in state.pending or signature == signatures[d]:
+            covered.append(d)
+        elif iso in state.running and run_id not in state.running[iso]:
+            held.append(d)
+        else:
+            request.append(d)
+    return request, covered, held
+
+
 def landing_sensor_result(
     cursor: str | None,
     s3: BoundedS3Resource,
     landing: LandingResource,
     lookback_days: int,
     first_day: str,
-    pending_days: set[str] | Callable[[], set[str]] | None = None,
+    run_state: FeatureRunState | Callable[[list[date]], FeatureRunState] | None = None,
     wait_s: float = 0.0,
     poll_s: float = 1.0,
 ) -> SensorResult | SkipReason:
     """One tick of the landing sensor: partitions of the recent days whose landed files changed.
 
-    Days in ``pending_days`` (a feature run for them is queued and has not started yet, so it will list
-    the new files itself) are not requested again; a callable is asked at the moment a change is seen.
-    When nothing changed, the tick lists again every ``poll_s`` seconds for up to ``wait_s`` seconds and
-    returns as soon as a file lands (never on an instance's first tick, which only places the cursor): the
-    sensor loop starts at most every 5 s, so a tick that returned at once would see a landing 2.5 s late
-    on average.
+    ``run_state`` (or a callable asked with the changed days at the moment a change is seen) says which of
+    them already have a run covering the change (see :func:`plan_landing`). When nothing changed, the tick
+    lists again every ``poll_s`` seconds for up to ``wait_s`` seconds and returns as soon as a file lands
+    (never on an instance's first tick, which only places the cursor): the sensor loop starts at most every
+    5 s, so a tick that returned at once would see a landing 2.5 s late on average.
     """
     days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
     client = s3.get_client()
@@ -194,21 +235,38 @@ def landing_sensor_result(
         if changed or not cursor or time.monotonic() + poll_s > deadline:
             break
         time.sleep(poll_s)
-    pending = pending_days() if callable(pending_days) else pending_days
-    covered = [d for d in changed if d.isoformat() in (pending or set())]
-    changed = [d for d in changed if d not in covered]
-    if not changed:
-        reason = (
-            "no new landed files"
-            if not covered
-            else f"new files for {', '.join(d.isoformat() for d in covered)}: a queued run covers them"
+    state = (run_state(changed) if callable(run_state) else run_state) or FeatureRunState()
+    request, covered, held = plan_landing(changed, {d: landed[d].signature() for d in changed}, state)
+    if held:  # looked at again next tick: keep their previous signature in the cursor
+        previous = json.loads(cursor) if cursor else {}
+        kept = json.loads(new_cursor)
+        for d in held:
+            kept.pop(d.isoformat(), None)
+            if d.isoformat() in previous:
+                kept[d.isoformat()] = previous[d.isoformat()]
+        new_cursor = json.dumps(kept, sort_keys=True)
+    if not request:
+        reason = "; ".join(
+            part
+            for part in (
+                "no new landed files" if not changed else "",
+                f"new files for {_isos(covered)}: a queued run or the last build covers them"
+                if covered
+                else "",
+                f"new files for {_isos(held)}: the run in progress catches up with them" if held else "",
+            )
+            if part
         )
         return SensorResult(skip_reason=SkipReason(reason), cursor=new_cursor)
     requests = [
         RunRequest(run_key=f"landing:{d.isoformat()}:{landed[d].signature()}", partition_key=d.isoformat())
-        for d in changed
+        for d in request
     ]
     return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def _isos(days: list[date]) -> str:
+    return ", ".join(d.isoformat() for d in days)
 
 
 #: Feature runs in these states have not listed the landed files yet: they will read the newest ones.
@@ -236,23 +294,39 @@ def run_days(tags: dict[str, str]) -> set[str]:
     return days
 
 
-def queued_partitions(instance) -> set[str]:
-    """Days covered by feature runs (``qp/kind=features``) that have not started yet (queued, not started,
-    starting), whichever way they were launched (landing sensor, schedule, UI Materialize, backfills).
+def feature_run_state(instance, days: list[date]) -> FeatureRunState:
+    """The feature runs (``qp/kind=features``, whichever way they were launched: landing sensor, schedule,
+    UI Materialize, backfills) of ``days`` that have not started yet or are in progress (one run query,
+    the latest 200), and each day's latest ``vqe_results`` materialization (one event query per day)."""
+    from dagster import AssetRecordsFilter, RunsFilter
 
-    Such a run lists the landed files when it starts, so it will read files that land meanwhile: the landing
-    sensor requests nothing more for those days. A run already in progress gets one follow-up (requested
-    while it runs, queued behind it by the ``qp/kind=features`` concurrency limit); more landings while
-    that follow-up waits are covered by it.
-    """
-    from dagster import RunsFilter
-
+    from qp_assets.assets.features import LANDING_SIGNATURE, feature_asset_key
     from qp_assets.assets.run_tags import FEATURE_RUN_TAGS
 
+    if not days:
+        return FeatureRunState()
     runs = instance.get_runs(
-        RunsFilter(tags=dict(FEATURE_RUN_TAGS), statuses=list(PENDING_STATUSES)), limit=200
+        RunsFilter(tags=dict(FEATURE_RUN_TAGS), statuses=[*PENDING_STATUSES, DagsterRunStatus.STARTED]),
+        limit=200,
     )
-    return set().union(*(run_days(r.tags) for r in runs)) if runs else set()
+    pending: set[str] = set()
+    running: dict[str, set[str]] = {}
+    for r in runs:
+        for day in run_days(r.tags):
+            if r.status == DagsterRunStatus.STARTED:
+                running.setdefault(day, set()).add(r.run_id)
+            else:
+                pending.add(day)
+    built = {}
+    for d in days:
+        found = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=feature_asset_key("vqe_results"), asset_partitions=[d.isoformat()]),
+            limit=1,
+        ).records
+        if found:
+            entry = found[0].asset_materialization.metadata.get(LANDING_SIGNATURE)
+            built[d.isoformat()] = (found[0].run_id, entry.value if entry is not None else None)
+    return FeatureRunState(frozenset(pending), {d: frozenset(ids) for d, ids in running.items()}, built)
 
 
 def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = None) -> tuple[str, str]:
@@ -314,7 +388,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
             landing,
             lookback,
             first_day,
-            lambda: queued_partitions(context.instance),
+            lambda changed: feature_run_state(context.instance, changed),
             wait_s=load_env().landing_sensor_wait_s,
         )
 
