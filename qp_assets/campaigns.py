@@ -9,6 +9,7 @@ A campaign file (YAML or JSON) is the product of molecules x configuration matri
       optimizer: [L-BFGS-B, SLSQP, COBYLA, SPSA]
       initial_state: [hartree_fock, random]
     seeds: {start: 1, count: 21}         # or a list of integers
+    force: false                         # true: compute every run, reuse no earlier result (docs/vqe.md)
 
 Every request is checked (configuration, molecule, admission policy) before any is published, so a bad
 campaign publishes nothing. Request ids are ``<campaign id>/<n>`` (5 digits), so the campaign's
@@ -38,7 +39,7 @@ MAX_REQUESTS = 20_000
 IN_FLIGHT = frozenset({"missing", "published_not_landed", "landed_not_in_iceberg"})
 #: Key prefix of the manifests in the stack's bucket.
 MANIFEST_PREFIX = "campaigns/"
-_SPEC_KEYS = {"name", "molecules", "molecules_file", "config", "matrix", "seeds"}
+_SPEC_KEYS = {"name", "molecules", "molecules_file", "config", "matrix", "seeds", "force"}
 
 
 @dataclass
@@ -150,6 +151,9 @@ def expand(spec: dict[str, Any], campaign_id: str | None = None) -> Campaign:
     if clash:
         raise InputError(f"campaign: field(s) {clash} given twice (config, matrix or seeds)")
     seeds = _seeds(spec["seeds"]) if "seeds" in spec else [0]
+    force = spec.get("force", False)
+    if not isinstance(force, bool):
+        raise InputError(f"campaign: field 'force' must be true or false, got {force!r}")
     combos = [dict(zip(matrix, values, strict=True)) for values in itertools.product(*matrix.values())] or [
         {}
     ]
@@ -173,6 +177,7 @@ def expand(spec: dict[str, Any], campaign_id: str | None = None) -> Campaign:
                     "molecule": known[molecule].to_dict(),
                     **configs[i],
                     "seed": seed,
+                    **({"force": True} if force else {}),
                 }
                 admit_request(request, limits)
                 requests.append(request)
@@ -307,7 +312,7 @@ def _submit(args: Any) -> int:
 
     with reported(usage=(InputError, ValueError), failure=()):
         spec = load_spec(args.file)
-        campaign = expand(spec, args.id)
+        campaign = expand({**spec, "force": True} if args.force else spec, args.id)
     if args.dry_run:
         print(json.dumps({"campaign_id": campaign.campaign_id, "requests": len(campaign.requests)}))
         return 0
@@ -359,6 +364,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("file", type=Path, metavar="FILE")
     s.add_argument("--id", default=None, help="campaign id (default camp-<name>-<hash>)")
     s.add_argument("--dry-run", action="store_true", help="expand and check only; print the request count")
+    s.add_argument("--force", action="store_true", help="compute every run (as 'force: true' in FILE)")
     s.set_defaults(handler=_submit)
     st = sub.add_parser("status", help="progress of a campaign (qp audit over its requests)")
     st.add_argument("campaign_id", metavar="ID")

@@ -138,6 +138,22 @@ def published_run_ids(instance: Any, dagster_run_ids: list[str]) -> list[str]:
     return out
 
 
+def op_metadata(instance: Any, dagster_run_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """request_id -> the metadata values of its run_vqe_request op output in the given vqe_runner_job runs
+    (the convergence plot left out)."""
+    from dagster import DagsterEventType
+
+    out = {}
+    for rid in dagster_run_ids:
+        for entry in instance.all_logs(rid, of_type=DagsterEventType.STEP_OUTPUT):
+            meta = entry.dagster_event.event_specific_data.metadata or {}
+            if entry.dagster_event.step_key.startswith("run_vqe_request") and "request_id" in meta:
+                out[meta["request_id"].value] = {
+                    k: v.value for k, v in meta.items() if k != "convergence_plot"
+                }
+    return out
+
+
 def landed_run_ids(settings: Settings, day: datetime, since: datetime) -> set[str]:
     """run_ids in landed files of ``day`` modified at or after ``since`` (reads the Avro files)."""
     import io

@@ -243,6 +243,14 @@ class Env(BaseModel):
         "QP_VARIATIONAL_TOL_HA", "tolerance of the variational-bound check (hartree)", 1e-6
     )
     vqe_cpu_slots: PosInt = _var("QP_VQE_CPU_SLOTS", "concurrent VQE ops on a host without GPU", 1)
+    reuse_results: bool = _var(
+        "QP_REUSE_RESULTS", "`0`: every request computes (no look-up of an earlier result)", True
+    )
+    reuse_lookup_timeout_s: Annotated[float, Field(gt=0, le=300)] = _var(
+        "QP_REUSE_LOOKUP_TIMEOUT_S",
+        "seconds the runner's look-up of an earlier result may take before it computes instead",
+        10.0,
+    )
     vqe_executor: Literal["local", "k8s"] = _var("QP_VQE_EXECUTOR", "executor of vqe_runner_job", "local")
     vqe_runner_image: str = _var(
         "QP_VQE_RUNNER_IMAGE", "step image under the k8s executor", "qp-vqe-runner:gpu"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterInstance
 
 from qp_assets import e2e
 from qp_assets.resources.core import REQUESTS_TOPIC
@@ -121,26 +121,13 @@ def runner_outcome(stack, tmp_path_factory):
         os.environ["DAGSTER_HOME"] = old_home
 
 
-def _published(instance, dagster_runs) -> dict[str, dict]:
-    """request_id -> op metadata of every run_vqe_request step of the runs."""
-    out = {}
-    for rid in dagster_runs:
-        for entry in instance.all_logs(rid, of_type=DagsterEventType.STEP_OUTPUT):
-            meta = entry.dagster_event.event_specific_data.metadata or {}
-            if entry.dagster_event.step_key.startswith("run_vqe_request") and "request_id" in meta:
-                out[meta["request_id"].value] = {
-                    k: v.value for k, v in meta.items() if k != "convergence_plot"
-                }
-    return out
-
-
 def test_sensor_runs_publish_exactly_once(stack, runner_outcome):
     from confluent_kafka import Consumer, TopicPartition
 
     o = runner_outcome
     ours = {r["request_id"] for r in o["requests"]}
     assert o["run_requests"] and all(r.run_key.startswith(f"{REQUESTS_TOPIC}:") for r in o["run_requests"])
-    published = _published(o["instance"], o["dagster_runs"])
+    published = e2e.op_metadata(o["instance"], o["dagster_runs"])
     assert ours <= set(published)  # others may have submitted to the shared topic meanwhile
     mine = [published[r] for r in ours]
     assert all(m["published"] and m["molecule"] == "H2" for m in mine)
@@ -170,7 +157,7 @@ def test_sensor_runs_publish_exactly_once(stack, runner_outcome):
 def test_landed_results_become_iceberg_rows(stack, runner_outcome):
     _require_sink(stack)
     o = runner_outcome
-    published = _published(o["instance"], o["dagster_runs"])
+    published = e2e.op_metadata(o["instance"], o["dagster_runs"])
     ours = {r["request_id"] for r in o["requests"]}
     e2e.wait_for_landing(stack, [published[r]["run_id"] for r in ours], o["since"], timeout_s=180)
     day = datetime.now(UTC).date().isoformat()

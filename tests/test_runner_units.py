@@ -55,6 +55,7 @@ class Recorder:
             plot=lambda result: b"\x89PNG fake",
             pin=pin,
             monitor=lambda: None,
+            lookup=lambda settings, key, timeout_s: None,  # no earlier result (tests/test_reuse_units.py)
         )
 
     def _release(self) -> None:
@@ -64,7 +65,7 @@ class Recorder:
 def fake_result(**kw):
     base = dict(run_id="run-1", molecule_name="H2", total_energy=-1.1372, exact_energy=-1.13727,
                 error_vs_exact_mha=0.07, iterations=[1, 2, 3], optimizer_result={"message": "ok"},
-                device_used="CPU", timings={"total_s": 0.5})  # fmt: skip
+                device_used="CPU", timings={"total_s": 0.5}, experiment_key=None, reused_from=None)  # fmt: skip
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -164,3 +165,76 @@ def test_scan_request_publishes_every_point_and_dead_letters_an_oversized_one(se
     assert done.output["run_ids"] == [fakes.published[0].run_id] and fakes.released == 1
     assert done.output["total_energy"] == pytest.approx(-1.1372, abs=2e-3)  # the minimum lies near 0.74 A
     assert "| 0.7000 |" in done.markdown["points"] and "| 0.8000 |" in done.markdown["points"]
+
+
+def test_an_earlier_result_of_the_same_experiment_is_reused_without_simulating(settings: Settings) -> None:
+    """The real H2 run, then the same experiment as another request: the second publishes the first's
+    result for its own request id, marked reused_from, and no simulation runs; forced, it computes."""
+    from qp_assets.runner.reuse import Earlier, Found
+    from qp_assets.vqe.result import load_schema
+
+    first = Recorder()
+    done = process_request(request(), settings, steps=first.steps())
+    computed = first.published[0]
+    assert done.metadata["reused_from"] == "" and len(computed.experiment_key) == 64
+    asked: list[tuple[str, float]] = []
+
+    def lookup(settings_, key, timeout_s):
+        asked.append((key, timeout_s))
+        return Found(Earlier("req-1", computed.run_id, "s3a://b/raw/x.avro"), computed.to_record())
+
+    again = Recorder(run=lambda *a, **k: pytest.fail("a reused result must not simulate"))
+    steps = dataclasses.replace(again.steps(), lookup=lookup)
+    reused = process_request({**request(), "request_id": "req-2"}, settings, steps=steps)
+    assert asked == [(computed.experiment_key, 10.0)] and again.released == 0  # no device slot either
+    (result,) = again.published
+    assert (result.request_id, result.reused_from, result.experiment_key) == (
+        "req-2",
+        "req-1",
+        computed.experiment_key,
+    )
+    assert result.run_id != computed.run_id and result.event_time >= computed.event_time
+    assert result.total_energy == computed.total_energy and result.iterations == computed.iterations
+    assert result.optimal_parameters == computed.optimal_parameters
+    assert (reused.status, reused.output["reused_from"], reused.metadata["reused_from"]) == (
+        "published",
+        "req-1",
+        "req-1",
+    )
+    assert reused.metadata["placement"] == "none: the result was reused, nothing simulated"
+    import fastavro
+
+    assert fastavro.validate(result.to_record(), load_schema())
+
+    forced = Recorder()
+    steps = dataclasses.replace(
+        forced.steps(), lookup=lambda *a: pytest.fail("a forced request looks nothing up")
+    )
+    done = process_request({**request(), "request_id": "req-3", "force": True}, settings, steps=steps)
+    (result,) = forced.published
+    assert (done.metadata["reused_from"], result.reused_from, forced.released) == ("", None, 1)
+    assert result.experiment_key == computed.experiment_key
+
+
+@pytest.mark.parametrize("error", [TimeoutError("took over 10 s"), OSError("S3 down")])
+def test_a_failed_lookup_computes_and_says_so(settings: Settings, caplog, error: Exception) -> None:
+    import logging
+
+    def lookup(settings_, key, timeout_s):
+        raise error
+
+    fakes = Recorder(run=lambda *a, **k: fake_result())
+    steps = dataclasses.replace(fakes.steps(), lookup=lookup)
+    with caplog.at_level(logging.WARNING, logger="qp_assets.runner.process"):
+        done = process_request(request(), settings, steps=steps)
+    assert done.status == "published" and len(fakes.published) == 1 and fakes.released == 1
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith("result look-up of 'req-1' failed after ")
+    assert warning.endswith(f"s, computing instead: {type(error).__name__}: {error}")
+
+
+def test_an_unseeded_random_run_is_never_looked_up(settings: Settings) -> None:
+    fakes = Recorder(run=lambda *a, **k: fake_result())
+    steps = dataclasses.replace(fakes.steps(), lookup=lambda *a: pytest.fail("not reproducible: no look-up"))
+    done = process_request(request(initial_state="random", seed=None), settings, steps=steps)
+    assert done.status == "published" and len(fakes.published) == 1

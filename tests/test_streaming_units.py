@@ -125,13 +125,15 @@ def test_v3_reader_reads_every_version(writer_version: int) -> None:
 def test_v4_adds_only_optional_fields_and_v3_v4_readers_read_each_other() -> None:
     v3, v4 = schema_dict("vqe_result", 3), schema_dict("vqe_result", 4)
     added = {f["name"] for f in v4["fields"]} - {f["name"] for f in v3["fields"]}
-    assert added == {"adapt", "scan_id", "scan_point"}
+    assert added == {"adapt", "scan_id", "scan_point", "experiment_key", "reused_from"}  # the last two: v4.1
     assert all(f.get("default", "absent") is None for f in v4["fields"] if f["name"] in added)
-    record = as_v4(make_result(5, WHEN, num_iterations=3), point=2)
+    record = {**as_v4(make_result(5, WHEN, num_iterations=3), point=2), "experiment_key": "k" * 64,
+              "reused_from": "req-000001"}  # fmt: skip
     old = _roundtrip(record, v4, v3)  # a v3 reader (the feature build's) reads a v4 record
     assert old == _roundtrip(make_result(5, WHEN, num_iterations=3), v3, v3)
     new = _roundtrip(record, v4, v4)
     assert new["backend"]["kernel"] == "sector" and new["scan_id"] == "scan-0001"
+    assert (new["experiment_key"], new["reused_from"]) == ("k" * 64, "req-000001")
     assert new["scan_point"] == {"index": 2, "num_points": 3, "atoms": [0, 1], "distance": pytest.approx(0.8)}
     assert (
         [it["operator"] for it in new["iterations"]]
@@ -139,9 +141,8 @@ def test_v4_adds_only_optional_fields_and_v3_v4_readers_read_each_other() -> Non
         == ["0,2->1,3", "0,2->2,3", "0,2->1,3"]
     )
     from_v3 = _roundtrip(make_result(5, WHEN), v3, v4)  # and a v4 reader reads v3 records with defaults
-    assert (from_v3["backend"]["kernel"], from_v3["adapt"], from_v3["scan_id"], from_v3["scan_point"]) == (
-        None, None, None, None,
-    )  # fmt: skip
+    assert (from_v3["backend"]["kernel"], from_v3["adapt"], from_v3["scan_id"], from_v3["scan_point"],
+            from_v3["experiment_key"], from_v3["reused_from"]) == (None,) * 6  # fmt: skip
     assert all(it["operator"] is None for it in from_v3["iterations"])
 
 

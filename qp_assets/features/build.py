@@ -36,7 +36,14 @@ from pyspark.sql import functions as F
 
 from qp_assets.features import raw as raw_io
 from qp_assets.features.spark import describe_master, get_spark_session, is_remote
-from qp_assets.features.transforms import DATA_TABLES, NAMESPACE, TABLES, create_table_sql, select_tables
+from qp_assets.features.transforms import (
+    DATA_TABLES,
+    NAMESPACE,
+    TABLES,
+    add_columns_sql,
+    create_table_sql,
+    select_tables,
+)
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,9 +83,12 @@ def table_identifier(catalog: str, namespace: str, table: str) -> str:
 def ensure_tables(
     spark: SparkSession, catalog: str, namespace: str = NAMESPACE, tables: Iterable[str] | None = None
 ) -> None:
-    """Create the namespace and the (selected) tables if missing (idempotent).
+    """Create the namespace and the (selected) tables if missing, and add the columns an existing table
+    lacks (a column added to a table's schema after the table was created, e.g. ``vqe_results.reused_from``;
+    idempotent).
 
-    One listing query when everything exists (the usual case), one statement per missing table otherwise.
+    One listing query plus one schema look-up per existing table when everything exists (the usual case),
+    one statement per missing table or column set otherwise.
     """
     wanted = list(tables or TABLES)
     try:
@@ -89,6 +99,12 @@ def ensure_tables(
     for name in wanted:
         if name not in existing:
             spark.sql(create_table_sql(catalog, namespace, TABLES[name]))
+            continue
+        have = set(spark.table(table_identifier(catalog, namespace, name)).columns)
+        evolve = add_columns_sql(catalog, namespace, TABLES[name], have)
+        if evolve:
+            log.info("adding columns to %s.%s: %s", namespace, name, evolve)
+            spark.sql(evolve)
 
 
 def current_snapshots(spark: SparkSession, identifiers: Sequence[str]) -> dict[str, tuple[int, int]]:

@@ -215,6 +215,15 @@ COLUMNS: dict[str, ColumnDoc] = {
         "package_versions",
     ),
     "source_file": ColumnDoc("Landed Avro object (S3 URI) the run was read from.", None),
+    # -- result reuse (docs/vqe.md, Result reuse) --
+    "experiment_key": ColumnDoc(
+        "{avro} Unlike experiment_id it includes the seed, the budgets and the code version.",
+        "experiment_key",
+    ),
+    "reused_from": ColumnDoc(
+        "{avro} The row's energies, iterations and parameters are then that request's, identical.",
+        "reused_from",
+    ),
     # -- positional keys --
     "parameter_index": ColumnDoc("0-based position of the parameter in the ansatz parameter vector.", None),
     "iteration": ColumnDoc("{avro}", "iterations.iteration"),
@@ -344,9 +353,14 @@ def _walk(fields: list[dict[str, Any]], parts: list[str], path: str) -> dict[str
 
 @cache
 def avro_doc(path: str) -> str:
-    """The ``doc`` of the contract field at dotted ``path`` ('' when it has none); KeyError if no such field."""
-    schema = schema_dict(RESULT_SCHEMA, CONTRACT_VERSION)
-    return str(_walk(schema["fields"], path.split("."), path).get("doc", ""))
+    """The ``doc`` of the contract field at dotted ``path`` ('' when it has none), or of the current result
+    schema's field for the fields read beyond the contract (``experiment_key``, ``reused_from``); KeyError
+    if neither has it."""
+    try:
+        field = _walk(schema_dict(RESULT_SCHEMA, CONTRACT_VERSION)["fields"], path.split("."), path)
+    except KeyError:
+        field = _walk(schema_dict(RESULT_SCHEMA)["fields"], path.split("."), path)
+    return str(field.get("doc", ""))
 
 
 def column_doc(table: str, column: str) -> ColumnDoc:

@@ -3,11 +3,12 @@
 Layout (the Kafka Connect sink's): ``<raw_root>/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<file>``.
 ``raw_root`` is ``s3a://<bucket>/<prefix>raw/topics`` (listed with boto3 against the configured S3
 endpoint) or ``file:///...`` (listed on the local disk). Files are read with spark-avro using the v3
-contract as reader schema so older writer schemas (v1/v2) land in the same shape.
+contract plus the result-reuse fields as reader schema so older writer schemas (v1/v2) land in the same shape.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date
@@ -150,8 +151,20 @@ def split_avro_files(files: list[str], settings: Settings | None = None) -> tupl
     return good, bad
 
 
-def v3_reader_schema() -> str:
-    return SCHEMA_PATH.read_text()
+#: Top-level fields of the current result schema read beyond the v3 contract (each optional with a null
+#: default, so files of every version read, the field null where it was not written).
+BEYOND_V3_FIELDS = ("experiment_key", "reused_from")
+
+
+def reader_schema() -> str:
+    """The reader schema of landed files: the v3 contract plus :data:`BEYOND_V3_FIELDS` of the current
+    result schema (JSON text)."""
+    from qp_assets.streaming.schemas import RESULT_SCHEMA, schema_dict
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    current = {f["name"]: f for f in schema_dict(RESULT_SCHEMA)["fields"]}
+    schema["fields"] += [current[name] for name in BEYOND_V3_FIELDS]
+    return json.dumps(schema)
 
 
 @dataclass
@@ -164,7 +177,7 @@ class RawRead:
 
 
 def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = None) -> RawRead:
-    """Read landed Avro ``files`` with the v3 reader schema; adds ``source_file``.
+    """Read landed Avro ``files`` with :func:`reader_schema` (v3 + the reuse fields); adds ``source_file``.
 
     The returned DataFrame is an eager local checkpoint: the files are read and decoded exactly once.
     Files without the Avro magic, or whose content spark-avro cannot decode (checked one by one when the
@@ -176,7 +189,7 @@ def read_raw(spark: SparkSession, files: list[str], settings: Settings | None = 
     good, bad = split_avro_files(files, settings)
     if not good:
         return RawRead(None, [], bad)
-    schema = v3_reader_schema()
+    schema = reader_schema()
 
     def load(paths: list[str]) -> DataFrame:
         return (

@@ -154,6 +154,8 @@ VQE_RESULTS_SCHEMA = StructType(
         _f("total_s", DoubleType()),
         _f("package_versions", MapType(StringType(), StringType(), True)),
         _f("source_file", StringType()),
+        _f("experiment_key", StringType()),
+        _f("reused_from", StringType()),
     ]
 )
 
@@ -371,15 +373,19 @@ def vqe_results(raw_df: DataFrame) -> DataFrame:
         F.col("optimizer_result.message").alias("optimizer_message"),
         F.col("timings.total_s").alias("total_s"),
         "package_versions",
-        _source_file(raw_df),
+        _optional_string(raw_df, "source_file"),
+        _optional_string(raw_df, "experiment_key"),
+        _optional_string(raw_df, "reused_from"),
     )
     return conform(df, VQE_RESULTS_SCHEMA)
 
 
-def _source_file(raw_df: DataFrame) -> Column:
-    if "source_file" in raw_df.columns:
-        return F.col("source_file")
-    return F.lit(None).cast(StringType()).alias("source_file")
+def _optional_string(raw_df: DataFrame, name: str) -> Column:
+    """Column ``name`` of ``raw_df``, or a null string column when the input has none (raw rows read with
+    the plain v3 contract)."""
+    if name in raw_df.columns:
+        return F.col(name)
+    return F.lit(None).cast(StringType()).alias(name)
 
 
 def _parameters(raw_df: DataFrame, column: str) -> DataFrame:
@@ -563,17 +569,34 @@ def column_description(spec: TableSpec, column: str) -> str:
     return describe(spec.name, column, is_key=column in spec.keys)
 
 
+def _column_ddl(spec: TableSpec, f: StructField) -> str:
+    return (
+        f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
+        f" COMMENT {sql_string(column_description(spec, f.name))}"
+    )
+
+
 def create_table_sql(catalog: str, namespace: str, spec: TableSpec) -> str:
     """``CREATE TABLE IF NOT EXISTS`` DDL (Iceberg, Parquet, identity partition on event_date), every
     column with its description as ``COMMENT`` (Iceberg column doc: PyIceberg and Spark show it)."""
-    cols = ",\n  ".join(
-        f"`{f.name}` {f.dataType.simpleString()}{'' if f.nullable else ' NOT NULL'}"
-        f" COMMENT {sql_string(column_description(spec, f.name))}"
-        for f in spec.schema.fields
-    )
+    cols = ",\n  ".join(_column_ddl(spec, f) for f in spec.schema.fields)
     return (
         f"CREATE TABLE IF NOT EXISTS {catalog}.{namespace}.{spec.name} (\n  {cols}\n) USING iceberg\n"
         f"PARTITIONED BY ({spec.partition_column})\n"
         f"TBLPROPERTIES ('format-version'='2', 'write.format.default'='parquet', "
         f"'comment'={sql_string(spec.description)})"
     )
+
+
+def add_columns_sql(catalog: str, namespace: str, spec: TableSpec, have: set[str]) -> str | None:
+    """``ALTER TABLE ... ADD COLUMNS`` for the nullable columns of ``spec`` missing from an existing table
+    whose columns are ``have`` (added at the end, with their descriptions), or None when none is missing.
+    Raises ValueError for a missing key (non-nullable) column: that needs a new table, not an evolution."""
+    missing = [f for f in spec.schema.fields if f.name not in have]
+    keys = [f.name for f in missing if not f.nullable]
+    if keys:
+        raise ValueError(f"table {namespace}.{spec.name} lacks key column(s) {keys}: recreate it")
+    if not missing:
+        return None
+    cols = ", ".join(_column_ddl(spec, f) for f in missing)
+    return f"ALTER TABLE {catalog}.{namespace}.{spec.name} ADD COLUMNS ({cols})"

@@ -5,8 +5,10 @@
 1. admission (``QP_MAX_*``, no SCF) and the request's own validation; bad input is dead-lettered
    (``vqe.requests.dlq``, its original bytes and origin) with the stage ``admission``;
 2. a device slot (``runner.gpu.pin_device``: a GPU when asked and free, else the CPU fallback);
-3. the simulation (``vqe.runner.run_vqe``) under the wall-clock limit, with 1 s performance snapshots;
-   an InputError found only now (an unknown basis, too many qubits) is dead-lettered at stage ``run``;
+3. the result: reused from an earlier run of the same experiment key when Iceberg has one and the request
+   is not forced (:func:`reusable_result`, no simulation), else the simulation (``vqe.runner.run_vqe``)
+   under the wall-clock limit, with 1 s performance snapshots; an InputError found only now (an unknown
+   basis, too many qubits) is dead-lettered at stage ``run``;
 4. the publish (Avro, schema registry, Kafka; spooled locally when Kafka is down); a result Kafka will
    never take (over the record size) dead-letters the request at stage ``publish``;
 5. after the acknowledgement: the metrics push and the convergence plot, neither of which can lose a
@@ -100,6 +102,12 @@ def _plot(result: Any) -> bytes:
     return convergence_plot_png_bytes(result)
 
 
+def _lookup(settings: Settings, key: str, timeout_s: float) -> Any:
+    from qp_assets.runner.reuse import lookup
+
+    return lookup(settings, key, timeout_s)
+
+
 def _monitor() -> Any:
     """A started PerformanceMonitor (1 s samples) or None when the monitoring package is unavailable."""
     try:
@@ -120,6 +128,7 @@ class Steps:
     plot: Callable[[Any], bytes] = _plot
     pin: Callable[[str, Path], Any] = pin_device
     monitor: Callable[[], Any] = _monitor
+    lookup: Callable[[Settings, str, float], Any] = _lookup
 
 
 @dataclass
@@ -169,36 +178,41 @@ def process_request(
     except Exception as exc:  # bad input: dead-letter it, never drop it silently
         return reject(exc, "admission")
     log.info("admitted %r: %s", request_id, admission.summary())
-    placement = steps.pin(vqe_config.device, settings.runtime_dir / "gpu-locks")
-    try:
-        if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
-            log.warning("%s", placement.note)
-        vqe_config = dataclasses.replace(vqe_config, device=placement.device)
-        monitor = steps.monitor()
-        clock = WallClock(limits.max_wall_s)  # stops between iterations; the slot is released below
-        if request.get("scan") is not None:
+    result = None if request.get("scan") is not None else reusable_result(request, molecule, vqe_config,
+                                                                          settings, log, steps)  # fmt: skip
+    placement_note = "none: the result was reused, nothing simulated"
+    if result is None:
+        placement = steps.pin(vqe_config.device, settings.runtime_dir / "gpu-locks")
+        placement_note = placement.note
+        try:
+            if vqe_config.device != placement.device and vqe_config.device.upper() != "AUTO":
+                log.warning("%s", placement.note)
+            vqe_config = dataclasses.replace(vqe_config, device=placement.device)
+            monitor = steps.monitor()
+            clock = WallClock(limits.max_wall_s)  # stops between iterations; the slot is released below
+            if request.get("scan") is not None:
+                try:
+                    return _process_scan(request, molecule, vqe_config, settings, clock, monitor,
+                                         request_topic, log, steps)  # fmt: skip
+                finally:
+                    if monitor:
+                        monitor.stop()
             try:
-                return _process_scan(request, molecule, vqe_config, settings, clock, monitor, request_topic,
-                                     log, steps)  # fmt: skip
+                result = steps.run(
+                    molecule,
+                    vqe_config,
+                    request_id=request_id,
+                    progress=False,
+                    performance_snapshots_provider=monitor.snapshots if monitor else None,
+                    on_iteration=clock.check,
+                )
+            except InputError as exc:  # unknown basis, too many qubits, no GPU: dead-letter, not a failure
+                return reject(exc, "run")
             finally:
                 if monitor:
                     monitor.stop()
-        try:
-            result = steps.run(
-                molecule,
-                vqe_config,
-                request_id=request_id,
-                progress=False,
-                performance_snapshots_provider=monitor.snapshots if monitor else None,
-                on_iteration=clock.check,
-            )
-        except InputError as exc:  # unknown basis, too many qubits, no GPU...: dead-letter, not a failed run
-            return reject(exc, "run")
         finally:
-            if monitor:
-                monitor.stop()
-    finally:
-        placement.release()
+            placement.release()
     from qp_assets.streaming.publisher import RecordTooLargeError
 
     try:
@@ -220,6 +234,7 @@ def process_request(
             "total_energy": result.total_energy,
             "error_vs_exact_mha": result.error_vs_exact_mha,
             "device_used": result.device_used,
+            "reused_from": result.reused_from,
         },
         {
             "request_id": str(request_id),
@@ -234,8 +249,10 @@ def process_request(
             ),  # e.g. the wall-clock stop
             "device_requested": requested_device(request),
             "device_used": result.device_used,
-            "placement": placement.note,
+            "placement": placement_note,
             "total_s": result.timings.get("total_s"),
+            "experiment_key": str(result.experiment_key or ""),
+            "reused_from": str(result.reused_from or ""),
             "result_topic": outcome.topic,
             "published": outcome.published,
             "kafka_partition": outcome.partition if outcome.partition is not None else -1,
@@ -252,9 +269,48 @@ def process_request(
         done.plots["convergence_plot"] = _write_plot(settings, f"{result.run_id}.png", steps.plot(result))
     except Exception as exc:
         log.warning("convergence plot failed: %s", exc)
-    log.info("%s: E=%.8f Ha, error vs exact %s mHa on %s", result.molecule_name, result.total_energy,
-             format_mha(result.error_vs_exact_mha), result.device_used)  # fmt: skip
+    log.info("%s: E=%.8f Ha, error vs exact %s mHa on %s%s", result.molecule_name, result.total_energy,
+             format_mha(result.error_vs_exact_mha), result.device_used,
+             f" (reused from request {result.reused_from})" if result.reused_from else "")  # fmt: skip
     return done
+
+
+def reusable_result(
+    request: dict[str, Any], molecule: Any, config: Any, settings: Settings, log: Any, steps: Steps
+) -> Any:
+    """The result of ``request`` made from an earlier run of the same experiment key (a VQEResult with
+    ``reused_from`` = that run's request id, see ``qp_assets.vqe.reuse``), or None to compute: when the
+    request is forced (``force: true``), reuse is off (``QP_REUSE_RESULTS=0``), the run is not
+    reproducible (random without a seed), nothing earlier has the key, or the look-up failed or took over
+    ``QP_REUSE_LOOKUP_TIMEOUT_S`` (logged as a warning; never a failed request)."""
+    from qp_assets.settings import load_env
+    from qp_assets.vqe import reuse
+    from qp_assets.vqe.molecule import molecule_key
+    from qp_assets.vqe.result import VQEResult
+
+    env = load_env()
+    if request.get("force") or not env.reuse_results or not reuse.is_reproducible(config):
+        log.info("request %r computes: %s", request.get("request_id"),
+                 "forced" if request.get("force") else "reuse off (QP_REUSE_RESULTS)"
+                 if not env.reuse_results else "not reproducible (random without a seed)")  # fmt: skip
+        return None
+    key = reuse.experiment_key(molecule_key(molecule), config)
+    started = time.monotonic()
+    try:
+        found = steps.lookup(settings, key, env.reuse_lookup_timeout_s)
+    except Exception as exc:  # the look-up is an optimisation: compute instead, and say why
+        log.warning("result look-up of %r failed after %.1f s, computing instead: %s: %s",
+                    request.get("request_id"), time.monotonic() - started, type(exc).__name__, exc)  # fmt: skip
+        return None
+    if found is None:
+        log.info("no earlier result of experiment key %s (%.2f s look-up): computing", key[:12],
+                 time.monotonic() - started)  # fmt: skip
+        return None
+    log.info("reusing the result of request %r (run %s) for %r: same experiment key %s (%.2f s look-up)",
+             found.earlier.request_id, found.earlier.run_id, request.get("request_id"), key[:12],
+             time.monotonic() - started)  # fmt: skip
+    record = reuse.reused_record(found.record, request.get("request_id"), found.earlier.request_id)
+    return VQEResult.from_record(record)
 
 
 def _write_plot(settings: Settings, name: str, png: bytes) -> Path:

@@ -30,6 +30,11 @@ def register(subparsers: Any) -> None:
     submit.add_argument("--molecules-file", type=Path, default=None, help="JSON list (default: shipped file)")
     submit.add_argument("--repeat", type=int, default=1, help="requests per molecule (distinct request ids)")
     submit.add_argument("--request-id-prefix", default="", help="prefix for generated request ids")
+    submit.add_argument(
+        "--force",
+        action="store_true",
+        help="compute even when an earlier result of the same experiment exists",
+    )
     add_config_arguments(submit)
     s = submit.add_argument_group("scan (one request per molecule; one result per point, sharing a scan_id)")
     s.add_argument("--scan", action="store_true", help="a potential-energy scan instead of one run")
@@ -77,7 +82,7 @@ def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
         for _ in range(args.repeat):
             rid = f"{args.request_id_prefix}{uuid.uuid4()}"
             requests.append({"request_id": rid, "molecule": molecules[name].to_dict(), **config,
-                             **({"scan": scan} if scan else {})})  # fmt: skip
+                             **({"scan": scan} if scan else {}), **({"force": True} if args.force else {})})  # fmt: skip
     return requests
 
 

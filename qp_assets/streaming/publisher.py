@@ -323,7 +323,9 @@ def request_record(request: dict[str, Any]) -> dict[str, Any]:
         scan = {"atoms": [i, j], "start": distances[0], "stop": distances[-1], "points": len(distances),
                 "warm_start": warm}  # fmt: skip
     config_fields = {
-        k: v for k, v in request.items() if k not in ("request_id", "molecule", "submitted_at", "scan")
+        k: v
+        for k, v in request.items()
+        if k not in ("request_id", "molecule", "submitted_at", "scan", "force")
     }
     if isinstance(config_fields.get("optimizer_options"), str):  # already in Avro form
         config_fields["optimizer_options"] = json.loads(config_fields["optimizer_options"] or "{}")
@@ -335,6 +337,7 @@ def request_record(request: dict[str, Any]) -> dict[str, Any]:
         **config,
         "scan": scan,
         "submitted_at": int(request.get("submitted_at") or time.time() * 1000),
+        "force": bool(request.get("force", False)),
     }
 
 

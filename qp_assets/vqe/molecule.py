@@ -227,3 +227,26 @@ def load_molecules(path: str | Path | None = None) -> dict[str, Molecule]:
         mol = Molecule.from_dict(item, default_name=f"{p.name}[{i}]")
         out[mol.name] = mol
     return out
+
+
+def molecule_record(molecule: Molecule) -> dict[str, Any]:
+    """The result schema's Molecule record (coords in angstrom)."""
+    return {
+        "name": molecule.name,
+        "symbols": list(molecule.symbols),
+        "coords": [[float(v) for v in c] for c in molecule.coords_angstrom],
+        "charge": molecule.charge,
+        "multiplicity": molecule.multiplicity,
+        "units": molecule.units,
+        "masses": list(molecule.masses) if molecule.masses is not None else None,
+        "num_electrons": molecule.num_electrons,
+    }
+
+
+def molecule_key(molecule: Molecule) -> dict[str, Any]:
+    """Identity of a molecule for experiment ids (coords in angstrom rounded to 1e-8, name excluded)."""
+    rec = molecule_record(molecule)
+    rec.pop("name")
+    rec.pop("units")
+    rec["coords"] = [[round(v, 8) for v in c] for c in rec["coords"]]
+    return rec

@@ -65,6 +65,8 @@ class VQEResult:
     adapt: dict[str, Any] | None = None  # ADAPT-VQE: gradient_threshold (Ha/rad), max_operators, operators
     scan_id: str | None = None  # the PES scan this run is a point of
     scan_point: dict[str, Any] | None = None  # index, num_points, atoms [I, J], distance (angstrom)
+    experiment_key: str | None = None  # result-reuse key (qp_assets.vqe.reuse)
+    reused_from: str | None = None  # request_id whose result this run reuses; None when computed
 
     # ------------------------------------------------------------------ convenience
     @property

@@ -6,19 +6,17 @@ import contextlib
 import functools
 import json
 import logging
-import platform
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
-from qp_assets.vqe import sector_kernel
+from qp_assets.vqe import reuse, sector_kernel
 from qp_assets.vqe.adapt import inner_options, operator_label, run_adapt, sector_ansatz_for
 from qp_assets.vqe.ansatz import (
     ansatz_qasm3,
@@ -38,7 +36,7 @@ from qp_assets.vqe.exact import (
 )
 from qp_assets.vqe.fast_jw import jordan_wigner
 from qp_assets.vqe.hamiltonian import QubitProblem, build_problem
-from qp_assets.vqe.molecule import Molecule
+from qp_assets.vqe.molecule import Molecule, molecule_key, molecule_record
 from qp_assets.vqe.noise import build_noise_model, parse_noise
 from qp_assets.vqe.optimizers import BudgetExceeded, run_scipy, run_spsa
 from qp_assets.vqe.result import VQEResult, now_ms
@@ -50,53 +48,12 @@ log = logging.getLogger(__name__)
 #: Noisy sampled runs on up to this many qubits use Aer's density-matrix method (4^n amplitudes).
 DENSITY_MATRIX_MAX_QUBITS = 12
 
-_PACKAGES = ("qiskit", "qiskit-aer", "qiskit-aer-gpu", "qiskit-nature", "pyscf", "numpy", "scipy", "numba")
-
-
-@functools.lru_cache(maxsize=1)
-def _package_versions() -> tuple[tuple[str, str], ...]:
-    out = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return tuple(out.items())
-
 
 @functools.cache
 def _blas_threads() -> ThreadpoolController:
     """The thread pools of the loaded BLAS/OpenMP libraries (found once: 5 ms; a limit then costs 0.03 ms).
     First called from ``run_vqe`` after numpy, scipy.optimize and PySCF are loaded."""
     return ThreadpoolController()
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of Python and the simulation stack (read once per process)."""
-    return dict(_package_versions())
-
-
-def molecule_record(molecule: Molecule) -> dict[str, Any]:
-    """The result schema's Molecule record (coords in angstrom)."""
-    return {
-        "name": molecule.name,
-        "symbols": list(molecule.symbols),
-        "coords": [[float(v) for v in c] for c in molecule.coords_angstrom],
-        "charge": molecule.charge,
-        "multiplicity": molecule.multiplicity,
-        "units": molecule.units,
-        "masses": list(molecule.masses) if molecule.masses is not None else None,
-        "num_electrons": molecule.num_electrons,
-    }
-
-
-def molecule_key(molecule: Molecule) -> dict[str, Any]:
-    """Identity of a molecule for experiment ids (coords in angstrom rounded to 1e-8, name excluded)."""
-    rec = molecule_record(molecule)
-    rec.pop("name")
-    rec.pop("units")
-    rec["coords"] = [[round(v, 8) for v in c] for c in rec["coords"]]
-    return rec
 
 
 def exact_reference(
@@ -230,7 +187,8 @@ def run_vqe(
     sim = simulate(molecule, config, progress=progress, on_iteration=on_iteration, use_aer=use_aer,
                    initial_point=initial_point, initial_step=initial_step)  # fmt: skip
     snapshots = list(performance_snapshots_provider()) if performance_snapshots_provider else []
-    return build_result(sim, molecule, config, request_id=request_id, performance_snapshots=snapshots)
+    return build_result(sim, molecule, config, request_id=request_id, performance_snapshots=snapshots,
+                        reusable=initial_point is None)  # fmt: skip
 
 
 @dataclass
@@ -467,9 +425,12 @@ def build_result(
     *,
     request_id: str | None = None,
     performance_snapshots: list[dict[str, Any]] | None = None,
+    reusable: bool = True,
 ) -> VQEResult:
     """The result record (schema ``vqe_result``) of a :class:`Simulation`: identifiers, the molecule and
-    configuration as run, the circuit as OpenQASM 3, energies (hartree), timings (seconds), versions."""
+    configuration as run, the circuit as OpenQASM 3, energies (hartree), timings (seconds), versions.
+    ``experiment_key`` is set when the run may be reused (``reusable``: not warm-started from a given
+    initial point; and :func:`reuse.is_reproducible`), else None."""
     problem, ansatz, iterations, exact = sim.problem, sim.ansatz, sim.iterations, sim.exact
     num_qubits, device_used, kernel, total_energy = (
         ansatz.num_qubits,
@@ -484,6 +445,9 @@ def build_result(
         run_id=str(uuid.uuid4()),
         request_id=request_id,
         experiment_id=experiment_id(molecule_key(molecule), config),
+        experiment_key=reuse.experiment_key(molecule_key(molecule), config)
+        if reusable and reuse.is_reproducible(config)
+        else None,
         event_time=now_ms(),
         started_at=started_at,
         molecule=molecule_record(molecule),
@@ -551,7 +515,7 @@ def build_result(
             "total_s": time.perf_counter() - t_start,
         },
         package_versions={  # kernel / noise also here: the feature tables read with the v3 contract
-            **package_versions(),
+            **reuse.package_versions(),
             "kernel": kernel,
             **({"noise_model": config.noise} if config.noise is not None else {}),
         },

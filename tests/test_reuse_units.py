@@ -1,0 +1,235 @@
+"""Result reuse without services: the experiment key (``qp_assets.vqe.reuse``), the reused record, the
+runner's index of earlier results and its bounded look-up (``qp_assets.runner.reuse``), the ``force``
+request field and the table evolution that adds the reuse columns. The runner's decision (reuse, force,
+a failed look-up) is in ``tests/test_runner_units.py``; the real thing in ``tests/test_reuse_services.py``."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from qp_assets.runner import reuse as runner_reuse
+from qp_assets.settings import Settings
+from qp_assets.vqe import reuse
+from qp_assets.vqe.config import VQEConfig
+from qp_assets.vqe.molecule import Molecule, molecule_key
+
+H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
+VERSIONS = {"python": "3.11.9", "qiskit": "2.2.3", "qp-assets": "0.1.0", "science_epoch": "1"}
+
+
+def key_of(molecule: dict | None = None, versions: dict | None = None, **config) -> str:
+    return reuse.experiment_key(
+        molecule_key(Molecule.from_dict(molecule or H2)),
+        VQEConfig(**{"seed": 1, **config}),
+        VERSIONS if versions is None else versions,
+    )
+
+
+#: One changed value per configuration field that decides the result (each must change the key).
+CHANGED = {
+    "basis": "6-31g",
+    "mapper": "parity",
+    "freeze_core": True,
+    "active_electrons": 2,
+    "ansatz": "efficient_su2",
+    "reps": 2,
+    "initial_state": "random",
+    "optimizer": "COBYLA",
+    "optimizer_options": {"ftol": 1e-12},
+    "backend_method": "matrix_product_state",
+    "shots": 1000,
+    "seed": 2,
+    "max_iterations": 50,
+    "max_evaluations": 100,
+    "noise": "depolarizing:0.001,0.01",
+}
+
+
+def test_same_inputs_give_the_same_64_hex_key() -> None:
+    first, second = key_of(), key_of()
+    assert first == second and len(first) == 64 and int(first, 16) >= 0
+    assert key_of(optimizer_options={"a": 1, "b": 2}) == key_of(optimizer_options={"b": 2, "a": 1})
+    assert key_of(mapper="JW") == key_of(mapper="jordan_wigner")  # names are normalised first
+
+
+@pytest.mark.parametrize("field", sorted(CHANGED))
+def test_each_result_deciding_field_changes_the_key(field: str) -> None:
+    needs = {"active_electrons": {"active_orbitals": 2}, "noise": {"shots": 1000}}.get(field, {})
+    base = key_of(**(needs if field == "noise" else {}))
+    assert key_of(**{field: CHANGED[field]}, **needs) != base
+
+
+def test_adapt_settings_change_the_key_of_adapt_runs() -> None:
+    base = key_of(ansatz="adapt")
+    assert key_of(ansatz="adapt", adapt_gradient_threshold=1e-3) != base
+    assert key_of(ansatz="adapt", adapt_max_operators=10) != base
+
+
+def test_placement_does_not_change_the_key() -> None:
+    base = key_of()
+    assert key_of(device="auto") == base and key_of(kernel="aer") == base and key_of(device="GPU") == base
+
+
+def test_the_molecule_changes_the_key_but_not_its_name_nor_its_units() -> None:
+    base = key_of()
+    bohr = {**H2, "name": "other", "units": "bohr", "coords": [[0, 0, 0], [0, 0, 0.7414 / 0.529177210903]]}
+    assert key_of(molecule=bohr) == base  # same geometry in bohr, another name
+    assert key_of(molecule={**H2, "coords": [[0, 0, 0], [0, 0, 0.75]]}) != base
+    assert key_of(molecule={**H2, "charge": 1, "multiplicity": 2}) != base
+    assert key_of(molecule={**H2, "masses": [2.014, 1.008]}) != base
+
+
+def test_the_code_version_changes_the_key() -> None:
+    base = key_of()
+    assert key_of(versions={**VERSIONS, "qp-assets": "0.2.0"}) != base
+    assert key_of(versions={**VERSIONS, "science_epoch": "2"}) != base
+    assert key_of(versions={**VERSIONS, "qiskit": "2.2.4"}) != base
+    current = reuse.code_version()
+    assert current["science_epoch"] == str(reuse.SCIENCE_EPOCH) and current["qp-assets"]
+    assert {"python", "qiskit", "qiskit-aer", "pyscf", "numpy", "scipy"} <= set(current)
+
+
+def test_only_reproducible_runs_are_reusable() -> None:
+    assert reuse.is_reproducible(VQEConfig())  # HF start, exact, L-BFGS-B: deterministic without a seed
+    assert reuse.is_reproducible(VQEConfig(initial_state="random", seed=3))
+    for unseeded in (dict(initial_state="random"), dict(shots=100), dict(optimizer="SPSA")):
+        assert not reuse.is_reproducible(VQEConfig(**unseeded)), unseeded
+
+
+def test_a_reused_record_keeps_the_computation_and_takes_the_new_identity() -> None:
+    earlier = {"run_id": "run-a", "request_id": "req-a", "event_time": 1, "started_at": 0, "total_energy": -1.1,
+               "iterations": [{"iteration": 1}], "experiment_key": "k" * 64, "reused_from": None,
+               "scan_id": "s", "scan_point": {"index": 0}}  # fmt: skip
+    before = int(time.time() * 1000)
+    record = reuse.reused_record(earlier, "req-b", "req-a")
+    assert record["reused_from"] == "req-a" and record["request_id"] == "req-b"
+    assert record["run_id"] not in ("run-a", "") and len(record["run_id"]) == 36
+    assert record["event_time"] == record["started_at"] and record["event_time"] >= before
+    assert (record["total_energy"], record["iterations"], record["experiment_key"]) == (
+        -1.1,
+        [{"iteration": 1}],
+        "k" * 64,
+    )
+    assert (record["scan_id"], record["scan_point"]) == (None, None) and earlier["run_id"] == "run-a"
+
+
+def row(key, request_id, minute, reused_from=None, message="converged", source="s3a://b/x.avro"):
+    return {"experiment_key": key, "request_id": request_id, "run_id": f"run-{request_id}", "reused_from": reused_from,
+            "source_file": source, "event_time": datetime(2026, 11, 29, 12, minute, tzinfo=UTC),
+            "optimizer_message": message}  # fmt: skip
+
+
+def test_the_index_keeps_the_earliest_computed_run_per_key() -> None:
+    rows = [
+        row("k1", "late", 30),
+        row("k1", "early", 10),
+        row("k1", "reuser", 5, reused_from="early"),  # a reused row never becomes the source
+        row("k2", "stopped", 1, message="wall-clock limit 60 s (QP_MAX_WALL_S) reached after 61.0 s"),
+        row(None, "old", 1),  # written before the key existed
+        row("k3", None, 1),  # no request
+        row("k4", "unlanded", 1, source=None),
+    ]
+    index = runner_reuse.build_index(rows)
+    assert index == {"k1": runner_reuse.Earlier("early", "run-early", "s3a://b/x.avro")}
+
+
+def test_the_landed_record_is_found_by_run_id(tmp_path) -> None:
+    import fastavro
+
+    from qp_assets.features.golden import make_result
+    from qp_assets.streaming.schemas import RESULT_SCHEMA, schema_dict
+
+    records = [
+        {**make_result(i, datetime(2026, 11, 29, 12, i, tzinfo=UTC)), "experiment_key": f"k{i}"}
+        for i in range(3)
+    ]
+    path = tmp_path / "landed.avro"
+    with path.open("wb") as fh:
+        fastavro.writer(
+            fh,
+            fastavro.parse_schema(schema_dict(RESULT_SCHEMA)),
+            [dict(r, backend={**r["backend"], "kernel": None, "noise_model": None}) for r in records],
+        )
+    settings = Settings.from_env()
+    found = runner_reuse.read_landed_record(settings, f"file://{path}", "run-000001")
+    assert (found["run_id"], found["experiment_key"], found["reused_from"]) == ("run-000001", "k1", None)
+    assert found["total_energy"] == records[1]["total_energy"]
+    with pytest.raises(LookupError, match="run nope is not in file://"):
+        runner_reuse.read_landed_record(settings, f"file://{path}", "nope")
+
+
+def test_the_lookup_is_bounded_and_passes_failures_on(monkeypatch) -> None:
+    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key: time.sleep(5))
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="took over 0.3 s"):
+        runner_reuse.lookup(Settings.from_env(), "k" * 64, 0.3)
+    assert time.monotonic() - started < 1.5
+
+    def broken(settings, key):
+        raise OSError("S3 down")
+
+    monkeypatch.setattr(runner_reuse, "_lookup", broken)
+    with pytest.raises(OSError, match="S3 down"):
+        runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0)
+    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key: None)
+    assert runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0) is None
+
+
+def test_force_is_a_request_field_and_a_campaign_option() -> None:
+    from qp_assets import campaigns
+    from qp_assets.streaming.publisher import request_record
+
+    plain = request_record({"request_id": "r1", "molecule": H2, "seed": 1})
+    forced = request_record({"request_id": "r2", "molecule": H2, "seed": 1, "force": True})
+    assert (plain["force"], forced["force"]) == (False, True)
+    spec = {"name": "t", "molecules": ["H2"], "seeds": [1, 2]}
+    assert [r.get("force") for r in campaigns.expand(spec, "c").requests] == [None, None]
+    assert [r["force"] for r in campaigns.expand({**spec, "force": True}, "c").requests] == [True, True]
+    with pytest.raises(ValueError, match="campaign: field 'force' must be true or false, got 'yes'"):
+        campaigns.expand({**spec, "force": "yes"}, "c")
+
+
+def test_schemas_stay_compatible_with_the_reuse_fields() -> None:
+    from qp_assets.streaming.schemas import (
+        REQUEST_SCHEMA,
+        RESULT_SCHEMA,
+        major_incompatibilities,
+        schema_dict,
+    )
+
+    assert (
+        major_incompatibilities(RESULT_SCHEMA, 4) == () and major_incompatibilities(REQUEST_SCHEMA, 2) == ()
+    )
+    fields = {f["name"]: f for f in schema_dict(RESULT_SCHEMA)["fields"]}
+    for name in ("experiment_key", "reused_from"):
+        assert fields[name]["type"] == ["null", "string"] and fields[name]["default"] is None
+    force = {f["name"]: f for f in schema_dict(REQUEST_SCHEMA)["fields"]}["force"]
+    assert (force["type"], force["default"]) == ("boolean", False)
+
+
+def test_an_existing_table_gets_the_missing_reuse_columns() -> None:
+    from qp_assets.features.transforms import TABLES, add_columns_sql
+
+    spec = TABLES["vqe_results"]
+    names = [f.name for f in spec.schema.fields]
+    assert names[-2:] == ["experiment_key", "reused_from"]
+    sql = add_columns_sql("cat", "ns", spec, set(names[:-2]))
+    assert sql.startswith(
+        "ALTER TABLE cat.ns.vqe_results ADD COLUMNS (`experiment_key` string COMMENT 'Result-reuse key"
+    )
+    assert "`reused_from` string COMMENT 'request_id of the earlier run" in sql
+    assert add_columns_sql("cat", "ns", spec, set(names)) is None
+    with pytest.raises(ValueError, match=r"lacks key column\(s\) \['run_id'\]: recreate it"):
+        add_columns_sql("cat", "ns", spec, set(names) - {"run_id"})
+
+
+def test_settings_default_to_reuse_with_a_bounded_lookup() -> None:
+    from qp_assets.settings import load_env
+
+    env = load_env({})
+    assert (env.reuse_results, env.reuse_lookup_timeout_s) == (True, 10.0)
+    env = load_env({"QP_REUSE_RESULTS": "0", "QP_REUSE_LOOKUP_TIMEOUT_S": "2.5"})
+    assert (env.reuse_results, env.reuse_lookup_timeout_s) == (False, 2.5)
