@@ -178,7 +178,10 @@ def test_port_offset_moves_every_default_port(monkeypatch: pytest.MonkeyPatch) -
     assert SERVICES["kafka"].ports(ctx) == [29092, 29093]
     assert SERVICES["registry"].ports(ctx) == [28081, 28085]
     assert SERVICES["connect"].ports(ctx) == [8183]
-    assert SERVICES["seaweedfs"].ports(ctx) == [28333, 29333, 29340, 28888, 27333, 43646, 28181, 29101]
+    assert SERVICES["seaweedfs"].ports(ctx) == [
+        *(28333, 29333, 29340, 28888, 27333, 43646, 28181, 29101),  # S3 and the other listeners
+        *(39333, 39340, 38888, 53646),  # gRPC of master, volume, filer, admin
+    ]
     assert SERVICES["pushgateway"].ports(ctx) == [29091]
     assert SERVICES["prometheus"].ports(ctx) == [29090]
     monkeypatch.setenv("QP_PORT_OFFSET", "lots")
@@ -279,3 +282,29 @@ def test_maven_services_fetch_their_pom_into_lib_and_debian_ones_name_the_packag
     ).exists()  # nothing created for a service that cannot run
     assert ctx.data_dir("kafka", "logs") == isolated_home.resolve() / "data" / "kafka" / "logs"
     assert ctx.data_dir("kafka", "logs").is_dir()
+
+
+def test_seaweedfs_start_waits_while_a_port_is_held_by_a_closing_connection(monkeypatch, tmp_path):
+    """``weed mini`` refuses a port any socket still uses (seen: a client's TIME_WAIT on its admin port at
+    QP_PORT_OFFSET=20000 failed ``qp stack up``): the launcher waits until the ports are free, and fails
+    naming them when they stay taken."""
+    import socket
+
+    from qp_assets.stack import launcher, process
+    from qp_assets.stack.errors import StackError
+    from qp_assets.stack.services.base import Service
+
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))  # bound, not listening: like a closing connection's port
+    port = held.getsockname()[1]
+    svc = Service(name="strict", command=lambda c: [], probe=lambda c: True, ports=lambda c: [port],
+                  exclusive_ports=True)  # fmt: skip
+    assert not process.port_bindable("127.0.0.1", port)
+    monkeypatch.setattr(launcher, "PORT_RELEASE_WAIT_S", 1.5)
+    with pytest.raises(StackError, match=rf"ports \[{port}\] needed by strict still in use after 2s"):
+        launcher._check_ports(None, svc)
+    import threading
+
+    threading.Timer(0.5, held.close).start()
+    launcher._check_ports(None, svc)  # returns once the port is released
+    assert process.port_bindable("127.0.0.1", port)

@@ -122,7 +122,15 @@ def _wait_ports_released(ctx: StackContext, svc: Service, timeout_s: float = 10.
         time.sleep(0.1)
 
 
+#: Longest wait for a port held by a closing connection (Linux keeps TIME_WAIT for 60 s).
+PORT_RELEASE_WAIT_S = 75.0
+
+
 def _check_ports(ctx: StackContext, svc: Service) -> None:
+    """Fail naming the holder when another process listens on one of the service's ports; for a service with
+    ``exclusive_ports``, first wait (up to ``PORT_RELEASE_WAIT_S``) while a port is only held by a closing
+    connection or a client's ephemeral port (at large ``QP_PORT_OFFSET`` values its ports fall in Linux's
+    ephemeral range, 32768-60999)."""
     port = _foreign_port(ctx, svc)
     if port is not None:
         holder = process.port_holder(port)
@@ -130,6 +138,16 @@ def _check_ports(ctx: StackContext, svc: Service) -> None:
             f"port {port} needed by {svc.name} is already in use by another process"
             f"{f' ({holder})' if holder else ''} (not started by qp stack)"
         )
+    if not svc.exclusive_ports:
+        return
+    deadline = time.monotonic() + PORT_RELEASE_WAIT_S
+    while busy := [p for p in svc.ports(ctx) if not process.port_bindable("127.0.0.1", p)]:
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"ports {busy} needed by {svc.name} still in use after {PORT_RELEASE_WAIT_S:.0f}s"
+            )
+        log.info("%s: port(s) %s held by closing connections; waiting", svc.name, busy)
+        time.sleep(1.0)
 
 
 def _start(ctx: StackContext, svc: Service) -> None:

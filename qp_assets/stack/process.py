@@ -57,6 +57,17 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def port_bindable(host: str, port: int) -> bool:
+    """True if a listener could bind ``host:port`` now without ``SO_REUSEADDR``: no socket, not even a
+    closing connection (TIME_WAIT, up to 60 s on Linux) or a client's ephemeral port, uses it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 LOG_ROTATE_BYTES = 50 * 2**20
 
 

@@ -210,6 +210,9 @@ class Service:
     depends_on: tuple[str, ...] = ()
     start_timeout: float = 90.0
     stop_grace: float = 20.0
+    #: The service refuses a port any socket still uses (SeaweedFS's ``weed mini`` checks each of its ports
+    #: before binding): the launcher waits until they are free of closing connections.
+    exclusive_ports: bool = False
 
     def __post_init__(self) -> None:
         attribute = self.name.replace("-", "_")

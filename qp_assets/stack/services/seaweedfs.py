@@ -72,10 +72,17 @@ def _seaweed_create_bucket(ctx: StackContext) -> None:
             pass
 
 
+def _grpc_ports(ctx: StackContext) -> list[int]:
+    """The gRPC listeners of weed mini's master, volume, filer and admin servers (their port + 10000)."""
+    ports = ctx.seaweed_internal_ports
+    return [ports[flag] + 10000 for flag in ("master.port", "volume.port", "filer.port", "admin.port")]
+
+
 SERVICE = Service(
     name="seaweedfs",
     endpoint=lambda c: c.s3,
-    ports=lambda c: [c.s3.port, *c.seaweed_internal_ports.values()],
+    ports=lambda c: [c.s3.port, *c.seaweed_internal_ports.values(), *_grpc_ports(c)],
+    exclusive_ports=True,
     command=_seaweed_command,
     env=_seaweed_env,
     probe=_seaweed_probe,
