@@ -65,5 +65,6 @@ echo "[test] starting the suite's stack"
 trap '.venv/bin/qp stack down >/dev/null 2>&1 || true' EXIT
 
 echo "[test] pytest"
-.venv/bin/python -m pytest -p no:cacheprovider --timeout=900 "$@" || status=$?
+# the 25 slowest tests are listed at the end: the CI budget is 30 minutes
+.venv/bin/python -m pytest -p no:cacheprovider --timeout=900 --durations=25 "$@" || status=$?
 exit $status
