@@ -94,6 +94,31 @@ def test_real_h2_run_is_published_with_its_energy_metadata_and_plot(settings: Se
         done.plots["convergence_plot"].read_bytes() == b"\x89PNG fake"
         and fakes.published[0].run_id == done.output["run_id"]
     )
+    # the topic created ahead of the publish (while the request simulates) is the one it was published to
+    from qp_assets.runner.process import expected_result_topic, request_inputs
+    from qp_assets.streaming.schemas import RESULT_SCHEMA, latest_version
+    from qp_assets.streaming.topics import result_topic
+
+    published = result_topic(fakes.published[0].to_record(), latest_version(RESULT_SCHEMA))
+    assert (
+        expected_result_topic(request_inputs(request())[1])
+        == published
+        == "vqe_result_v4.sto3g-jw-uccsd-sv-exact-cpu"
+    )
+
+
+def test_expected_result_topic_per_configuration() -> None:
+    from qp_assets.runner.process import expected_result_topic
+    from qp_assets.vqe.config import VQEConfig
+
+    assert (
+        expected_result_topic(VQEConfig(basis="6-31G", mapper="parity"))
+        == "vqe_result_v4.631g-parity-uccsd-sv-exact-cpu"
+    )
+    assert expected_result_topic(VQEConfig(shots=1000, ansatz="efficient_su2", initial_state="zeros")) == (
+        "vqe_result_v4.sto3g-jw-efficient_su2-sv-shots-cpu"
+    )
+    assert expected_result_topic(VQEConfig(device="GPU")) is None  # the device used is known only at run time
 
 
 def test_bad_input_is_dead_lettered_at_admission_and_never_run(settings: Settings) -> None:

@@ -44,7 +44,13 @@ from pydantic import Field
 from qp_assets.assets.run_tags import VQE_RUN_TAGS
 from qp_assets.resources.core import KafkaResource, PushGatewayResource, SchemaRegistryResource
 from qp_assets.runner.gpu import gpu_ids
-from qp_assets.runner.process import format_mha, process_request, request_inputs, send_to_dlq
+from qp_assets.runner.process import (
+    format_mha,
+    prepare_result_topics,
+    process_request,
+    request_inputs,
+    send_to_dlq,
+)
 from qp_assets.settings import load_env
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC
 
@@ -148,15 +154,16 @@ def load_request_batch(
         config.topic, config.partition, config.start_offset, config.end_offset, kafka.settings()
     )
     refusals: list[tuple[dict, Exception]] = []
-    requests = []
+    requests, configs = [], []
     for request in read:  # every check first, then the dead letters: nothing is sent twice on a failed check
         try:
             admit_request(request, limits)
-            request_inputs(request)
+            configs.append(request_inputs(request)[1])
         except Exception as exc:  # bad input, the request's fault
             refusals.append((request, exc))
             continue
         requests.append(request)
+    prepare_result_topics(configs, kafka.settings())  # a new configuration's topic, while it simulates
     for request, exc in refusals:
         send_to_dlq(request, str(exc), kafka.settings(), "admission", config.topic)
         context.log.error(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,47 @@ from qp_assets.settings import Settings
 from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC, REQUESTS_TOPIC
 
 logger = logging.getLogger(__name__)
+
+
+def expected_result_topic(config: Any) -> str | None:
+    """The result topic a CPU request's result will be published to (``VQEConfig`` -> topic), or None when
+    the device is only known at run time (GPU, auto)."""
+    from qp_assets.streaming.schemas import RESULT_SCHEMA, latest_version
+    from qp_assets.streaming.topics import result_topic
+
+    if config.device != "CPU":
+        return None
+    record = {
+        "basis": config.basis,
+        "mapper": config.mapper,
+        "ansatz": {"name": config.ansatz},
+        "backend": {"method": config.backend_method, "shots": config.shots, "device_used": "CPU"},
+    }
+    return result_topic(record, latest_version(RESULT_SCHEMA))
+
+
+def prepare_result_topics(configs: list[Any], settings: Settings) -> threading.Thread:
+    """Create the result topics of ``configs`` (see :func:`expected_result_topic`) in a background thread,
+    started and returned, while the requests are simulated.
+
+    A configuration's first result goes to a topic that does not exist yet; created seconds before its
+    publish, the topic is already known to the S3 sink (it refreshes its topic list every 2 s) and has a
+    leader when the result comes, so the result lands as soon as one on an existing topic. Failures are
+    logged only: the publish creates the topic itself (``ensure_topic_once``), or spools the result."""
+    from qp_assets.streaming.publisher import RESULT_PARTITIONS, ensure_topic_once
+
+    topics = sorted({t for t in map(expected_result_topic, configs) if t})
+
+    def run() -> None:
+        for topic in topics:
+            try:
+                ensure_topic_once(settings, topic, RESULT_PARTITIONS)
+            except Exception as exc:  # noqa: BLE001 - the publish creates it (or spools) and says why
+                logger.warning("could not create result topic %s ahead of its publish: %s", topic, exc)
+
+    thread = threading.Thread(target=run, name="qp-result-topics", daemon=True)
+    thread.start()
+    return thread
 
 
 def request_inputs(request: dict[str, Any]) -> tuple[Any, Any, str | None]:
