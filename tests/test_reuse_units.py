@@ -178,6 +178,47 @@ def test_the_lookup_is_bounded_and_passes_failures_on(monkeypatch) -> None:
     assert runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0) is None
 
 
+def test_the_prefetched_index_serves_the_lookup_without_a_second_scan(monkeypatch) -> None:
+    """``prefetch_index`` (started when a run reads its range) loads the index once; a look-up that comes
+    while it is still loading waits for it instead of scanning again, and finds the key."""
+    import threading
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from qp_assets.features import catalog
+
+    scans, release = [], threading.Event()
+    row = {"experiment_key": "k" * 64, "reused_from": None, "request_id": "req-0", "run_id": "run-0",
+           "source_file": "s3a://b/raw/x.avro", "event_time": datetime(2026, 11, 29), "optimizer_message": ""}  # fmt: skip
+
+    class Table:
+        def current_snapshot(self):
+            return SimpleNamespace(snapshot_id=7)
+
+        def schema(self):
+            return SimpleNamespace(fields=[SimpleNamespace(name=n) for n in row])
+
+        def scan(self, selected_fields, snapshot_id):
+            scans.append(snapshot_id)
+            release.wait(5)  # a slow first load: the look-up below arrives meanwhile
+            return SimpleNamespace(to_arrow=lambda: pa.Table.from_pylist([row]))
+
+    monkeypatch.setattr(catalog, "load_feature_table", lambda name, settings: Table())
+    monkeypatch.setattr(runner_reuse, "_INDEXES", {})
+    settings = Settings.from_env()
+    prefetch = runner_reuse.prefetch_index(settings)
+    while not scans:
+        time.sleep(0.01)
+    threading.Timer(0.3, release.set).start()
+    assert runner_reuse.find_earlier(settings, "k" * 64) == runner_reuse.Earlier(
+        "req-0", "run-0", row["source_file"]
+    )
+    prefetch.join(5)
+    assert scans == [7]  # one scan for both
+
+
 def test_force_is_a_request_field_and_a_campaign_option() -> None:
     from qp_assets import campaigns
     from qp_assets.streaming.publisher import request_record

@@ -144,6 +144,10 @@ def load_request_batch(
     The admission policy runs here, before fan-out: a refused request is dead-lettered (original bytes,
     true origin) without ever taking a GPU slot or, on Kubernetes, a GPU pod."""
     start_warm_imports()  # the simulator's imports overlap the Kafka read (see start_warm_imports)
+    if load_env().reuse_results:  # the result-reuse index too (see runner.reuse.prefetch_index)
+        from qp_assets.runner.reuse import prefetch_index
+
+        prefetch_index(kafka.settings())
     from qp_assets.streaming.requests import consume_range
     from qp_assets.vqe.admission import AdmissionLimits, admit_request
 
