@@ -155,6 +155,19 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
     return out
 
 
+def _feature_runs_since(instance, since: float) -> int:
+    """Feature runs of today's partition created at or after ``since`` (epoch s): how many runs the
+    scenario's landings cost (one per landing would be the duplicates issue 18 saw)."""
+    from dagster import RunsFilter
+
+    today = datetime.now(UTC).date().isoformat()
+    return sum(
+        1
+        for r in instance.get_run_records(RunsFilter(job_name="feature_processing_job"))
+        if r.dagster_run.tags.get("dagster/partition") == today and _epoch(r.create_timestamp) >= since
+    )
+
+
 def _scenario(name, configs, settings, instance, gap_s, timeout_s, daemon) -> dict[str, list[float]]:
     from qp_assets import e2e
     from qp_assets.features.catalog import read_rows
@@ -191,6 +204,7 @@ def _scenario(name, configs, settings, instance, gap_s, timeout_s, daemon) -> di
         )
     acked.update(_acked(instance, set(submitted) - set(acked)))
     return {
+        "feature_runs": _feature_runs_since(instance, min(submitted.values())),
         "ack": [acked[r]["ack"] - submitted[r] for r in submitted if r in acked],
         "step": [acked[r]["step"] - submitted[r] for r in submitted if r in acked],
         "iceberg": [landed[r] - submitted[r] for r in submitted],
@@ -234,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.requests} H2 requests per scenario, {args.gap:.0f} s apart, under dagster-daemon")
     print(
         f"{'scenario':<24}{'ack p50':>9}{'ack p95':>9}{'step p50':>10}{'iceberg p50':>13}{'iceberg p95':>13}"
-        f"{'ratio':>7}"
+        f"{'ratio':>7}{'feature runs':>14}"
     )
     for name, r in results.items():
         a50, a95, s50, i50, i95 = (
@@ -244,13 +258,17 @@ def main(argv: list[str] | None = None) -> int:
             _pct(r["iceberg"], 50),
             _pct(r["iceberg"], 95),
         )
-        print(f"{name:<24}{a50:>9.1f}{a95:>9.1f}{s50:>10.1f}{i50:>13.1f}{i95:>13.1f}{i50 / a50:>7.1f}")
+        print(
+            f"{name:<24}{a50:>9.1f}{a95:>9.1f}{s50:>10.1f}{i50:>13.1f}{i95:>13.1f}{i50 / a50:>7.1f}"
+            f"{r['feature_runs']:>14}"
+        )
     new, old = results["new configuration"], results["existing configuration"]
     ratio = statistics.median(new["iceberg"]) / statistics.median(old["iceberg"])
     print(f"\nratio new / existing configuration, Iceberg p50: {ratio:.2f}")
     print(
         "(seconds; ack = submit -> result acknowledged by Kafka; step = submit -> run_vqe_request output "
-        "(after metrics and plot); iceberg = submit -> row queryable; ratio = iceberg / ack p50)"
+        "(after metrics and plot); iceberg = submit -> row queryable; ratio = iceberg / ack p50; feature runs "
+        "= runs of today's partition created during the scenario)"
     )
     print("\nstages, median seconds (n = requests with every timestamp known)")
     print(f"{'scenario':<24}" + "".join(f"{name:>14}" for name in STAGES) + f"{'n':>4}")
