@@ -210,6 +210,11 @@ class Env(BaseModel):
     request_sensor_interval_s: NonNegInt = _var(
         "QP_REQUEST_SENSOR_INTERVAL_S", "request sensor interval (seconds)", 1
     )
+    request_read_timeout_s: Annotated[float, Field(gt=0, le=600)] = _var(
+        "QP_REQUEST_READ_TIMEOUT_S",
+        "seconds one read of a request range may take before the op retries it",
+        60.0,
+    )
     request_range_attempts: NonNegInt = _var(
         "QP_REQUEST_RANGE_ATTEMPTS", "runs of one failed request range before the sensor gives up", 5
     )

@@ -155,8 +155,9 @@ def load_request_batch(
         raise Failure(f"end_offset {config.end_offset} < start_offset {config.start_offset}")
     limits = AdmissionLimits.from_env()  # a bad QP_MAX_* fails the op, it never dead-letters requests
     read = consume_range(
-        config.topic, config.partition, config.start_offset, config.end_offset, kafka.settings()
-    )
+        config.topic, config.partition, config.start_offset, config.end_offset, kafka.settings(),
+        timeout_s=load_env().request_read_timeout_s,
+    )  # fmt: skip
     refusals: list[tuple[dict, Exception]] = []
     requests, configs = [], []
     for request in read:  # every check first, then the dead letters: nothing is sent twice on a failed check
