@@ -308,3 +308,35 @@ def test_seaweedfs_start_waits_while_a_port_is_held_by_a_closing_connection(monk
     threading.Timer(0.5, held.close).start()
     launcher._check_ports(None, svc)  # returns once the port is released
     assert process.port_bindable("127.0.0.1", port)
+
+
+def test_a_service_that_exits_on_a_taken_port_is_started_again_once_the_port_is_free(monkeypatch, tmp_path):
+    """A service (here a tiny Python listener) exits at start because a client connection still holds its
+    port (Linux's ephemeral range at large QP_PORT_OFFSET values): the launcher waits for the port and
+    starts it once more, instead of failing ``qp stack up``."""
+    import socket
+    import sys
+    import threading
+
+    from qp_assets.settings import Settings
+    from qp_assets.stack import launcher, process
+    from qp_assets.stack.services.base import Endpoint, Service, StackContext
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path))
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))  # bound, not listening: neither a foreign listener nor free
+    port = held.getsockname()[1]
+    listener = (
+        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    svc = Service(name="tiny", command=lambda c: [sys.executable, "-c", listener],
+                  probe=lambda c: process.port_open("127.0.0.1", port), ports=lambda c: [port],
+                  endpoint=lambda c: Endpoint("127.0.0.1", port))  # fmt: skip
+    ctx = StackContext(Settings.from_env())
+    threading.Timer(2.0, held.close).start()  # after the first attempt has exited
+    launcher._start(ctx, svc)
+    try:
+        assert process.port_open("127.0.0.1", port)
+        assert ctx.log_file("tiny").read_text().count("Address already in use") == 1  # the first attempt
+    finally:
+        process.stop_group(process.live_pid(ctx.pid_file("tiny")), 5)

@@ -94,7 +94,7 @@ def _wait_ready(ctx: StackContext, svc: Service, proc, started: float, pid: int 
     while True:
         rc = proc.poll() if proc is not None else None
         if rc is not None:
-            raise StackError(f"{svc.name} exited with code {rc} during start; see {logfile}")
+            raise _ExitedDuringStart(f"{svc.name} exited with code {rc} during start; see {logfile}")
         if pid is not None and process.live_pid(ctx.pid_file(svc.name)) != pid:
             raise StackError(f"{svc.name} (pid {pid}) exited; see {logfile}")
         if svc.probe(ctx):
@@ -138,10 +138,18 @@ def _check_ports(ctx: StackContext, svc: Service) -> None:
             f"port {port} needed by {svc.name} is already in use by another process"
             f"{f' ({holder})' if holder else ''} (not started by qp stack)"
         )
-    if not svc.exclusive_ports:
-        return
+    if svc.exclusive_ports:
+        _wait_bindable(ctx, svc)
+
+
+def _busy_ports(ctx: StackContext, svc: Service) -> list[int]:
+    return [p for p in svc.ports(ctx) if not process.port_bindable("127.0.0.1", p)]
+
+
+def _wait_bindable(ctx: StackContext, svc: Service) -> None:
+    """Wait (up to ``PORT_RELEASE_WAIT_S``) until no socket uses the service's ports, or fail naming them."""
     deadline = time.monotonic() + PORT_RELEASE_WAIT_S
-    while busy := [p for p in svc.ports(ctx) if not process.port_bindable("127.0.0.1", p)]:
+    while busy := _busy_ports(ctx, svc):
         if time.monotonic() > deadline:
             raise StackError(
                 f"ports {busy} needed by {svc.name} still in use after {PORT_RELEASE_WAIT_S:.0f}s"
@@ -151,7 +159,27 @@ def _check_ports(ctx: StackContext, svc: Service) -> None:
 
 
 def _start(ctx: StackContext, svc: Service) -> None:
+    """Start the service and wait until it is ready. A service that exits during start while one of its
+    ports is still used by another socket (at large ``QP_PORT_OFFSET`` values its ports fall in Linux's
+    ephemeral range, 32768-60999, where client connections take ports: seen with Spark Connect's 38002 at
+    offset 23000) is started once more after the port is free."""
     _check_ports(ctx, svc)
+    try:
+        _spawn_ready(ctx, svc)
+    except _ExitedDuringStart:
+        if not _busy_ports(ctx, svc):
+            raise
+        log.warning("%s exited during start: port(s) %s in use; retrying once they are free", svc.name,
+                    _busy_ports(ctx, svc))  # fmt: skip
+        _wait_bindable(ctx, svc)
+        _spawn_ready(ctx, svc)
+
+
+class _ExitedDuringStart(StackError):
+    """The service's process exited before it was ready."""
+
+
+def _spawn_ready(ctx: StackContext, svc: Service) -> None:
     if svc.before_start is not None:
         svc.before_start(ctx)
     cmd = svc.command(ctx)
