@@ -61,8 +61,9 @@ if [ "$FAST" = 1 ]; then
 fi
 
 echo "[test] starting the suite's stack"
-.venv/bin/qp stack up
+# set first: a stack up that fails half-way still stops what it started
 trap '.venv/bin/qp stack down >/dev/null 2>&1 || true' EXIT
+.venv/bin/qp stack up
 
 echo "[test] pytest"
 # the 25 slowest tests are listed at the end: the CI budget is 30 minutes
