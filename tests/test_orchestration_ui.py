@@ -14,11 +14,20 @@ Playwright through Debian's headless Chromium, on the local stack.
 * ``test_backfill_three_days_from_ui``: Materialize -> Custom [today-2...today] (two empty days) ->
   Launch backfill; the backfill succeeds as one run and its page shows 3 of 3 partitions succeeded for
   each of the ten tables; vqe_results' partitions tab counts exactly those three days materialized.
+* ``test_campaign_progress_then_ml_assets_from_ui``: ``qp campaign submit`` of a 4-run campaign (H2,
+  HeH+ x 2 optimizers); with the campaign and landing sensors on, the campaign's ``campaign_progress``
+  partition page is reloaded until it says complete (4 of 4 done, 4 rows, after an incomplete state); then
+  the ML group's Materialize all -> Latest (today) -> Launch 1 run; the run succeeds, the two ML tables
+  show today's row counts as Iceberg holds them (the campaign's runs among them) and the convergence model
+  shows its cross-validation: runs and molecules as in ml_run_summary, mean MAE and one fold per molecule
+  as in the metrics JSON it stored in S3.
 
 On failure each browser test saves a full-page screenshot (path in the error) under a tmp dir.
 """
 
+import json
 import re
+import subprocess
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -34,7 +43,7 @@ from ui_browser import (
     skip_community_dialog,
     toast_link,
 )
-from ui_dagster import DagsterServer, dagster_home
+from ui_dagster import BIN, DagsterServer, dagster_home
 
 H2_FCI = -1.13727017  # hartree, /work/shared/data/reference_molecules.json
 CHEMICAL_ACCURACY_HA = 1.6e-3
@@ -179,6 +188,37 @@ def today_landed(stack, dagster_ui, sensor_run):
     return {**sensor_run, "result_run_id": result_ids[0], "day": datetime.now(UTC).date()}
 
 
+def asset_row_count(page, url: str, day: str, run_id: str) -> int:
+    """The Row count of the asset at ``url``, after checking its latest materialization is ``day`` by ``run_id``."""
+    page.goto(url)
+    latest = page.get_by_text("Latest materialization", exact=True).locator("xpath=..")
+    latest.get_by_text(day, exact=True).wait_for()
+    assert latest.locator(f"a[href^='/runs/{run_id}']").count() == 1, url
+    return int(
+        page.get_by_text("Row count", exact=True)
+        .locator("xpath=..")
+        .inner_text()
+        .split()[-1]
+        .replace(",", "")
+    )
+
+
+def materialize_latest_from_ui(page, dagster_ui, group_page: str, day: str) -> dict:
+    """On the lineage page ``group_page``: Materialize all -> Latest (``day``) -> Launch 1 run; returns the
+    finished run (GraphQL), asserted SUCCESS and tagged with partition ``day``."""
+    page.goto(f"{dagster_ui.url}{group_page}")
+    dialog = open_materialize_dialog(page)
+    dialog.get_by_role("button", name="Latest", exact=True).click()
+    assert dialog.get_by_role("textbox").first.input_value() == day
+    dialog.get_by_text("1 partition", exact=True).wait_for()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    run_id = toast_link(page, "/runs/").rsplit("/", 1)[-1]
+    run = dagster_ui.wait_run_finished(run_id, timeout_s=420)
+    assert run["status"] == "SUCCESS", dagster_ui.run_failure(run_id)
+    assert {t["key"]: t["value"] for t in run["tags"]}["dagster/partition"] == day
+    return run
+
+
 @browser_test
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("h2_request")  # the daemon works on the request meanwhile
@@ -253,17 +293,10 @@ def test_materialize_today_from_ui(stack, dagster_ui, page, shots, today_landed)
 
     today = today_landed["day"].isoformat()
     with screenshot_on_failure(page, shots, "materialize_today"):
-        page.goto(f"{dagster_ui.url}{FEATURE_GROUP_PAGE}")  # the group's "Materialize all": its ten tables
-        dialog = open_materialize_dialog(page)
-        dialog.get_by_role("button", name="Latest", exact=True).click()
-        assert dialog.get_by_role("textbox").first.input_value() == today
-        dialog.get_by_text("1 partition", exact=True).wait_for()
-        dialog.get_by_role("button", name="Launch 1 run").click()
-        run_id = toast_link(page, "/runs/").rsplit("/", 1)[-1]
-        run = dagster_ui.wait_run_finished(run_id, timeout_s=420)
-        assert run["status"] == "SUCCESS", dagster_ui.run_failure(run_id)
+        # the group's "Materialize all": its ten tables
+        run = materialize_latest_from_ui(page, dagster_ui, FEATURE_GROUP_PAGE, today)
+        run_id = run["runId"]
         tags = {t["key"]: t["value"] for t in run["tags"]}
-        assert tags["dagster/partition"] == today
         # a UI launch (implicit asset job): tagged like sensor runs by the instance's run coordinator
         assert tags["qp/kind"] == "features", (run["jobName"], tags)
 
@@ -274,12 +307,8 @@ def test_materialize_today_from_ui(stack, dagster_ui, page, shots, today_landed)
 
         rows = read_rows("vqe_results", day=today_landed["day"], settings=stack)
         assert today_landed["request"]["request_id"] in rows.column("request_id").to_pylist()
-        page.goto(f"{dagster_ui.url}/assets/quantum_features/vqe_results")
-        latest = page.get_by_text("Latest materialization", exact=True).locator("xpath=..")
-        latest.get_by_text(today, exact=True).wait_for()
-        assert latest.locator(f"a[href^='/runs/{run_id}']").count() == 1  # materialized by our run
-        row_count = page.get_by_text("Row count", exact=True).locator("xpath=..")
-        assert row_count.inner_text().split()[-1] == str(rows.num_rows)
+        url = f"{dagster_ui.url}/assets/quantum_features/vqe_results"
+        assert asset_row_count(page, url, today, run_id) == rows.num_rows  # materialized by our run
 
 
 @browser_test
@@ -327,3 +356,124 @@ def test_backfill_three_days_from_ui(dagster_ui, page, shots, today_landed):
         )
         assert page.get_by_text(f"Missing ({total - 3})", exact=True).is_visible()
         assert page.get_by_text("Failed (0)", exact=True).is_visible()
+
+
+#: 4 short runs of two molecules (the convergence model's leave-one-molecule-out CV needs two or more).
+UI_CAMPAIGN = """\
+name: ui-browser
+molecules: [H2, HeH+]
+config: {basis: sto3g, ansatz: uccsd, max_iterations: 100}
+matrix:
+  optimizer: [L-BFGS-B, SLSQP]
+seeds: [7]
+force: true  # simulate every run, even when an earlier test left the same experiment in Iceberg
+"""
+ML_GROUP_PAGE = "/locations/qp_assets.definitions/asset-groups/ml"
+
+
+def _metadata_cell(page, key: str):
+    """The value cell (last column) of the asset page's metadata row ``key``."""
+    return metadata_row(page, key).locator(":scope > td").last
+
+
+@browser_test
+@pytest.mark.timeout(720)
+def test_campaign_progress_then_ml_assets_from_ui(stack, dagster_ui, page, shots, today_landed, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    from qp_assets import campaigns
+    from qp_assets.features.catalog import read_rows
+    from qp_assets.s3 import s3_client
+
+    today = today_landed["day"].isoformat()
+    spec = tmp_path / "campaign.yaml"
+    spec.write_text(UI_CAMPAIGN)
+    submitted = subprocess.run(
+        [str(BIN / "qp"), "campaign", "submit", str(spec)], capture_output=True, text=True, timeout=120
+    )
+    assert submitted.returncode == 0, submitted.stderr[-2000:]
+    outcome = json.loads(submitted.stdout)
+    campaign_id = outcome["campaign_id"]
+    assert outcome["requests"] == outcome["published"] == 4, outcome
+    client = s3_client(stack)
+    model_key = None
+    try:
+        # the request sensor runs since h2_request; the landing sensor builds today's features when the
+        # results land; the campaign sensor adds the partition and refreshes its progress (every 60 s)
+        dagster_ui.start_sensor("campaign_sensor")
+        dagster_ui.start_sensor("landing_sensor")
+        with screenshot_on_failure(page, shots, "campaign_progress"):
+            url = f"{dagster_ui.url}/assets/campaign_progress?view=partitions&partition={campaign_id}"
+            seen: list[tuple[str, str]] = []  # (done, complete) of each materialization shown
+            deadline = time.monotonic() + 360
+            while time.monotonic() < deadline:
+                dagster_ui.check_alive()
+                page.goto(url)
+                try:  # the partition is added by the sensor's first tick, its metadata by the progress run
+                    metadata_row(page, "complete").wait_for(timeout=10_000)
+                except PlaywrightTimeout:
+                    continue
+                state = (metadata_value(page, "done"), metadata_value(page, "complete"))
+                if not seen or seen[-1] != state:
+                    seen.append(state)
+                if state[1] == "true":
+                    break
+                time.sleep(5)
+            assert seen and seen[-1] == ("4", "true"), f"progress seen: {seen}\n{dagster_ui.log_tail()}"
+            assert seen[0][1] == "false" and int(seen[0][0]) < 4, seen  # watched it move, not only its end
+            for key, value in {"expected": "4", "rows": "4", "dead_lettered": "0", "in_flight": "0",
+                               "violations": "0", "done_percent": "100"}.items():  # fmt: skip
+                assert metadata_value(page, key) == value, (key, metadata_value(page, key))
+            history = page.get_by_text(re.compile(r"View all historical events \(\d+\)")).inner_text()
+            assert int(re.search(r"\((\d+)\)", history)[1]) >= 2, history
+
+        with screenshot_on_failure(page, shots, "ml_from_ui"):
+            # the ml group's "Materialize all": the two ML tables (today) and the convergence model
+            run_id = materialize_latest_from_ui(page, dagster_ui, ML_GROUP_PAGE, today)["runId"]
+
+            summary = read_rows("ml_run_summary", day=today_landed["day"], settings=stack)
+            request_ids = summary.column("request_id").to_pylist()
+            ours = sorted(r for r in request_ids if r.startswith(f"{campaign_id}/"))
+            assert ours == [f"{campaign_id}/{n:05d}" for n in range(4)], ours  # one summary row per request
+            iterations = read_rows("ml_iteration_features", day=today_landed["day"], settings=stack)
+            assert iterations.num_rows >= summary.num_rows  # one row per iteration, every run has one
+            for table, rows in (("ml_run_summary", summary), ("ml_iteration_features", iterations)):
+                url = f"{dagster_ui.url}/assets/quantum_features/{table}"
+                assert asset_row_count(page, url, today, run_id) == rows.num_rows, table
+
+            # the model is trained on every day of ml_run_summary: runs with an error and a molecule
+            usable = [r for r in read_rows("ml_run_summary", settings=stack).to_pylist()
+                      if r["error_vs_exact_mha"] is not None and r["molecule_name"]]  # fmt: skip
+            per_molecule = {
+                m: sum(r["molecule_name"] == m for r in usable) for m in {r["molecule_name"] for r in usable}
+            }
+            assert {"H2", "HeH+"} <= set(per_molecule), per_molecule
+            page.goto(f"{dagster_ui.url}/assets/convergence_model")
+            page.get_by_text("cv_mae_mean", exact=True).wait_for()
+            assert _metadata_cell(page, "runs").inner_text().strip() == str(len(usable))
+            assert _metadata_cell(page, "molecules").inner_text().strip() == str(len(per_molecule))
+            assert _metadata_cell(page, "target").inner_text().strip() == "log10_error_mha"
+            metrics_uri = _metadata_cell(page, "metrics_uri").inner_text().strip()
+            assert metrics_uri.startswith(f"s3://{stack.bucket}/models/convergence_model/"), metrics_uri
+            metrics_key = metrics_uri.split("/", 3)[3]
+            metrics = json.loads(client.get_object(Bucket=stack.bucket, Key=metrics_key)["Body"].read())
+            if _metadata_cell(page, "reused").inner_text().strip() == "false":
+                model_key = metrics_key.rsplit("/", 1)[0] + "/"  # this test's version: removed after
+            shown_mae = float(_metadata_cell(page, "cv_mae_mean").inner_text())
+            assert shown_mae == pytest.approx(metrics["cv_mae_mean"], rel=1e-9), (shown_mae, metrics)
+            folds = _metadata_cell(page, "folds").locator("tr")
+            header = folds.first.locator("th").all_inner_texts()
+            assert header == ["held-out molecule", "train runs", "test runs", "MAE", "baseline MAE"], header
+            shown = {}
+            for row in folds.all()[1:]:
+                molecule, n_train, n_test, mae, _baseline = row.locator("td").all_inner_texts()
+                shown[molecule] = (int(n_train), int(n_test), float(mae))
+            assert {m: n for m, (_t, n, _mae) in shown.items()} == per_molecule, (shown, per_molecule)
+            assert all(t == len(usable) - per_molecule[m] for m, (t, _n, _mae) in shown.items()), shown
+            stored = {f["molecule"]: round(f["mae"], 4) for f in metrics["cv"]["folds"]}
+            assert {m: mae for m, (_t, _n, mae) in shown.items()} == stored, (shown, stored)
+    finally:
+        client.delete_object(Bucket=stack.bucket, Key=campaigns.manifest_key(campaign_id))
+        if model_key:
+            for obj in client.list_objects_v2(Bucket=stack.bucket, Prefix=model_key).get("Contents", []):
+                client.delete_object(Bucket=stack.bucket, Key=obj["Key"])
