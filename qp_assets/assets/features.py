@@ -228,16 +228,6 @@ def daily_spark_multi_asset(name: str, specs: list[AssetSpec]):
 
 
 def build_feature_assets():
-    """The multi_asset (built on call so env-driven partitions / retry policy are read at load time)."""
-
-    @daily_spark_multi_asset("feature_tables", feature_specs())
-    def feature_tables(
-        context: AssetExecutionContext,
-        spark: SparkResource,
-        iceberg: IcebergCatalogResource,
-        landing: LandingResource,
-        s3: BoundedS3Resource,
-    ) -> Iterator[MaterializeResult]:
-        yield from materialize_feature_tables(context, spark, iceberg, landing, s3)
-
-    return feature_tables
+    """The multi_asset over :func:`materialize_feature_tables` (built on call so env-driven partitions /
+    retry policy are read at load time)."""
+    return daily_spark_multi_asset("feature_tables", feature_specs())(materialize_feature_tables)
