@@ -8,7 +8,9 @@ requests audited with ``qp_assets.audit.audit_day`` after one feature build per 
 * recovery s: as defined by the case (e.g. registry back -> results landed; Connect killed -> all landed);
 * lost: requests with no row and no DLQ entry (``missing``, ``published_not_landed``,
   ``landed_not_in_iceberg``, ``undecodable_not_in_dlq``);
-* duplicated: requests with more than one row / DLQ entry, both, or a result landed in two objects.
+* duplicated: requests with more than one row / DLQ entry, both, or a result landed in two objects;
+
+then every setup / call / teardown of 1 s or more (pytest ``--durations``), the suite's cost per case.
 
     .venv/bin/python benchmarks/faults.py [-k connkill]    # extra arguments go to pytest
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -36,7 +39,7 @@ def main(argv: list[str]) -> int:
         started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-m", "faults", "--timeout=900",
-             "tests/faults", *argv],
+             "--durations=0", "--durations-min=1", "tests/faults", *argv],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
         elapsed = time.monotonic() - started
@@ -49,6 +52,12 @@ def main(argv: list[str]) -> int:
     for r in rows:
         rec = "-" if r["recovery_s"] is None else f"{r['recovery_s']:.1f}"
         print(f"| {r['fault']} | {rec} | {r['lost']} | {r['duplicated']} | {r['requests']} |")
+    print("\ntest durations (s, pytest --durations):")
+    print(
+        "\n".join(
+            line for line in proc.stdout.splitlines() if re.match(r"^\d+\.\d+s (setup|call|teardown) ", line)
+        )
+    )
     print(f"\nsuite: {elapsed:.0f} s, pytest exit {proc.returncode}")
     summary = [line for line in proc.stdout.splitlines() if " passed" in line or " failed" in line]
     print(summary[-1] if summary else proc.stdout[-2000:])
