@@ -17,12 +17,11 @@ log = logging.getLogger(__name__)
 def register(subparsers: Any) -> None:
     from qp_assets.vqe.cli import add_config_arguments
 
-    req = subparsers.add_parser("request", help="VQE requests on Kafka (consumed by the Dagster sensor)")
-    req_sub = req.add_subparsers(dest="request_command", metavar="ACTION", required=True)
-    submit = req_sub.add_parser(
-        "submit",
-        help="publish VQE request(s) to vqe.requests",
-        description="Validate and publish one request per molecule (and per --repeat) to vqe.requests. "
+    submit = _add_action(
+        subparsers,
+        ("request", "VQE requests on Kafka (consumed by the Dagster sensor)"),
+        ("submit", "publish VQE request(s) to vqe.requests"),
+        "Validate and publish one request per molecule (and per --repeat) to vqe.requests. "
         "Nothing is published if any molecule or option is invalid.",
     )
     submit.add_argument("--molecule", "-m", action="append", default=[], help="molecule name (repeatable)")
@@ -45,15 +44,24 @@ def register(subparsers: Any) -> None:
     s.add_argument("--cold", action="store_true", help="start every point from the initial state")
     submit.set_defaults(handler=submit_command)
 
-    res = subparsers.add_parser("results", help="VQE results on Kafka")
-    res_sub = res.add_subparsers(dest="results_command", metavar="ACTION", required=True)
-    replay = res_sub.add_parser(
-        "replay",
-        help="republish results spooled while Kafka was unreachable",
-        description="Republish every result in <runtime dir>/spool; a spool file is deleted only after "
+    replay = _add_action(
+        subparsers,
+        ("results", "VQE results on Kafka"),
+        ("replay", "republish results spooled while Kafka was unreachable"),
+        "Republish every result in <runtime dir>/spool; a spool file is deleted only after "
         "Kafka acknowledged it. Exit 1 if any result stays spooled.",
     )
     replay.set_defaults(handler=replay_command)
+
+
+def _add_action(
+    subparsers: Any, command: tuple[str, str], action: tuple[str, str], description: str
+) -> argparse.ArgumentParser:
+    """Add ``qp COMMAND ACTION``: ``command`` and ``action`` are (name, one-line help) pairs; the command
+    requires its ACTION (``dest`` ``<command>_command``). Returns the action's parser for its arguments."""
+    parent = subparsers.add_parser(command[0], help=command[1])
+    actions = parent.add_subparsers(dest=f"{command[0]}_command", metavar="ACTION", required=True)
+    return actions.add_parser(action[0], help=action[1], description=description)
 
 
 def build_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
