@@ -31,6 +31,18 @@ def _default_status() -> DefaultSensorStatus:
     return DefaultSensorStatus.STOPPED if not load_env().sensors_running else DefaultSensorStatus.RUNNING
 
 
+def _job_sensor(name: str, job, interval_s: int, description: str):
+    """``@sensor`` decorator of a sensor that starts runs of ``job``, ticking at most every ``interval_s``
+    seconds, started per :func:`_default_status` (``QP_SENSORS_RUNNING``)."""
+    return sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=interval_s,
+        default_status=_default_status(),
+        description=description,
+    )
+
+
 def _mail_status() -> DefaultSensorStatus:
     """E-mail sensors run by default only when an SMTP host is configured (``QP_SMTP_HOST``)."""
     if not load_env().smtp_host:
@@ -349,12 +361,11 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     max_per_run, start = env.requests_per_run, env.request_sensor_start
     grace_s, wait_s = env.request_sensor_grace_s, env.request_sensor_wait_s
 
-    @sensor(
-        name="kafka_vqe_request_sensor",
-        job=vqe_runner_job,
-        minimum_interval_seconds=env.request_sensor_interval_s,
-        default_status=_default_status(),
-        description="Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
+    @_job_sensor(
+        "kafka_vqe_request_sensor",
+        vqe_runner_job,
+        env.request_sensor_interval_s,
+        "Watermarks of vqe.requests -> one vqe_runner_job run per new offset range",
     )
     def kafka_vqe_request_sensor(context: SensorEvaluationContext, kafka: KafkaResource):
         return request_sensor_result(
@@ -374,12 +385,11 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     first_day = partitions_start_date()
     lookback = env.landing_lookback_days
 
-    @sensor(
-        name="landing_sensor",
-        job=feature_job,
-        minimum_interval_seconds=env.landing_sensor_interval_s,
-        default_status=_default_status(),
-        description="New files under the recent day prefixes -> feature partitions of those days",
+    @_job_sensor(
+        "landing_sensor",
+        feature_job,
+        env.landing_sensor_interval_s,
+        "New files under the recent day prefixes -> feature partitions of those days",
     )
     def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
         return landing_sensor_result(
