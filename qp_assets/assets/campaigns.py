@@ -12,7 +12,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     DagsterRunStatus,
-    DefaultSensorStatus,
     DynamicPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -23,10 +22,10 @@ from dagster import (
     SkipReason,
     asset,
     define_asset_job,
-    sensor,
 )
 
-from qp_assets.settings import Settings, load_env
+from qp_assets.sensors.definitions import job_sensor
+from qp_assets.settings import Settings
 
 CAMPAIGNS = DynamicPartitionsDefinition(name="campaigns")
 PROGRESS_KEY = AssetKey("campaign_progress")
@@ -85,12 +84,11 @@ def _in_progress(context: SensorEvaluationContext) -> set[str]:
     return {r.tags.get(CAMPAIGN_TAG, "") for r in runs}
 
 
-@sensor(
-    name="campaign_sensor",
-    job=campaign_progress_job,
-    minimum_interval_seconds=60,
-    default_status=DefaultSensorStatus.RUNNING if load_env().sensors_running else DefaultSensorStatus.STOPPED,
-    description="New campaigns -> partitions of campaign_progress; refreshes the progress of unfinished ones",
+@job_sensor(
+    "campaign_sensor",
+    campaign_progress_job,
+    60,
+    "New campaigns -> partitions of campaign_progress; refreshes the progress of unfinished ones",
 )
 def campaign_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
     from qp_assets.campaigns import list_campaigns

@@ -31,7 +31,7 @@ def _default_status() -> DefaultSensorStatus:
     return DefaultSensorStatus.STOPPED if not load_env().sensors_running else DefaultSensorStatus.RUNNING
 
 
-def _job_sensor(name: str, job, interval_s: int, description: str):
+def job_sensor(name: str, job, interval_s: int, description: str):
     """``@sensor`` decorator of a sensor that starts runs of ``job``, ticking at most every ``interval_s``
     seconds, started per :func:`_default_status` (``QP_SENSORS_RUNNING``)."""
     return sensor(
@@ -361,7 +361,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     max_per_run, start = env.requests_per_run, env.request_sensor_start
     grace_s, wait_s = env.request_sensor_grace_s, env.request_sensor_wait_s
 
-    @_job_sensor(
+    @job_sensor(
         "kafka_vqe_request_sensor",
         vqe_runner_job,
         env.request_sensor_interval_s,
@@ -385,7 +385,7 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     first_day = partitions_start_date()
     lookback = env.landing_lookback_days
 
-    @_job_sensor(
+    @job_sensor(
         "landing_sensor",
         feature_job,
         env.landing_sensor_interval_s,
