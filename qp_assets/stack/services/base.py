@@ -227,6 +227,24 @@ class Service:
         )
 
 
+def prometheus_family_service(
+    name: str, package: str, flags: Callable[[StackContext, Path], list[str]], **fields: object
+) -> Service:
+    """A Prometheus-project server (Prometheus, PushGateway) run from the binary of Debian ``package``:
+    argv ``<binary> --web.listen-address=127.0.0.1:<port of ctx.<name>> <flags(ctx, data dir)>`` with the data
+    dir ``<runtime dir>/data/<name>``; ready when ``GET <settings.<name>_url>/-/ready`` answers 2xx (see
+    :func:`ready_probe`). ``fields``: the record's other :class:`Service` fields (timeouts, dependencies)."""
+
+    def command(ctx: StackContext) -> list[str]:
+        binary = require_debian_binary(package)
+        data = ctx.data_dir(name)
+        return [binary, f"--web.listen-address=127.0.0.1:{getattr(ctx, name).port}", *flags(ctx, data)]
+
+    return Service(
+        name=name, debian_package=package, command=command, probe=ready_probe(f"{name}_url"), **fields
+    )
+
+
 LOG4J2_TEMPLATE = """\
 status = warn
 name = qp-{service}

@@ -7,13 +7,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from qp_assets.stack.services.base import (
-    INFRA,
-    Service,
-    StackContext,
-    ready_probe,
-    require_debian_binary,
-)
+from qp_assets.stack.services.base import INFRA, StackContext, prometheus_family_service
 
 
 def render_prometheus_config(ctx: StackContext) -> Path:
@@ -61,24 +55,19 @@ def _prometheus_reload_if_changed(ctx: StackContext) -> None:
             )
 
 
-def _prometheus_command(ctx: StackContext) -> list[str]:
-    binary = require_debian_binary("prometheus")
-    data = ctx.data_dir("prometheus")
+def _prometheus_flags(ctx: StackContext, data: Path) -> list[str]:
     return [
-        binary,
         f"--config.file={render_prometheus_config(ctx)}",
         f"--storage.tsdb.path={data}",
         "--storage.tsdb.retention.time=15d",
-        f"--web.listen-address=127.0.0.1:{ctx.prometheus.port}",
         "--web.enable-lifecycle",
     ]
 
 
-SERVICE = Service(
-    name="prometheus",
-    debian_package="prometheus",
-    command=_prometheus_command,
-    probe=ready_probe("prometheus_url"),
+SERVICE = prometheus_family_service(
+    "prometheus",
+    "prometheus",
+    _prometheus_flags,
     after_ready=_prometheus_reload_if_changed,
     depends_on=("pushgateway",),
     start_timeout=60,
