@@ -19,6 +19,7 @@ import pytest
 
 from qp_assets.features import golden
 from qp_assets.features.ml_tables import CHEMICAL_ACCURACY_MHA, ML_TABLES, ROLLING_WINDOW
+from qp_assets.streaming.schemas import RESULT_SCHEMA, schema_dict
 
 pytestmark = [pytest.mark.spark, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -27,6 +28,9 @@ DAY1, DAY2 = golden.GOLDEN_DAY1, golden.GOLDEN_DAY2
 LONG_RUN = golden.make_result(
     8, datetime(2026, 1, 15, 9, tzinfo=UTC), num_iterations=9
 )  # converges at iteration 7
+#: The long run's result reused by a later request (result reuse): same numbers, so never ML data twice.
+REUSED = {**LONG_RUN, "run_id": "run-000009", "request_id": "req-000009", "reused_from": LONG_RUN["request_id"],
+          "event_time": datetime(2026, 1, 15, 10, tzinfo=UTC)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +55,8 @@ def env(stack, tmp_path_factory):
     ]
     for f in files:
         f.write(sink)
+    schema_v4 = schema_dict(RESULT_SCHEMA, 4)  # reused_from is a v4 field
+    golden.write_landed_file(sink, [REUSED], offset=11, schema=schema_v4)
     spark = get_spark_session(settings)
     upstream = sorted({t for spec in ML_TABLES.values() for t in spec.depends_on})  # 4 of the 10 suffice
     build_days([DAY1, DAY2], spark, settings, upstream, raw_root=sink.raw_root, namespace=NS)
@@ -143,6 +149,9 @@ def test_ml_tables_exact_rows_for_the_golden_days(env):
 
     summary = {r.run_id: r for r in rows(env, "ml_run_summary", "run_id")}
     assert sorted(summary) == [r["run_id"] for r in recs]
+    # the reused result is a row of vqe_results, not of the ML tables (checked above: not in recs)
+    reused = rows(env, "vqe_results", "run_id")
+    assert [(r.run_id, r.reused_from) for r in reused if r.reused_from] == [("run-000009", "req-000008")]
     for rec in recs:
         i = int(rec["run_id"][-1])
         errors = [(it["energy"] - golden.H2_EXACT) * 1000 for it in rec["iterations"]]

@@ -119,9 +119,19 @@ def _within_accuracy(error_mha: Column) -> Column:
     return F.abs(error_mha) <= F.lit(CHEMICAL_ACCURACY_MHA)
 
 
+def _reused_runs(results: DataFrame) -> DataFrame:
+    """``run_id`` of the results reused from an earlier computation (``reused_from`` set): they repeat that
+    computation's numbers, so counted again they would weigh it twice in the convergence model's training
+    data. None for a ``vqe_results`` table from before result reuse."""
+    if "reused_from" not in results.columns:
+        return results.select("run_id").limit(0)
+    return results.where(F.col("reused_from").isNotNull()).select("run_id")
+
+
 def ml_iteration_features(inputs: Mapping[str, DataFrame]) -> DataFrame:
-    """One row per (run_id, iteration): energy trace with deltas, norms and rolling statistics (hartree)."""
-    its = inputs["vqe_iterations"]
+    """One row per (run_id, iteration) of each computed run (reused results left out): energy trace with
+    deltas, norms and rolling statistics (hartree)."""
+    its = inputs["vqe_iterations"].join(_reused_runs(inputs["vqe_results"]), "run_id", "left_anti")
     names = inputs["vqe_results"].select("run_id", "molecule_name")
     by_run = Window.partitionBy("run_id").orderBy("iteration")
     rolling = by_run.rowsBetween(-(ROLLING_WINDOW - 1), Window.currentRow)
@@ -144,7 +154,8 @@ def ml_iteration_features(inputs: Mapping[str, DataFrame]) -> DataFrame:
 
 
 def ml_run_summary(inputs: Mapping[str, DataFrame]) -> DataFrame:
-    """One row per run: configuration, convergence iteration, final error (mHa), VQE time (s), device."""
+    """One row per computed run (reused results left out): configuration, convergence iteration, final
+    error (mHa), VQE time (s), device."""
     converged = (
         inputs["vqe_iterations"]
         .where(_within_accuracy(F.col("error_vs_exact_mha")))
@@ -153,8 +164,9 @@ def ml_run_summary(inputs: Mapping[str, DataFrame]) -> DataFrame:
     )
     ansatz = inputs["ansatz_info"].select("run_id", "initial_state")
     perf = inputs["performance_metrics"].select("run_id", "vqe_s")
+    results = inputs["vqe_results"]
     df = (
-        inputs["vqe_results"]
+        results.join(_reused_runs(results), "run_id", "left_anti")
         .join(ansatz, "run_id", "left")
         .join(perf, "run_id", "left")
         .join(converged, "run_id", "left")
