@@ -232,6 +232,11 @@ class Env(BaseModel):
         "seconds a landing sensor tick waits for a new landed file (at most 30)",
         4,
     )
+    campaign_sensor_interval_s: Annotated[int, Field(ge=5)] = _var(
+        "QP_CAMPAIGN_SENSOR_INTERVAL_S",
+        "seconds between campaign sensor ticks (new campaigns, progress refreshes)",
+        60,
+    )
     partitions_start: str = _var(
         "QP_PARTITIONS_START", "first feature partition: YYYY-MM-DD or today-N", "today-7"
     )

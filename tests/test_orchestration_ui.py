@@ -111,6 +111,7 @@ def dagster_ui(stack, tmp_path_factory):
             "QP_SENSORS_RUNNING": "0",  # the landing sensor must not race the UI's own feature runs
             "QP_REQUEST_SENSOR_INTERVAL_S": "2",
             "QP_FEATURE_RETRY_DELAY_S": "10",  # shorter than the product's 60 s
+            "QP_CAMPAIGN_SENSOR_INTERVAL_S": "15",  # the campaign test watches progress: product 60 s
             "QP_SMTP_HOST": "",
         },
     )
@@ -399,7 +400,7 @@ def test_campaign_progress_then_ml_assets_from_ui(stack, dagster_ui, page, shots
     model_key = None
     try:
         # the request sensor runs since h2_request; the landing sensor builds today's features when the
-        # results land; the campaign sensor adds the partition and refreshes its progress (every 60 s)
+        # results land; the campaign sensor adds the partition and refreshes its progress (every 15 s here)
         dagster_ui.start_sensor("campaign_sensor")
         dagster_ui.start_sensor("landing_sensor")
         with screenshot_on_failure(page, shots, "campaign_progress"):

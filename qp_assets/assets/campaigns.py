@@ -25,7 +25,7 @@ from dagster import (
 )
 
 from qp_assets.sensors.definitions import job_sensor
-from qp_assets.settings import Settings
+from qp_assets.settings import Settings, load_env
 
 CAMPAIGNS = DynamicPartitionsDefinition(name="campaigns")
 PROGRESS_KEY = AssetKey("campaign_progress")
@@ -87,7 +87,7 @@ def _in_progress(context: SensorEvaluationContext) -> set[str]:
 @job_sensor(
     "campaign_sensor",
     campaign_progress_job,
-    60,
+    load_env().campaign_sensor_interval_s,
     "New campaigns -> partitions of campaign_progress; refreshes the progress of unfinished ones",
 )
 def campaign_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
