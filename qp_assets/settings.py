@@ -128,6 +128,11 @@ class Env(BaseModel):
     spark_warmup: bool = _var(
         "QP_SPARK_WARMUP", "`off`: the Spark Connect server skips its warm-up build after a start", True
     )
+    spark_nice: Annotated[int, Field(ge=0, le=19)] = _var(
+        "QP_SPARK_NICE",
+        "CPU niceness of the local Spark Connect server (0-19): feature builds yield to VQE runs",
+        10,
+    )
     spark_call_timeout_s: PosFloat = _var(
         "QP_SPARK_CALL_TIMEOUT_S", "deadline of a Spark Connect configuration/analysis call (seconds)", 60.0
     )

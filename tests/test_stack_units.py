@@ -340,3 +340,15 @@ def test_a_service_that_exits_on_a_taken_port_is_started_again_once_the_port_is_
         assert ctx.log_file("tiny").read_text().count("Address already in use") == 1  # the first attempt
     finally:
         process.stop_group(process.live_pid(ctx.pid_file("tiny")), 5)
+
+
+def test_spark_connect_runs_niced_so_feature_builds_yield_to_vqe_runs(monkeypatch):
+    from qp_assets.settings import Settings
+    from qp_assets.stack.services import SERVICES
+    from qp_assets.stack.services.base import StackContext
+
+    ctx = StackContext(Settings.from_env())
+    monkeypatch.delenv("QP_SPARK_NICE", raising=False)
+    assert SERVICES["spark-connect"].command(ctx)[:3] == ["nice", "-n", "10"]
+    monkeypatch.setenv("QP_SPARK_NICE", "0")
+    assert SERVICES["spark-connect"].command(ctx)[1:] == ["-m", "qp_assets.features.spark"]
