@@ -178,45 +178,54 @@ def test_the_lookup_is_bounded_and_passes_failures_on(monkeypatch) -> None:
     assert runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0) is None
 
 
-def test_the_prefetched_index_serves_the_lookup_without_a_second_scan(monkeypatch) -> None:
-    """``prefetch_index`` (started when a run reads its range) loads the index once; a look-up that comes
-    while it is still loading waits for it instead of scanning again, and finds the key."""
-    import threading
-    from datetime import datetime
+def test_the_prefetched_index_answers_the_runs_lookups_without_loading_it_again(monkeypatch) -> None:
+    """``prefetch_index`` (started when a run reads its range) loads the index in a child process; a look-up
+    that comes while it loads waits for it, and the run's look-ups are answered from it (hit or miss)
+    without loading the index in the run's own process."""
+    import pickle
+    import subprocess
     from types import SimpleNamespace
 
-    import pyarrow as pa
+    earlier = runner_reuse.Earlier("req-0", "run-0", "s3a://b/raw/x.avro")
+    children = []
 
-    from qp_assets.features import catalog
+    def child(cmd, input, capture_output, timeout, check):  # noqa: A002 - subprocess.run's own names
+        children.append(cmd)
+        time.sleep(0.5)  # the child imports PyIceberg and scans: a look-up arrives meanwhile
+        assert pickle.loads(input) == settings
+        return SimpleNamespace(stdout=pickle.dumps((7, {"k" * 64: earlier})))
 
-    scans, release = [], threading.Event()
-    row = {"experiment_key": "k" * 64, "reused_from": None, "request_id": "req-0", "run_id": "run-0",
-           "source_file": "s3a://b/raw/x.avro", "event_time": datetime(2026, 11, 29), "optimizer_message": ""}  # fmt: skip
+    def in_process(settings):
+        raise AssertionError("the run's own process loaded the index")
 
-    class Table:
-        def current_snapshot(self):
-            return SimpleNamespace(snapshot_id=7)
-
-        def schema(self):
-            return SimpleNamespace(fields=[SimpleNamespace(name=n) for n in row])
-
-        def scan(self, selected_fields, snapshot_id):
-            scans.append(snapshot_id)
-            release.wait(5)  # a slow first load: the look-up below arrives meanwhile
-            return SimpleNamespace(to_arrow=lambda: pa.Table.from_pylist([row]))
-
-    monkeypatch.setattr(catalog, "load_feature_table", lambda name, settings: Table())
+    monkeypatch.setattr(subprocess, "run", child)
+    monkeypatch.setattr(runner_reuse, "load_index", in_process)
     monkeypatch.setattr(runner_reuse, "_INDEXES", {})
+    monkeypatch.setattr(runner_reuse, "_PREFETCHED", {})
     settings = Settings.from_env()
-    prefetch = runner_reuse.prefetch_index(settings)
-    while not scans:
-        time.sleep(0.01)
-    threading.Timer(0.3, release.set).start()
-    assert runner_reuse.find_earlier(settings, "k" * 64) == runner_reuse.Earlier(
-        "req-0", "run-0", row["source_file"]
+    started = time.monotonic()
+    runner_reuse.prefetch_index(settings)
+    assert runner_reuse.find_earlier(settings, "k" * 64) == earlier  # waited for the child
+    assert time.monotonic() - started >= 0.5
+    assert runner_reuse.find_earlier(settings, "m" * 64) is None  # a miss, answered from the prefetch
+    assert children == [[runner_reuse.sys.executable, "-m", "qp_assets.runner.reuse"]]
+
+
+def test_the_prefetch_child_process_answers_none_without_a_table(tmp_path) -> None:
+    """The real child process (``python -m qp_assets.runner.reuse``) on a catalog without ``vqe_results``."""
+    import dataclasses
+    import pickle
+    import subprocess
+    import sys
+
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        iceberg_catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}",
+        iceberg_warehouse=f"file://{tmp_path}/warehouse",
     )
-    prefetch.join(5)
-    assert scans == [7]  # one scan for both
+    child = subprocess.run([sys.executable, "-m", "qp_assets.runner.reuse"], input=pickle.dumps(settings),
+                           capture_output=True, timeout=60, check=True)  # fmt: skip
+    assert pickle.loads(child.stdout) is None
 
 
 def test_force_is_a_request_field_and_a_campaign_option() -> None:

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import io
 import logging
+import pickle
+import subprocess
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -63,52 +67,91 @@ def build_index(rows: list[dict[str, Any]]) -> dict[str, Earlier]:
     return {key: earlier for key, (_, earlier) in best.items()}
 
 
-def find_earlier(settings: Settings, key: str) -> Earlier | None:
-    """The earlier computed run of ``key`` in Iceberg, or None (no such row, or no table yet). A key already
-    in this process's index is answered from it; a miss re-reads the index when the table has a newer
-    snapshot."""
+def load_index(settings: Settings) -> tuple[int, dict[str, Earlier]] | None:
+    """(snapshot id, index) of ``vqe_results`` now, or None when there is no table, no snapshot or no
+    ``experiment_key`` column yet (a table from before reuse, not yet evolved by a build)."""
     from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 
     from qp_assets.features.catalog import load_feature_table
 
+    try:
+        table = load_feature_table(INDEX_TABLE, settings)
+    except (NoSuchTableError, NoSuchNamespaceError):
+        return None
+    snapshot = table.current_snapshot()
+    if snapshot is None or "experiment_key" not in {f.name for f in table.schema().fields}:
+        return None
+    cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
+    cached = _INDEXES.get(cache_key)
+    if cached is not None and cached[0] == snapshot.snapshot_id:
+        return cached
+    rows = table.scan(selected_fields=_INDEX_COLUMNS, snapshot_id=snapshot.snapshot_id).to_arrow()
+    return snapshot.snapshot_id, build_index(rows.to_pylist())
+
+
+def find_earlier(settings: Settings, key: str) -> Earlier | None:
+    """The earlier computed run of ``key`` in Iceberg, or None (no such row, or no table yet). A key already
+    in this process's index is answered from it, and so is any key while the index a run prefetched at its
+    start (:func:`prefetch_index`) is fresh; otherwise a miss re-reads the index when the table has a newer
+    snapshot."""
     cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
     if key in _INDEXES.get(cache_key, (0, {}))[1]:
         return _INDEXES[cache_key][1][key]
     with _INDEX_LOCK:  # one refresh at a time: a look-up during the prefetch waits for it, never repeats it
-        try:
-            table = load_feature_table(INDEX_TABLE, settings)
-        except (NoSuchTableError, NoSuchNamespaceError):
+        prefetched_at = _PREFETCHED.get(cache_key)
+        if prefetched_at is not None and time.monotonic() - prefetched_at < PREFETCH_FRESH_S:
+            return _INDEXES[cache_key][1].get(key) if cache_key in _INDEXES else None
+        loaded = load_index(settings)
+        if loaded is None:
             return None
-        snapshot = table.current_snapshot()
-        if snapshot is None:
-            return None
-        cached = _INDEXES.get(cache_key)
-        if cached is None or cached[0] != snapshot.snapshot_id:
-            have = {f.name for f in table.schema().fields}
-            if "experiment_key" not in have:  # a table from before reuse, not yet evolved by a build
-                return None
-            rows = table.scan(selected_fields=_INDEX_COLUMNS, snapshot_id=snapshot.snapshot_id).to_arrow()
-            cached = (snapshot.snapshot_id, build_index(rows.to_pylist()))
-            _INDEXES[cache_key] = cached
-        return cached[1].get(key)
+        _INDEXES[cache_key] = loaded
+        return loaded[1].get(key)
+
+
+#: How long the index a run prefetched answers its look-ups without checking the table's snapshot again,
+#: seconds: a run's requests are looked up as of its start (a result built meanwhile is computed again).
+PREFETCH_FRESH_S = 30.0
+# (catalog uri, catalog name) -> time.monotonic() of the last prefetch that finished
+_PREFETCHED: dict[tuple[str, str], float] = {}
 
 
 def prefetch_index(settings: Settings) -> threading.Thread:
-    """Load this process's index (:func:`find_earlier`) in a background thread, started and returned.
+    """Load the index for this run's look-ups in a child process (``python -m qp_assets.runner.reuse``:
+    pickled settings in, pickled :func:`load_index` answer out), waited for by a background thread that
+    holds the index lock meanwhile; both started here.
 
-    A run worker's first look-up costs the PyIceberg import, the catalog and a scan (2.1 s measured at load
-    average 15); started when the range is read, it overlaps the Kafka read, admission and Dagster's step
-    bookkeeping, so a request's own look-up only checks the table's snapshot. Failures are left to that
-    look-up, which reports them."""
+    A run worker's first look-up costs the PyIceberg import, the catalog and a scan: about 1.2 s of CPU
+    on an idle machine, and in a thread it competed for the GIL with the simulator's warm imports, which
+    put about 4 s more between a run's start and its Kafka ack (benchmarks/daemon_latency.py, 2026-11-29:
+    run->ack 8.7-9.6 s with reuse, 4.9-5.0 s with QP_REUSE_RESULTS=0). In its own process it runs on the
+    other core. Until :data:`PREFETCH_FRESH_S` has passed, look-ups answer from it without touching the
+    catalog. Failures are left to the request's own look-up, which then loads the index itself."""
+    cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
+    started = threading.Event()
 
     def run() -> None:
-        try:
-            find_earlier(settings, "")
-        except Exception:  # noqa: BLE001 - the request's own look-up says what failed
-            return
+        with _INDEX_LOCK:
+            started.set()
+            try:
+                child = subprocess.run(
+                    [sys.executable, "-m", __name__], input=pickle.dumps(settings), capture_output=True,
+                    timeout=PREFETCH_FRESH_S, check=True,
+                )  # fmt: skip
+                loaded = pickle.loads(child.stdout)
+            except Exception as exc:  # noqa: BLE001 - the request's own look-up loads it and says what failed
+                detail = getattr(exc, "stderr", b"") or b""
+                log.info("result-reuse index not prefetched (%s: %s) %s", type(exc).__name__, exc,
+                         detail.decode(errors="replace")[-300:])  # fmt: skip
+                return
+            if loaded is not None:
+                _INDEXES[cache_key] = loaded
+            else:
+                _INDEXES.pop(cache_key, None)
+            _PREFETCHED[cache_key] = time.monotonic()
 
     thread = threading.Thread(target=run, name="qp-reuse-index", daemon=True)
     thread.start()
+    started.wait(5)  # the lock is held before a request's look-up can take it
     return thread
 
 
@@ -167,3 +210,9 @@ def lookup(settings: Settings, key: str, timeout_s: float) -> Found | None:
     if "error" in answer:
         raise answer["error"]
     return answer["found"]
+
+
+if __name__ == "__main__":  # the prefetch's child process: settings in, (snapshot id, index) or None out
+    from qp_assets.runner import reuse  # the module by its name: Earlier pickles as qp_assets.runner.reuse
+
+    sys.stdout.buffer.write(pickle.dumps(reuse.load_index(pickle.loads(sys.stdin.buffer.read()))))
