@@ -352,3 +352,34 @@ def test_spark_connect_runs_niced_so_feature_builds_yield_to_vqe_runs(monkeypatc
     assert SERVICES["spark-connect"].command(ctx)[:3] == ["nice", "-n", "10"]
     monkeypatch.setenv("QP_SPARK_NICE", "0")
     assert SERVICES["spark-connect"].command(ctx)[1:] == ["-m", "qp_assets.features.spark"]
+
+
+def test_ports_of_services_not_started_yet_are_reserved_until_each_starts(monkeypatch, tmp_path):
+    """``ensure_up`` binds a placeholder on each port of the services it will start, so no client of an
+    earlier service gets one as its ephemeral source port; a service's placeholders are closed right before
+    it starts, and it can listen on its port."""
+    import socket
+    import sys
+
+    from qp_assets.settings import Settings
+    from qp_assets.stack import launcher, process
+    from qp_assets.stack.services.base import Endpoint, Service, StackContext
+
+    monkeypatch.setenv("QP_HOME", str(tmp_path))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = (
+        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    svc = Service(name="tiny", command=lambda c: [sys.executable, "-c", listener],
+                  probe=lambda c: process.port_open("127.0.0.1", port), ports=lambda c: [port],
+                  endpoint=lambda c: Endpoint("127.0.0.1", port))  # fmt: skip
+    ctx = StackContext(Settings.from_env())
+    with launcher._reserved_ports(ctx, [svc]) as reserved:
+        assert list(reserved) == [port] and not process.port_bindable("127.0.0.1", port)
+        try:
+            assert launcher._ensure_one(ctx, svc, reserved) == "started"
+            assert reserved == {} and process.port_open("127.0.0.1", port)
+        finally:
+            process.stop_group(process.live_pid(ctx.pid_file("tiny")), 5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -215,8 +216,42 @@ def _after_ready(ctx: StackContext, svc: Service) -> None:
         ) from exc
 
 
-def _ensure_one(ctx: StackContext, svc: Service) -> str:
-    """Bring one service to healthy; returns what was done: external|running|started|restarted."""
+@contextmanager
+def _reserved_ports(ctx: StackContext, services: Iterable[Service]) -> Iterator[dict[int, socket.socket]]:
+    """Bind a placeholder socket (no listen) on each free port of the given local services that are not
+    running, until each is released by :func:`_ensure_one` right before its service starts (the rest when
+    the block ends).
+
+    At large ``QP_PORT_OFFSET`` values the services' ports lie in Linux's ephemeral range (32768-60999),
+    where the kernel picks source ports for outgoing connections: a client of a service started first
+    (Connect's Kafka consumers, the Spark warm-up) could take a later service's port, which then cannot
+    listen (seen: Prometheus on 35090 at offset 26000, Spark Connect on 38002 at offset 23000). The kernel
+    never picks a bound port as a source port."""
+    held: dict[int, socket.socket] = {}
+    try:
+        for svc in services:
+            if not svc.endpoint(ctx).local or process.live_pid(ctx.pid_file(svc.name)) is not None:
+                continue
+            for port in svc.ports(ctx):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:  # in use: the service's own checks report it
+                    sock.close()
+                    continue
+                held[port] = sock
+        yield held
+    finally:
+        for sock in held.values():
+            sock.close()
+
+
+def _ensure_one(ctx: StackContext, svc: Service, reserved: dict[int, socket.socket] | None = None) -> str:
+    """Bring one service to healthy; returns what was done: external|running|started|restarted.
+    ``reserved``: placeholder sockets of :func:`_reserved_ports`; the service's own are closed first."""
+    for port in svc.ports(ctx) if reserved else ():
+        if port in reserved:
+            reserved.pop(port).close()
     endpoint = svc.endpoint(ctx)
     if not endpoint.local:
         if not svc.probe(ctx):
@@ -259,9 +294,9 @@ def ensure_up(services: list[str] | None = None, settings: Settings | None = Non
     settings = settings or Settings.from_env()
     ctx = StackContext(settings)
     names = with_dependencies(validate_services(services))
-    with stack_lock(ctx):
+    with stack_lock(ctx), _reserved_ports(ctx, [SERVICES[n] for n in names]) as reserved:
         for name in names:
-            action = _ensure_one(ctx, SERVICES[name])
+            action = _ensure_one(ctx, SERVICES[name], reserved)
             log.debug("%s: %s", name, action)
     return settings
 
