@@ -310,28 +310,37 @@ def test_seaweedfs_start_waits_while_a_port_is_held_by_a_closing_connection(monk
     assert process.port_bindable("127.0.0.1", port)
 
 
+def _tiny_listener(port: int):
+    """A Service whose process (plain Python) listens on ``port`` for 60 s, or exits at once if it cannot."""
+    import sys
+
+    from qp_assets.stack import process
+    from qp_assets.stack.services.base import Endpoint, Service
+
+    listener = (
+        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
+    )
+    return Service(name="tiny", command=lambda c: [sys.executable, "-c", listener],
+                   probe=lambda c: process.port_open("127.0.0.1", port), ports=lambda c: [port],
+                   endpoint=lambda c: Endpoint("127.0.0.1", port))  # fmt: skip
+
+
 def test_a_service_that_exits_on_a_taken_port_is_started_again_once_the_port_is_free(monkeypatch, tmp_path):
     """A service (here a tiny Python listener) exits at start because a client connection still holds its
     port (Linux's ephemeral range at large QP_PORT_OFFSET values): the launcher waits for the port and
     starts it once more, instead of failing ``qp stack up``."""
     import socket
-    import sys
     import threading
 
     from qp_assets.settings import Settings
     from qp_assets.stack import launcher, process
-    from qp_assets.stack.services.base import Endpoint, Service, StackContext
+    from qp_assets.stack.services.base import StackContext
 
     monkeypatch.setenv("QP_HOME", str(tmp_path))
     held = socket.socket()
     held.bind(("127.0.0.1", 0))  # bound, not listening: neither a foreign listener nor free
     port = held.getsockname()[1]
-    listener = (
-        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
-    )
-    svc = Service(name="tiny", command=lambda c: [sys.executable, "-c", listener],
-                  probe=lambda c: process.port_open("127.0.0.1", port), ports=lambda c: [port],
-                  endpoint=lambda c: Endpoint("127.0.0.1", port))  # fmt: skip
+    svc = _tiny_listener(port)
     ctx = StackContext(Settings.from_env())
     threading.Timer(2.0, held.close).start()  # after the first attempt has exited
     launcher._start(ctx, svc)
@@ -359,22 +368,16 @@ def test_ports_of_services_not_started_yet_are_reserved_until_each_starts(monkey
     earlier service gets one as its ephemeral source port; a service's placeholders are closed right before
     it starts, and it can listen on its port."""
     import socket
-    import sys
 
     from qp_assets.settings import Settings
     from qp_assets.stack import launcher, process
-    from qp_assets.stack.services.base import Endpoint, Service, StackContext
+    from qp_assets.stack.services.base import StackContext
 
     monkeypatch.setenv("QP_HOME", str(tmp_path))
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    listener = (
-        f"import socket, time; s = socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(60)"
-    )
-    svc = Service(name="tiny", command=lambda c: [sys.executable, "-c", listener],
-                  probe=lambda c: process.port_open("127.0.0.1", port), ports=lambda c: [port],
-                  endpoint=lambda c: Endpoint("127.0.0.1", port))  # fmt: skip
+    svc = _tiny_listener(port)
     ctx = StackContext(Settings.from_env())
     with launcher._reserved_ports(ctx, [svc]) as reserved:
         assert list(reserved) == [port] and not process.port_bindable("127.0.0.1", port)
