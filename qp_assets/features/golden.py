@@ -67,7 +67,8 @@ def load_v4_schema() -> dict[str, Any]:
 
 def as_v4(record: dict[str, Any], *, scan_id: str = "scan-0001", point: int = 0) -> dict[str, Any]:
     """``record`` (v3 contract) with every v4 field set: an ADAPT run on the sector kernel, point ``point``
-    of a 3-point H2 scan ``scan_id`` (0.70 + 0.05 x point angstrom)."""
+    of a 3-point H2 scan ``scan_id`` (0.70 + 0.05 x point angstrom); a scan point has no experiment key
+    (never reused) and was computed (``reused_from`` null)."""
     operators = [f"0,2->{1 + i % 2},3" for i in range(len(record["iterations"]))]
     return {
         **record,
@@ -78,6 +79,8 @@ def as_v4(record: dict[str, Any], *, scan_id: str = "scan-0001", point: int = 0)
         "adapt": {"gradient_threshold": 1e-4, "max_operators": 150, "operators": operators},
         "scan_id": scan_id,
         "scan_point": {"index": point, "num_points": 3, "atoms": [0, 1], "distance": 0.70 + 0.05 * point},
+        "experiment_key": None,
+        "reused_from": None,
     }
 
 
