@@ -310,6 +310,41 @@ def test_seaweedfs_start_waits_while_a_port_is_held_by_a_closing_connection(monk
     assert process.port_bindable("127.0.0.1", port)
 
 
+def _time_wait_on(closer: str) -> tuple[int, int]:
+    """A loopback connection closed first by ``closer`` ("client" or "server"), which so enters TIME_WAIT;
+    returns (the listener's port, the client's port)."""
+    import socket
+    import time
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Go's and the JVM's listeners do
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    client = socket.socket()
+    client.connect(srv.getsockname())
+    accepted, _ = srv.accept()
+    ports = srv.getsockname()[1], client.getsockname()[1]
+    first, second = (accepted, client) if closer == "server" else (client, accepted)
+    first.close()
+    time.sleep(0.1)
+    second.close()
+    srv.close()
+    time.sleep(0.1)
+    return ports
+
+
+def test_port_bindable_ignores_a_stopped_servers_time_wait_but_not_a_clients():
+    """A restarted service must not wait 60 s for the TIME_WAIT its own connections left on its port (the
+    restart test waited for it), while a client's TIME_WAIT on a service port does block a listener (seen
+    with weed mini's admin port) and must still be waited for."""
+    from qp_assets.stack import process
+
+    server_port, _ = _time_wait_on("server")
+    assert process.port_bindable("127.0.0.1", server_port)
+    _, client_port = _time_wait_on("client")
+    assert not process.port_bindable("127.0.0.1", client_port)
+
+
 def _tiny_listener(port: int):
     """A Service whose process (plain Python) listens on ``port`` for 60 s, or exits at once if it cannot."""
     import sys

@@ -58,9 +58,13 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def port_bindable(host: str, port: int) -> bool:
-    """True if a listener could bind ``host:port`` now without ``SO_REUSEADDR``: no socket, not even a
-    closing connection (TIME_WAIT, up to 60 s on Linux) or a client's ephemeral port, uses it."""
+    """True if a listener could bind ``host:port`` now, the way our services' servers bind (Go's and the
+    JVM's listeners set ``SO_REUSEADDR``): no listener, no client socket on that local port (a client's
+    ephemeral port, even closing: a client's TIME_WAIT blocks a listener for up to 60 s on Linux) and no
+    placeholder of :func:`qp_assets.stack.launcher._reserved_ports` holds it. The server-side TIME_WAIT
+    that a stopped service's own connections leave behind does not count: it never blocks its restart."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
