@@ -10,6 +10,10 @@
 # state; the resolved jars are shared with .qp/lib) with every port shifted by QP_TEST_PORT_OFFSET
 # (default 20000: Kafka 29092, registry 28081, Connect 28083, S3 28333, ...). Endpoint variables of the
 # user's environment are ignored for the same reason.
+#
+# The tests that need no service (the fast tier) run first, on every core (pytest-xdist, -n auto), before
+# the stack starts; then the rest run one at a time against the stack (they share its services, and some
+# stop or kill them). Both phases print their slowest tests: the CI budget is 30 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -54,9 +58,13 @@ echo "[test] import layering (lint-imports, contracts in pyproject.toml)"
 echo "[test] dagster definitions validate"
 .venv/bin/dagster definitions validate -m qp_assets.definitions || status=1
 
+# pytest exits 5 when a phase selects no test (e.g. `-k` matching only the other phase's tests)
+phase() { "$@" || { rc=$?; [ "$rc" = 5 ] || status=$rc; }; }
+
+echo "[test] pytest, fast tier (no services, every core)"
+phase .venv/bin/python -m pytest -p no:cacheprovider --timeout=300 -n auto --durations=10 \
+  -m "not services and not spark and not slow" "$@"
 if [ "$FAST" = 1 ]; then
-  echo "[test] pytest, fast tier (no services)"
-  .venv/bin/python -m pytest -p no:cacheprovider --timeout=300 -m "not services and not spark and not slow" "$@" || status=$?
   exit $status
 fi
 
@@ -65,7 +73,7 @@ echo "[test] starting the suite's stack"
 trap '.venv/bin/qp stack down >/dev/null 2>&1 || true' EXIT
 .venv/bin/qp stack up
 
-echo "[test] pytest"
-# the 25 slowest tests are listed at the end: the CI budget is 30 minutes
-.venv/bin/python -m pytest -p no:cacheprovider --timeout=900 --durations=25 "$@" || status=$?
+echo "[test] pytest, the tests that need the stack (one at a time)"
+phase .venv/bin/python -m pytest -p no:cacheprovider --timeout=900 --durations=25 \
+  -m "services or spark or slow" "$@"
 exit $status
