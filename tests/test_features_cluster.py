@@ -1,5 +1,11 @@
-"""The same feature build on a local Spark standalone cluster (master + 1 worker from pyspark's own
-bin/spark-class) and on local[*] produces identical tables; build_days builds both golden days in one job.
+"""The feature build on a local Spark standalone cluster (master + 1 worker from pyspark's own
+bin/spark-class): build_days builds both golden days in one job (one snapshot per table), each day with
+exactly the golden rows, its executors on the worker.
+
+That a cluster build writes exactly the rows of a build elsewhere is asserted in
+tests/test_export_airflow_e2e.py (`dagster job execute` with ``SPARK_MASTER=spark://...`` against the
+Airflow run on the stack's Spark Connect server); a second, local-mode build here repeated it at the cost
+of a JVM start and a two-day build.
 """
 
 from __future__ import annotations
@@ -47,9 +53,8 @@ def env(stack, tmp_path_factory):
     client = s3_client(settings)
     sink = golden.LandingSink(s3_client=client, bucket=settings.bucket, prefix=prefix)
     files = golden.golden_files()
-    for f in files:
-        f.write(sink)
-    yield {"settings": settings, "sink": sink, "files": files}
+    uris = [f.write(sink) for f in files]
+    yield {"settings": settings, "sink": sink, "files": files, "uris": uris}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=settings.bucket, Prefix=prefix):
         keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         if keys:
@@ -85,7 +90,7 @@ def _rows(env, namespace: str, table: str) -> list[dict]:
     return sorted(arrow.to_pylist(), key=lambda r: tuple(r[k] for k in keys))
 
 
-def test_standalone_cluster_matches_local(env):
+def test_standalone_cluster_builds_both_golden_days_in_one_job(env):
     from qp_assets.features.cluster import start_local_cluster
 
     master_port, ui_port, worker_ui_port = _ports()
@@ -95,15 +100,16 @@ def test_standalone_cluster_matches_local(env):
         assert cluster.alive_workers() == 1
         on_cluster, executors = _build(env, cluster.master_url, "features_cluster")
     assert executors >= 2  # the driver plus the worker's executor
-    on_local, _ = _build(env, "local[2]", "features_local")
 
-    for day_cluster, day_local, day in zip(on_cluster, on_local, DAYS, strict=True):
+    for day_cluster, day in zip(on_cluster, DAYS, strict=True):
         expected = golden.expected_rows(golden.records_of_day(env["files"], day))
         assert {t: day_cluster.row_counts[t] for t in DATA_TABLES} == expected
-        assert day_cluster.row_counts == day_local.row_counts
-        assert day_cluster.source_files == day_local.source_files
+    assert set().union(*(d.source_files for d in on_cluster)) == set(env["uris"])  # every landed file read
     for table in DATA_TABLES:
-        assert _rows(env, "features_cluster", table) == _rows(env, "features_local", table), table
+        rows = _rows(env, "features_cluster", table)
+        assert len(rows) == sum(
+            golden.expected_rows(golden.records_of_day(env["files"], d))[table] for d in DAYS
+        )
     meta = _rows(env, "features_cluster", "processing_metadata")
     assert len(meta) == 2 and {m["spark_master"] for m in meta} == {cluster.master_url}
     assert {m["dagster_run_id"] for m in meta} == {"run-features_cluster"}
