@@ -66,7 +66,7 @@ def test_kafka_create_topic_produce_consume_exactly_1000(stack: Settings) -> Non
 
 @pytest.mark.timeout(60)
 def test_registry_register_serialize_deserialize(stack: Settings) -> None:
-    from confluent_kafka.schema_registry import Schema
+    from confluent_kafka.schema_registry import Schema, topic_subject_name_strategy
     from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -103,8 +103,14 @@ def test_registry_register_serialize_deserialize(stack: Settings) -> None:
     record = {"molecule": "H2", "energy_hartree": -1.137283834, "iterations": 42}
     payload = AvroSerializer(client, schema_str)(record, ctx)
     assert payload[0] == 0 and int.from_bytes(payload[1:5], "big") == schema_id
-    # a fresh client (empty cache) must resolve the id through the registry
-    decoded = AvroDeserializer(registry_client(stack.schema_registry_url))(payload, ctx)
+    # a fresh client (empty cache) must resolve the id through the registry, configured as the platform's
+    # deserializer is (serde.ValueDeserializer): topic-name subjects. confluent-kafka's default strategy
+    # first asks Apicurio for associations, a call it can leave unanswered (issue 13; this test once
+    # failed on that read timeout in CI)
+    fresh = registry_client(stack.schema_registry_url)
+    decoded = AvroDeserializer(fresh, conf={"subject.name.strategy": topic_subject_name_strategy})(
+        payload, ctx
+    )
     assert decoded == record
     client.delete_subject(subject)
     client.delete_subject(subject, permanent=True)
