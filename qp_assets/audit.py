@@ -39,12 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from qp_assets.cli_errors import iso_day, reported
+from qp_assets.landing import RAW_PREFIX, day_prefix
 from qp_assets.redact import redact
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RAW_PREFIX = "raw/topics/"
 DEFAULT_LOOKAHEAD_DAYS = 2
 DEFAULT_SLACK_S = 3600.0  # producer clock vs submitted_at: read this much around the day
 
@@ -439,7 +439,7 @@ def read_landed(settings: Settings, days: list[date]) -> tuple[dict[str, tuple[s
     from botocore.exceptions import BotoCoreError, ClientError
 
     from qp_assets.s3 import s3_client
-    from qp_assets.sensors.landing import day_prefix, list_topics
+    from qp_assets.sensors.landing import list_topics
 
     client = s3_client(settings)
     found: dict[str, tuple[str | None, str]] = {}
@@ -449,7 +449,7 @@ def read_landed(settings: Settings, days: list[date]) -> tuple[dict[str, tuple[s
         for topic in topics:
             for day in days:
                 pages = client.get_paginator("list_objects_v2").paginate(
-                    Bucket=settings.bucket, Prefix=day_prefix(RAW_PREFIX, topic, day)
+                    Bucket=settings.bucket, Prefix=day_prefix(topic, day)
                 )
                 for page in pages:
                     for obj in page.get("Contents", []):

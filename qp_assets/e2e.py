@@ -160,14 +160,15 @@ def landed_run_ids(settings: Settings, day: datetime, since: datetime) -> set[st
 
     import fastavro
 
+    from qp_assets.landing import RAW_PREFIX, day_prefix
     from qp_assets.s3 import s3_client
-    from qp_assets.sensors.landing import day_prefix, list_topics
+    from qp_assets.sensors.landing import list_topics
 
     client = s3_client(settings)
     found: set[str] = set()
-    for topic in list_topics(client, settings.bucket, "raw/topics/"):
+    for topic in list_topics(client, settings.bucket, RAW_PREFIX):
         pages = client.get_paginator("list_objects_v2").paginate(
-            Bucket=settings.bucket, Prefix=day_prefix("raw/topics/", topic, day.date())
+            Bucket=settings.bucket, Prefix=day_prefix(topic, day.date())
         )
         for page in pages:
             for obj in page.get("Contents", []):

@@ -162,7 +162,7 @@ def test_golden_records_follow_the_v3_contract_and_landing_layout(tmp_path: Path
     assert back["iterations"][1]["parameters"] == [golden.parameter_value(4, 2, p) for p in range(3)]
     key = golden.landed_key(golden.DEFAULT_TOPIC, 0, 3, datetime(2026, 1, 15, 8, tzinfo=UTC))
     assert key == (
-        f"raw/topics/{golden.DEFAULT_TOPIC}/year=2026/month=01/day=15/hour=08/{golden.DEFAULT_TOPIC}+0+0000000003.avro"
+        f"raw/topics/{golden.DEFAULT_TOPIC}/year=2026/month=01/day=15/hour=08/{golden.DEFAULT_TOPIC}+0+{3:019d}.avro"
     )
     sink = golden.LandingSink(local_root=tmp_path, prefix="t/")
     for f in golden.golden_files():

@@ -44,11 +44,10 @@ from qp_assets.features.transforms import (
     create_table_sql,
     select_tables,
 )
+from qp_assets.landing import DAY_PATTERN, day_of, day_suffix
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_PATH_DAY = r"year=(\d{4})/month=(\d{2})/day=(\d{2})/"
 
 
 @dataclass
@@ -172,13 +171,6 @@ def _rows_written(
     return out
 
 
-def _day_of_path(uri: str) -> date | None:
-    import re
-
-    m = re.search(_PATH_DAY, uri)
-    return date(int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
-
-
 def _rollback(
     spark: SparkSession,
     catalog: str,
@@ -273,11 +265,11 @@ def build_days(
     results = {d: DayBuildResult(day=d, empty=True, message="") for d in target_days}
     for d in target_days:
         if not own_files[d]:
-            results[d].message = f"no landed files under {raw_root}/*/{raw_io.day_suffix(d)}: nothing written"
+            results[d].message = f"no landed files under {raw_root}/*/{day_suffix(d)}: nothing written"
 
     read = raw_io.read_raw(spark, sorted(all_files), settings)
     for uri in read.bad_files:
-        d = _day_of_path(uri)
+        d = day_of(uri)
         if d in results:
             results[d].bad_files.append(uri)
     good = None
@@ -293,7 +285,9 @@ def build_days(
     else:
         checked = read.df.withColumn("_violation", raw_io.violation_reason()).withColumn(
             "_file_day",
-            F.to_date(F.concat_ws("-", *[F.regexp_extract("source_file", _PATH_DAY, i) for i in (1, 2, 3)])),
+            F.to_date(
+                F.concat_ws("-", *[F.regexp_extract("source_file", DAY_PATTERN, i) for i in (1, 2, 3)])
+            ),
         )
         day_lits = [F.lit(d) for d in target_days]
         in_days = checked.where(F.col("_violation").isNull()).withColumn(

@@ -3,7 +3,7 @@
 Used by the feature tests (golden input) and by ``benchmarks/features.py``. Files are Avro object
 container files written with fastavro in exactly the landing layout of the Kafka Connect sink::
 
-    <root>/raw/topics/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<topic>+<partition>+<offset>.avro
+    <root>/raw/topics/<topic>/year=YYYY/month=MM/day=DD/hour=HH/<topic>+<partition>+<offset:019d>.avro
 
 where ``<root>`` is a local folder or an S3 bucket (``boto3`` client + bucket + key prefix).
 Values are deterministic functions of the run index so tests can assert exact numbers.
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+
+from qp_assets.landing import RAW_PREFIX, object_key
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "streaming" / "schemas" / "vqe_result_v3.avsc"
 DEFAULT_TOPIC = "vqe_result_v3.sto3g-jordan_wigner-uccsd-statevector-cpu"
@@ -215,11 +217,9 @@ def make_result(
 
 
 def landed_key(topic: str, partition: int, offset: int, when: datetime) -> str:
-    """Object key (below the bucket / root folder) of a landed file, as the Connect sink names it."""
-    return (
-        f"raw/topics/{topic}/year={when:%Y}/month={when:%m}/day={when:%d}/hour={when:%H}/"
-        f"{topic}+{partition}+{offset:010d}.avro"
-    )
+    """Object key (below the bucket / root folder) of a landed file, as the Connect sink names it
+    (:func:`qp_assets.landing.object_key`)."""
+    return object_key(topic, partition, offset, when)
 
 
 def avro_bytes(records: Iterable[dict[str, Any]], schema: dict[str, Any] | None = None) -> bytes:
@@ -259,7 +259,7 @@ class LandingSink:
         """URI of ``raw/topics`` under this sink (what ``build_day(raw_root=...)`` takes)."""
         if self.local_root is not None:
             return f"file://{(Path(self.local_root) / f'{self.prefix}raw' / 'topics').resolve()}"
-        return f"s3a://{self.bucket}/{self.prefix}raw/topics"
+        return f"s3a://{self.bucket}/{self.prefix}{RAW_PREFIX.rstrip('/')}"
 
 
 def write_landed_file(

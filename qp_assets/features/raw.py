@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from qp_assets.features.golden import SCHEMA_PATH
+from qp_assets.landing import RAW_PREFIX, day_suffix
 from qp_assets.s3 import s3_client
 from qp_assets.settings import Settings
 
@@ -29,11 +30,7 @@ AVRO_MAGIC = b"Obj\x01"
 
 def default_raw_root(settings: Settings) -> str:
     """``s3a://<bucket>/raw/topics``: where Kafka Connect lands the results."""
-    return f"s3a://{settings.bucket}/raw/topics"
-
-
-def day_suffix(day: date) -> str:
-    return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
+    return f"s3a://{settings.bucket}/{RAW_PREFIX.rstrip('/')}"
 
 
 def _visible(name: str) -> bool:

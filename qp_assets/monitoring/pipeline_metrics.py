@@ -27,6 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.exposition import push_to_gateway
 
+from qp_assets.landing import RAW_PREFIX
 from qp_assets.monitoring.metrics import _bounded, _note_outage, _note_success, gateway_url
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ def kafka_consumer_lag(
     return lag
 
 
-def landed_files_per_day(settings: Any, days: Iterable[dt.date], raw_prefix: str = "raw/topics/") -> dict:
+def landed_files_per_day(settings: Any, days: Iterable[dt.date], raw_prefix: str = RAW_PREFIX) -> dict:
     """{day: (files, bytes)} of raw Avro objects under ``s3://<bucket>/<raw_prefix><topic>/year=/month=/day=/``."""
     from qp_assets.s3 import s3_client
     from qp_assets.sensors.landing import landed_per_day

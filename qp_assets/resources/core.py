@@ -10,6 +10,7 @@ from typing import Any
 from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from qp_assets.landing import RAW_PREFIX
 from qp_assets.settings import Env, Settings, load_env
 from qp_assets.streaming.topics import REQUESTS_TOPIC
 
@@ -173,9 +174,7 @@ class LandingResource(ConfigurableResource):
     """Where Kafka Connect lands raw results: ``s3://<bucket>/<raw_prefix><topic>/year=/month=/day=/hour=/``."""
 
     bucket: str
-    raw_prefix: str = Field(
-        default="raw/topics/", description="key prefix of the topic folders (ends with /)"
-    )
+    raw_prefix: str = Field(default=RAW_PREFIX, description="key prefix of the topic folders (ends with /)")
 
     def raw_root(self) -> str:
         """``s3a://<bucket>/<raw_prefix>`` without trailing slash (what ``build_days(raw_root=...)`` takes)."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from qp_assets.landing import day_prefix
+
 
 @dataclass(frozen=True)
 class DayLanding:
@@ -46,11 +48,6 @@ def list_topics(client: Any, bucket: str, raw_prefix: str) -> list[str]:
     return sorted(topics)
 
 
-def day_prefix(raw_prefix: str, topic: str, day: date) -> str:
-    prefix = raw_prefix if raw_prefix.endswith("/") else raw_prefix + "/"
-    return f"{prefix}{topic}/year={day:%Y}/month={day:%m}/day={day:%d}/"
-
-
 def landed_per_day(client: Any, bucket: str, raw_prefix: str, days: Iterable[date]) -> dict[date, DayLanding]:
     """Files, bytes and newest modification per day (hidden/temp objects skipped)."""
     topics = list_topics(client, bucket, raw_prefix)
@@ -59,7 +56,7 @@ def landed_per_day(client: Any, bucket: str, raw_prefix: str, days: Iterable[dat
         files = size = 0
         newest = ""
         for topic in topics:
-            for page in _paginate(client, Bucket=bucket, Prefix=day_prefix(raw_prefix, topic, day)):
+            for page in _paginate(client, Bucket=bucket, Prefix=day_prefix(topic, day, raw_prefix)):
                 for obj in page.get("Contents", []):
                     name = obj["Key"].rsplit("/", 1)[-1]
                     if name.startswith((".", "_")) or name.endswith((".tmp", ".crc")):

@@ -1,0 +1,56 @@
+"""The landing layout: the S3 key of a landed result file, and the day a key belongs to.
+
+The one Python home of the layout that the S3 sink plugin writes (``infra/connect/s3-avro-sink``,
+``ObjectKeys.java``; date and hour are those of the file's first record, UTC)::
+
+    <raw prefix><topic>/year=YYYY/month=MM/day=DD/hour=HH/<topic>+<partition>+<start offset, 19 digits>.avro
+
+with the raw prefix ``raw/topics/`` below the bucket (a test may put its own prefix in front). The writers
+of landed files outside the sink (``features.golden``), the listings of a day (``features.raw``,
+``sensors.landing``, ``audit``, ``e2e``) and the parsing of a key's day (``features.build``) go through this
+module: nothing else spells ``year=``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+
+#: Key prefix of the topic folders below the bucket (the sink's ``topics.dir`` ``raw/topics``).
+RAW_PREFIX = "raw/topics/"
+#: Regular expression of a key's day folders; groups 1-3 are year, month and day (also given to Spark's
+#: ``regexp_extract``, whose Java regex syntax accepts it unchanged).
+DAY_PATTERN = r"year=(\d{4})/month=(\d{2})/day=(\d{2})/"
+
+
+def day_suffix(day: date) -> str:
+    """``year=YYYY/month=MM/day=DD/``: the day folders below a topic folder."""
+    return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
+
+
+def topic_prefix(topic: str, raw_prefix: str = RAW_PREFIX) -> str:
+    """``<raw_prefix><topic>/``; ``raw_prefix`` gets its trailing slash if it lacks one."""
+    prefix = raw_prefix if raw_prefix.endswith("/") else raw_prefix + "/"
+    return f"{prefix}{topic}/"
+
+
+def day_prefix(topic: str, day: date, raw_prefix: str = RAW_PREFIX) -> str:
+    """Key prefix of every file of ``topic`` landed for ``day``."""
+    return topic_prefix(topic, raw_prefix) + day_suffix(day)
+
+
+def object_key(topic: str, partition: int, offset: int, when: datetime, raw_prefix: str = RAW_PREFIX) -> str:
+    """Key of the file whose first record is ``offset`` of ``topic``/``partition``, stamped ``when``
+    (timezone-aware; its UTC date and hour name the folders), exactly as the sink names it."""
+    if when.tzinfo is None:
+        raise ValueError(f"landing time {when.isoformat()} has no timezone (the layout's folders are UTC)")
+    return (
+        f"{topic_prefix(topic, raw_prefix)}year={when:%Y}/month={when:%m}/day={when:%d}/hour={when:%H}/"
+        f"{topic}+{partition}+{offset:019d}.avro"
+    )
+
+
+def day_of(key: str) -> date | None:
+    """The day a landed key or URI belongs to (its ``year=/month=/day=`` folders), None if it has none."""
+    match = re.search(DAY_PATTERN, key)
+    return date(int(match[1]), int(match[2]), int(match[3])) if match else None
