@@ -2,8 +2,10 @@
 vqe_runner_job's run_vqe_request op -> result topic -> Kafka Connect -> S3 -> feature_processing_job ->
 Iceberg ``vqe_results``).
 
-1. Request ``a`` (H2, a seed of this test run's own) computes: its op says ``reused_from`` '' and its row carries the experiment key.
-2. After the day's features were built, ``b`` (the same experiment) and ``c`` (the same, ``force: true``)
+1. From an empty state (no result-reuse index object in S3), request ``a`` (H2, a seed of this test run's
+   own) computes: its op says ``reused_from`` '' and its row carries the experiment key.
+2. The day's feature build writes the index object, which maps the key to ``a``'s run and landed file.
+   Then ``b`` (the same experiment) and ``c`` (the same, ``force: true``)
    are submitted together: ``b``'s op reports ``reused_from`` = ``a`` and its row has ``a``'s energy,
    iterations and optimal parameters exactly; ``c`` computes again (``reused_from`` null, same key).
 3. ``qp audit`` of this test's requests is green: three requests, three rows, one each.
@@ -23,6 +25,8 @@ from dagster import DagsterInstance
 from qp_assets import e2e
 from qp_assets.audit import audit_day
 from qp_assets.resources.core import REQUESTS_TOPIC
+from qp_assets.runner import reuse as runner_reuse
+from qp_assets.s3 import s3_client
 from qp_assets.sensors.kafka_offsets import dump_cursor, read_watermarks
 
 pytestmark = [pytest.mark.services, pytest.mark.spark, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -65,6 +69,10 @@ def test_same_experiment_reuses_the_earlier_result_unless_forced(stack) -> None:
     a, b, c = (dict(base, request_id=f"{prefix}{n}") for n in "abc")
     c["force"] = True
     day = datetime.now(UTC).date()
+    s3 = s3_client(settings)
+    # the empty state: no index yet (on this test's own stack; a missing index only costs recomputes)
+    s3.delete_object(Bucket=settings.bucket, Key=runner_reuse.index_object_key(settings))
+    assert runner_reuse.read_index(settings, 10.0, s3) is None
     started = time.monotonic()
     with DagsterInstance.ephemeral() as instance:
         first = _run_requests(instance, defs, settings, [a])
@@ -74,6 +82,10 @@ def test_same_experiment_reuses_the_earlier_result_unless_forced(stack) -> None:
         )
         _build_day(instance, defs, day)
         t_first = time.monotonic() - started
+        index = runner_reuse.read_index(settings, 10.0, s3)
+        entry = index[first[a["request_id"]]["experiment_key"]]
+        assert (entry.request_id, entry.run_id) == (a["request_id"], first[a["request_id"]]["run_id"])
+        assert entry.source_file.startswith(f"s3a://{settings.bucket}/raw/topics/")
         second = _run_requests(instance, defs, settings, [b, c])
         _build_day(instance, defs, day)
     key = first[a["request_id"]]["experiment_key"]

@@ -1,5 +1,5 @@
 """Result reuse without services: the experiment key (``qp_assets.vqe.reuse``), the reused record, the
-runner's index of earlier results and its bounded look-up (``qp_assets.runner.reuse``), the ``force``
+runner's index of earlier results (its S3 object, the prefetch, stale entries) and its bounded look-up (``qp_assets.runner.reuse``), the ``force``
 request field and the table evolution that adds the reuse columns. The runner's decision (reuse, force,
 a failed look-up) is in ``tests/test_runner_units.py``; the real thing in ``tests/test_reuse_services.py``."""
 
@@ -162,26 +162,119 @@ def test_the_landed_record_is_found_by_run_id(tmp_path) -> None:
 
 
 def test_the_lookup_is_bounded_and_passes_failures_on(monkeypatch) -> None:
-    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key: time.sleep(5))
+    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key, timeout_s: time.sleep(5))
     started = time.monotonic()
     with pytest.raises(TimeoutError, match="took over 0.3 s"):
         runner_reuse.lookup(Settings.from_env(), "k" * 64, 0.3)
     assert time.monotonic() - started < 1.5
 
-    def broken(settings, key):
+    def broken(settings, key, timeout_s):
         raise OSError("S3 down")
 
     monkeypatch.setattr(runner_reuse, "_lookup", broken)
     with pytest.raises(OSError, match="S3 down"):
         runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0)
-    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key: None)
+    monkeypatch.setattr(runner_reuse, "_lookup", lambda settings, key, timeout_s: None)
     assert runner_reuse.lookup(Settings.from_env(), "k" * 64, 2.0) is None
 
 
-def test_the_prefetched_index_answers_the_runs_lookups_without_loading_it_again(monkeypatch) -> None:
-    """``prefetch_index`` (started when a run reads its range) loads the index in a child process; a look-up
-    that comes while it loads waits for it, and the run's look-ups are answered from it (hit or miss)
-    without loading the index in the run's own process."""
+class FakeS3:
+    """The two calls the reuse index makes (``put_object``, ``get_object``), on a dict; a missing key raises
+    the ClientError boto3 raises for it (code NoSuchKey)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+        self.gets = 0
+
+    def put_object(self, Bucket, Key, Body, ContentType):  # noqa: N803 - boto3's own names
+        self.objects[(Bucket, Key)] = Body
+
+    def get_object(self, Bucket, Key):  # noqa: N803
+        import io
+
+        from botocore.exceptions import ClientError
+
+        self.gets += 1
+        if (Bucket, Key) not in self.objects:
+            raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "no such key"}}, "GetObject")
+        return {"Body": io.BytesIO(self.objects[(Bucket, Key)])}
+
+
+def test_the_index_object_round_trips_and_its_absence_is_no_index() -> None:
+    settings = Settings.from_env()
+    s3 = FakeS3()
+    assert runner_reuse.read_index(settings, 1.0, s3) is None  # no object yet: no reuse
+    index = runner_reuse.build_index([row("k1", "early", 10), row("k1", "late", 30), row("k2", "b", 3)])
+    key = runner_reuse.write_index(settings, index, s3)
+    assert key == f"reuse-index/{settings.iceberg_catalog_name}/vqe_results.json"
+    assert list(s3.objects) == [(settings.bucket, key)]
+    assert runner_reuse.read_index(settings, 1.0, s3) == {
+        "k1": runner_reuse.Earlier("early", "run-early", "s3a://b/x.avro"),
+        "k2": runner_reuse.Earlier("b", "run-b", "s3a://b/x.avro"),
+    }
+    with pytest.raises(ValueError, match="expected format 1 with 'entries'"):
+        runner_reuse.decode_index(b'{"format": 2, "entries": {}}')
+    with pytest.raises(ValueError, match=r"entry k1\.\.\. is \['a', 'b'\], not \[request_id, run_id, file\]"):
+        runner_reuse.decode_index(b'{"format": 1, "entries": {"k1": ["a", "b"]}}')
+
+    def refused(Bucket, Key):  # noqa: N803
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetObject")
+
+    s3.get_object = refused
+    with pytest.raises(Exception, match="AccessDenied"):  # only a missing object means "no index"
+        runner_reuse.read_index(settings, 1.0, s3)
+
+
+def test_an_index_read_answers_the_processs_lookups_while_fresh(monkeypatch) -> None:
+    """One GET per :data:`PREFETCH_FRESH_S`: hits and misses are answered from it; after that the object is
+    read again, so a key a build added meanwhile is found."""
+    settings = Settings.from_env()
+    s3 = FakeS3()
+    monkeypatch.setattr(runner_reuse, "_client", lambda settings, timeout_s: s3)
+    monkeypatch.setattr(runner_reuse, "_READS", {})
+    runner_reuse.write_index(settings, runner_reuse.build_index([row("k1", "a", 1)]), s3)
+    assert runner_reuse.find_earlier(settings, "k1", 1.0) == runner_reuse.Earlier(
+        "a", "run-a", "s3a://b/x.avro"
+    )
+    assert runner_reuse.find_earlier(settings, "k2", 1.0) is None
+    assert s3.gets == 1
+    runner_reuse.write_index(settings, runner_reuse.build_index([row("k1", "a", 1), row("k2", "b", 2)]), s3)
+    assert runner_reuse.find_earlier(settings, "k2", 1.0) is None and s3.gets == 1  # still the read of before
+    monkeypatch.setattr(runner_reuse, "PREFETCH_FRESH_S", 0.0)
+    assert runner_reuse.find_earlier(settings, "k2", 1.0) == runner_reuse.Earlier(
+        "b", "run-b", "s3a://b/x.avro"
+    )
+    assert s3.gets == 2
+
+
+def test_a_stale_or_wrong_index_entry_is_never_reused(monkeypatch) -> None:
+    """The record an entry points to is reused only when it is a computed result of that request and key."""
+    earlier = runner_reuse.Earlier("req-a", "run-a", "s3a://b/x.avro")
+    good = {"run_id": "run-a", "request_id": "req-a", "experiment_key": "k" * 64, "reused_from": None,
+            "optimizer_result": {"message": "converged"}}  # fmt: skip
+    assert runner_reuse.unusable(good, "k" * 64, earlier) is None
+    cases = {
+        "its experiment key is mmmmmmmmmmmm...": {**good, "experiment_key": "m" * 64},
+        "it reused request 'req-0'": {**good, "reused_from": "req-0"},
+        "its request is 'req-x', not 'req-a'": {**good, "request_id": "req-x"},
+        "it was stopped by the wall-clock limit": {**good, "optimizer_result": {"message": "wall-clock limit 60 s"}},
+    }  # fmt: skip
+    for reason, record in cases.items():
+        assert runner_reuse.unusable(record, "k" * 64, earlier) == reason
+    settings = Settings.from_env()
+    monkeypatch.setattr(runner_reuse, "find_earlier", lambda settings, key, timeout_s: earlier)
+    monkeypatch.setattr(runner_reuse, "read_landed_record", lambda *a: cases["it reused request 'req-0'"])
+    assert runner_reuse.lookup(settings, "k" * 64, 2.0) is None  # computes
+    monkeypatch.setattr(runner_reuse, "read_landed_record", lambda *a: good)
+    assert runner_reuse.lookup(settings, "k" * 64, 2.0) == runner_reuse.Found(earlier, good)
+
+
+def test_the_prefetched_index_answers_the_runs_lookups_without_reading_it_again(monkeypatch) -> None:
+    """``prefetch_index`` (started when a run has requests that may reuse) reads the index in a child
+    process; a look-up that comes while it reads waits for it, and the run's look-ups are answered from it
+    (hit or miss) without reading the object in the run's own process."""
     import pickle
     import subprocess
     from types import SimpleNamespace
@@ -191,41 +284,76 @@ def test_the_prefetched_index_answers_the_runs_lookups_without_loading_it_again(
 
     def child(cmd, input, capture_output, timeout, check):  # noqa: A002 - subprocess.run's own names
         children.append(cmd)
-        time.sleep(0.5)  # the child imports PyIceberg and scans: a look-up arrives meanwhile
-        assert pickle.loads(input) == settings
-        return SimpleNamespace(stdout=pickle.dumps((7, {"k" * 64: earlier})))
+        time.sleep(0.5)  # the child imports boto3 and reads: a look-up arrives meanwhile
+        assert pickle.loads(input) == (settings, 4.0)
+        return SimpleNamespace(stdout=runner_reuse.encode_index({"k" * 64: earlier}))
 
-    def in_process(settings):
-        raise AssertionError("the run's own process loaded the index")
+    def in_process(settings, timeout_s, client=None):
+        raise AssertionError("the run's own process read the index")
 
     monkeypatch.setattr(subprocess, "run", child)
-    monkeypatch.setattr(runner_reuse, "load_index", in_process)
-    monkeypatch.setattr(runner_reuse, "_INDEXES", {})
-    monkeypatch.setattr(runner_reuse, "_PREFETCHED", {})
+    monkeypatch.setattr(runner_reuse, "read_index", in_process)
+    monkeypatch.setattr(runner_reuse, "_READS", {})
     settings = Settings.from_env()
     started = time.monotonic()
-    runner_reuse.prefetch_index(settings)
-    assert runner_reuse.find_earlier(settings, "k" * 64) == earlier  # waited for the child
+    runner_reuse.prefetch_index(settings, 4.0)
+    assert runner_reuse.find_earlier(settings, "k" * 64, 4.0) == earlier  # waited for the child
     assert time.monotonic() - started >= 0.5
-    assert runner_reuse.find_earlier(settings, "m" * 64) is None  # a miss, answered from the prefetch
+    assert runner_reuse.find_earlier(settings, "m" * 64, 4.0) is None  # a miss, answered from the prefetch
     assert children == [[runner_reuse.sys.executable, "-m", "qp_assets.runner.reuse"]]
 
 
-def test_the_prefetch_child_process_answers_none_without_a_table(tmp_path) -> None:
-    """The real child process (``python -m qp_assets.runner.reuse``) on a catalog without ``vqe_results``."""
+@pytest.fixture
+def tiny_s3():
+    """A local HTTP server answering S3 GETs from ``objects`` (path -> bytes; 404 NoSuchKey otherwise), so
+    the real child process and boto3 client run without the stack; yields (endpoint url, objects)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    objects: dict[str, bytes] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = objects.get(self.path.split("?")[0])
+            status = 200 if body is not None else 404
+            if body is None:
+                body = b"<Error><Code>NoSuchKey</Code><Message>no such key</Message></Error>"
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", objects
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_prefetch_child_process_reads_the_object_or_nothing(tiny_s3) -> None:
+    """The real child process (``python -m qp_assets.runner.reuse``) through the real bounded boto3 client:
+    no object -> empty output (no index); an object -> its bytes."""
     import dataclasses
     import pickle
     import subprocess
     import sys
 
-    settings = dataclasses.replace(
-        Settings.from_env(),
-        iceberg_catalog_uri=f"sqlite:///{tmp_path / 'catalog.db'}",
-        iceberg_warehouse=f"file://{tmp_path}/warehouse",
-    )
-    child = subprocess.run([sys.executable, "-m", "qp_assets.runner.reuse"], input=pickle.dumps(settings),
-                           capture_output=True, timeout=60, check=True)  # fmt: skip
-    assert pickle.loads(child.stdout) is None
+    endpoint, objects = tiny_s3
+    settings = dataclasses.replace(Settings.from_env(), s3_endpoint_url=endpoint, aws_access_key_id="k",
+                                   aws_secret_access_key="s", aws_region="us-east-1")  # fmt: skip
+
+    def child() -> bytes:
+        return subprocess.run([sys.executable, "-m", "qp_assets.runner.reuse"], input=pickle.dumps((settings, 5.0)),
+                              capture_output=True, timeout=60, check=True).stdout  # fmt: skip
+
+    assert child() == b""
+    data = runner_reuse.encode_index({"k1": runner_reuse.Earlier("a", "run-a", "s3a://b/x.avro")})
+    objects[f"/{settings.bucket}/{runner_reuse.index_object_key(settings)}"] = data
+    assert child() == data
 
 
 def test_force_is_a_request_field_and_a_campaign_option() -> None:
@@ -283,3 +411,17 @@ def test_settings_default_to_reuse_with_a_bounded_lookup() -> None:
     assert (env.reuse_results, env.reuse_lookup_timeout_s) == (True, 10.0)
     env = load_env({"QP_REUSE_RESULTS": "0", "QP_REUSE_LOOKUP_TIMEOUT_S": "2.5"})
     assert (env.reuse_results, env.reuse_lookup_timeout_s) == (False, 2.5)
+
+
+def test_only_requests_that_may_reuse_are_looked_up(monkeypatch) -> None:
+    """``reuse_refusal`` decides both whether a request looks up and whether a run prefetches the index."""
+    from qp_assets.runner.process import reuse_refusal
+
+    seeded, unseeded = VQEConfig(seed=1), VQEConfig(seed=None, initial_state="random")
+    assert reuse_refusal({"request_id": "r"}, seeded) is None
+    assert reuse_refusal({"request_id": "r"}, VQEConfig(seed=None)) is None  # HF start, exact: deterministic
+    assert reuse_refusal({"request_id": "r", "scan": {"points": 3}}, seeded) == "a scan"
+    assert reuse_refusal({"request_id": "r", "force": True}, seeded) == "forced"
+    assert reuse_refusal({"request_id": "r"}, unseeded) == "not reproducible (random without a seed)"
+    monkeypatch.setenv("QP_REUSE_RESULTS", "0")
+    assert reuse_refusal({"request_id": "r"}, seeded) == "reuse off (QP_REUSE_RESULTS)"

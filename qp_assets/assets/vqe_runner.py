@@ -49,6 +49,7 @@ from qp_assets.runner.process import (
     prepare_result_topics,
     process_request,
     request_inputs,
+    reuse_refusal,
     send_to_dlq,
 )
 from qp_assets.settings import load_env
@@ -144,10 +145,6 @@ def load_request_batch(
     The admission policy runs here, before fan-out: a refused request is dead-lettered (original bytes,
     true origin) without ever taking a GPU slot or, on Kubernetes, a GPU pod."""
     start_warm_imports()  # the simulator's imports overlap the Kafka read (see start_warm_imports)
-    if load_env().reuse_results:  # the result-reuse index too (see runner.reuse.prefetch_index)
-        from qp_assets.runner.reuse import prefetch_index
-
-        prefetch_index(kafka.settings())
     from qp_assets.streaming.requests import consume_range
     from qp_assets.vqe.admission import AdmissionLimits, admit_request
 
@@ -168,6 +165,10 @@ def load_request_batch(
             refusals.append((request, exc))
             continue
         requests.append(request)
+    if any(reuse_refusal(r, c) is None for r, c in zip(requests, configs, strict=True)):
+        from qp_assets.runner.reuse import prefetch_index  # the result-reuse index, in a child process
+
+        prefetch_index(kafka.settings(), load_env().reuse_lookup_timeout_s)
     prepare_result_topics(configs, kafka.settings())  # a new configuration's topic, while it simulates
     for request, exc in refusals:
         send_to_dlq(request, str(exc), kafka.settings(), "admission", config.topic)

@@ -12,7 +12,8 @@ is one day of it). For each day:
    pure transforms;
 4. overwrite exactly ``event_date = day`` in each table (so re-running a day never duplicates rows and
    never touches other days); if any table write fails, the days already written get back their
-   previous rows (no partial day), without undoing other runs' commits;
+   previous rows (no partial day), without undoing other runs' commits; then write the result-reuse
+   index object from the committed ``vqe_results`` (:func:`write_reuse_index`, ``quantum_features`` only);
 5. append one ``processing_metadata`` row: Dagster run id, source files, rows per table, snapshot ids,
    bad files / records.
 
@@ -66,6 +67,8 @@ class DayBuildResult:
     row_counts: dict[str, int] = field(default_factory=dict)
     snapshot_ids: dict[str, int] = field(default_factory=dict)
     processing_id: str | None = None
+    #: experiment keys in the result-reuse index this build wrote (None: not written, see the log)
+    reuse_index_keys: int | None = None
     duration_s: float = 0.0
 
     def as_metadata(self) -> dict[str, Any]:
@@ -330,6 +333,10 @@ def build_days(
             # a Spark Connect session dies with its server: restore on the restarted one (or in-process)
             reconnect=(lambda: get_spark_session(settings)) if is_remote(spark) else None,
         )  # fmt: skip
+        if "vqe_results" in data_tables and namespace == NAMESPACE:
+            index_keys = write_reuse_index(spark, settings, catalog, namespace)
+            for d in write_days:
+                results[d].reuse_index_keys = index_keys
     if good is not None:  # only now: the writes compute from it
         good.unpersist()
 
@@ -440,6 +447,28 @@ def _write_data_tables(
             results[d].row_counts[name] = counts.get(d, 0)
             if snap is not None:
                 results[d].snapshot_ids[name] = snap
+
+
+def write_reuse_index(spark: SparkSession, settings: Settings, catalog: str, namespace: str) -> int | None:
+    """Write the result-reuse index object (``qp_assets.runner.reuse``: experiment key -> the run that first
+    computed it) from the committed rows of ``vqe_results``, all days, by the runner's own
+    ``build_index``; returns its number of keys. A failure is logged and returns None: the table is
+    committed, and an index left behind only costs the runner recomputes, never a wrong reuse."""
+    from qp_assets.runner.reuse import INDEX_COLUMNS, build_index, write_index
+
+    try:
+        rows = (
+            spark.table(table_identifier(catalog, namespace, "vqe_results"))
+            .where(F.col("experiment_key").isNotNull() & F.col("reused_from").isNull())
+            .select(*INDEX_COLUMNS)
+            .collect()
+        )
+        index = build_index([row.asDict() for row in rows])
+        log.info("result-reuse index: %d experiment key(s) -> %s", len(index), write_index(settings, index))
+        return len(index)
+    except Exception as exc:  # noqa: BLE001 - the build's tables are committed: say it, do not fail them
+        log.warning("result-reuse index not written (%s: %s)", type(exc).__name__, str(exc)[:300])
+        return None
 
 
 def _count_days(

@@ -220,8 +220,7 @@ def process_request(
     except Exception as exc:  # bad input: dead-letter it, never drop it silently
         return reject(exc, "admission")
     log.info("admitted %r: %s", request_id, admission.summary())
-    result = None if request.get("scan") is not None else reusable_result(request, molecule, vqe_config,
-                                                                          settings, log, steps)  # fmt: skip
+    result = reusable_result(request, molecule, vqe_config, settings, log, steps)
     placement_note = "none: the result was reused, nothing simulated"
     if result is None:
         placement = steps.pin(vqe_config.device, settings.runtime_dir / "gpu-locks")
@@ -317,25 +316,41 @@ def process_request(
     return done
 
 
+def reuse_refusal(request: dict[str, Any], config: Any) -> str | None:
+    """Why ``request`` (with its VQEConfig ``config``) computes without looking anything up, or None when
+    an earlier result may be reused: it is a scan (always computes), forced (``force: true``), reuse is off
+    (``QP_REUSE_RESULTS=0``) or the run is not reproducible (random without a seed)."""
+    from qp_assets.settings import load_env
+    from qp_assets.vqe.reuse import is_reproducible
+
+    if request.get("scan") is not None:
+        return "a scan"
+    if request.get("force"):
+        return "forced"
+    if not load_env().reuse_results:
+        return "reuse off (QP_REUSE_RESULTS)"
+    if not is_reproducible(config):
+        return "not reproducible (random without a seed)"
+    return None
+
+
 def reusable_result(
     request: dict[str, Any], molecule: Any, config: Any, settings: Settings, log: Any, steps: Steps
 ) -> Any:
     """The result of ``request`` made from an earlier run of the same experiment key (a VQEResult with
-    ``reused_from`` = that run's request id, see ``qp_assets.vqe.reuse``), or None to compute: when the
-    request is forced (``force: true``), reuse is off (``QP_REUSE_RESULTS=0``), the run is not
-    reproducible (random without a seed), nothing earlier has the key, or the look-up failed or took over
+    ``reused_from`` = that run's request id, see ``qp_assets.vqe.reuse``), or None to compute: when
+    :func:`reuse_refusal` gives a reason, nothing earlier has the key, or the look-up failed or took over
     ``QP_REUSE_LOOKUP_TIMEOUT_S`` (logged as a warning; never a failed request)."""
     from qp_assets.settings import load_env
     from qp_assets.vqe import reuse
     from qp_assets.vqe.molecule import molecule_key
     from qp_assets.vqe.result import VQEResult
 
-    env = load_env()
-    if request.get("force") or not env.reuse_results or not reuse.is_reproducible(config):
-        log.info("request %r computes: %s", request.get("request_id"),
-                 "forced" if request.get("force") else "reuse off (QP_REUSE_RESULTS)"
-                 if not env.reuse_results else "not reproducible (random without a seed)")  # fmt: skip
+    refusal = reuse_refusal(request, config)
+    if refusal is not None:
+        log.info("request %r computes: %s", request.get("request_id"), refusal)
         return None
+    env = load_env()
     key = reuse.experiment_key(molecule_key(molecule), config)
     started = time.monotonic()
     try:

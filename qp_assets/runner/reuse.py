@@ -1,21 +1,29 @@
-"""Result reuse, the runner side: the earlier result of an experiment key, from Iceberg and the landed Avro.
+"""Result reuse, the runner side: the earlier result of an experiment key, from the reuse index and the
+landed Avro.
 
-Where an earlier result is looked up (docs/vqe.md, Result reuse): the key's row in Iceberg
-``quantum_features.vqe_results`` (columns ``experiment_key``, ``reused_from``, ``request_id``, ``run_id``,
-``source_file``) says which request computed it and which landed Avro object holds its record; the record
-itself is read from that object (S3), whole, exactly as it was published. Iceberg is the index because it
-holds exactly one row per request (``qp audit``) and only results that landed; the Avro object is the
-source because it has everything (iterations, parameters, Hamiltonian terms, the circuit) without
-reassembling ten tables.
+Where an earlier result is looked up (docs/vqe.md, Result reuse): the **reuse index**, one small JSON object
+in S3 (:func:`index_object_key`: ``s3://<QP_BUCKET>/reuse-index/<catalog>/vqe_results.json``), maps each
+experiment key to the run that first computed it (request id, run id, landed Avro object). The feature build
+writes it right after it commits Iceberg ``quantum_features.vqe_results`` (``features.build``), from the
+committed rows by :func:`build_index`; the record itself is read from that landed object, whole, exactly as
+it was published. Iceberg decides what is indexed because it holds exactly one row per request (``qp
+audit``) and only results that landed; the Avro object is the source because it has everything
+(iterations, parameters, Hamiltonian terms, the circuit) without reassembling ten tables.
 
-The index (key -> earlier run) is kept per process: a key found in it is answered at once; a key not in it
-re-reads the index when the table has a new snapshot (a feature build committed since), otherwise costs one
-catalog call. A feature build overwrites its day, so the table has a few data files per day to read.
+Why an object and not the table: reading the table in a run worker costs the PyIceberg and pyarrow
+imports, the catalog and a scan (about 1.2-2 s of CPU, ``benchmarks/reuse_lookup.py``), which the
+simulator's imports need at the same moment on a small machine; the object is one bounded GET. No object yet
+(a stack whose day was never built since) means no reuse: the request computes.
+
+A stale index can only cost a recompute, never a wrong reuse: an entry is used only when the record it
+points to is a computed result (``reused_from`` null, not stopped by the wall-clock limit) of the same
+request and the same experiment key (:func:`usable`); a key the index does not have yet computes.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pickle
 import subprocess
@@ -30,12 +38,15 @@ from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: The table whose rows index the reusable results.
+#: The table whose rows index the reusable results, and the columns :func:`build_index` reads.
 INDEX_TABLE = "vqe_results"
-_INDEX_COLUMNS = ("experiment_key", "reused_from", "request_id", "run_id", "source_file", "event_time",
-                  "optimizer_message")  # fmt: skip
+INDEX_COLUMNS = ("experiment_key", "reused_from", "request_id", "run_id", "source_file", "event_time",
+                 "optimizer_message")  # fmt: skip
 #: Prefix of the optimizer message of a run stopped by QP_MAX_WALL_S (machine-dependent: never reused).
 WALL_CLOCK_PREFIX = "wall-clock limit"
+#: Where the index objects live in ``QP_BUCKET`` (one per Iceberg catalog), and their format version.
+INDEX_PREFIX = "reuse-index/"
+INDEX_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -47,14 +58,10 @@ class Earlier:
     source_file: str
 
 
-# (catalog uri, catalog name) -> (snapshot id, {experiment_key: Earlier})
-_INDEXES: dict[tuple[str, str], tuple[int, dict[str, Earlier]]] = {}
-_INDEX_LOCK = threading.Lock()
-
-
 def build_index(rows: list[dict[str, Any]]) -> dict[str, Earlier]:
     """experiment_key -> the earliest computed run (``reused_from`` null, a request id and a landed file,
-    not stopped by the wall-clock limit) among ``rows`` (``vqe_results`` rows as dicts)."""
+    not stopped by the wall-clock limit) among ``rows`` (``vqe_results`` rows as dicts, with at least
+    :data:`INDEX_COLUMNS`)."""
     best: dict[str, tuple[Any, Earlier]] = {}
     for row in rows:
         key, message = row.get("experiment_key"), row.get("optimizer_message") or ""
@@ -67,66 +74,108 @@ def build_index(rows: list[dict[str, Any]]) -> dict[str, Earlier]:
     return {key: earlier for key, (_, earlier) in best.items()}
 
 
-def load_index(settings: Settings) -> tuple[int, dict[str, Earlier]] | None:
-    """(snapshot id, index) of ``vqe_results`` now, or None when there is no table, no snapshot or no
-    ``experiment_key`` column yet (a table from before reuse, not yet evolved by a build)."""
-    from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+def index_object_key(settings: Settings) -> str:
+    """The object key (in ``settings.bucket``) of the reuse index of ``settings``' Iceberg catalog."""
+    return f"{INDEX_PREFIX}{settings.iceberg_catalog_name}/{INDEX_TABLE}.json"
 
-    from qp_assets.features.catalog import load_feature_table
 
+def encode_index(index: dict[str, Earlier]) -> bytes:
+    """The index object's bytes: ``{"format": 1, "entries": {key: [request_id, run_id, source_file]}}``
+    (keys sorted; about 250 bytes per experiment key)."""
+    entries = {key: [e.request_id, e.run_id, e.source_file] for key, e in sorted(index.items())}
+    return json.dumps({"format": INDEX_FORMAT, "entries": entries}, separators=(",", ":")).encode()
+
+
+def decode_index(data: bytes) -> dict[str, Earlier]:
+    """The index in an object written by :func:`encode_index`; ValueError naming what is wrong otherwise
+    (another format version, no entries, an entry that is not three strings)."""
+    doc = json.loads(data)
+    if (
+        not isinstance(doc, dict)
+        or doc.get("format") != INDEX_FORMAT
+        or not isinstance(doc.get("entries"), dict)
+    ):
+        raise ValueError(
+            f"reuse index: expected format {INDEX_FORMAT} with 'entries', got {str(doc)[:120]!r}"
+        )
+    index = {}
+    for key, entry in doc["entries"].items():
+        if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(v, str) for v in entry)):
+            raise ValueError(f"reuse index: entry {key[:12]}... is {entry!r}, not [request_id, run_id, file]")
+        index[key] = Earlier(*entry)
+    return index
+
+
+def _client(settings: Settings, timeout_s: float) -> Any:
+    from qp_assets.s3 import CONNECT_TIMEOUT_S, s3_client
+
+    return s3_client(settings, connect_timeout_s=min(CONNECT_TIMEOUT_S, timeout_s), read_timeout_s=timeout_s,
+                     max_attempts=2)  # fmt: skip
+
+
+def write_index(settings: Settings, index: dict[str, Earlier], client: Any = None) -> str:
+    """Put ``index`` as the reuse index object of ``settings``' catalog (replacing the previous one, whole);
+    returns its object key. ``client``: an S3 client (default: the bounded one of ``qp_assets.s3``)."""
+    key = index_object_key(settings)
+    client = client or _client(settings, 30.0)
+    client.put_object(
+        Bucket=settings.bucket, Key=key, Body=encode_index(index), ContentType="application/json"
+    )
+    return key
+
+
+def fetch_index_bytes(settings: Settings, timeout_s: float, client: Any = None) -> bytes | None:
+    """The reuse index object's bytes, or None when there is none yet; one GET, each attempt bounded by
+    ``timeout_s`` seconds (connect and read). Other failures (S3 down, no bucket) are raised."""
+    client = client or _client(settings, timeout_s)
     try:
-        table = load_feature_table(INDEX_TABLE, settings)
-    except (NoSuchTableError, NoSuchNamespaceError):
-        return None
-    snapshot = table.current_snapshot()
-    if snapshot is None or "experiment_key" not in {f.name for f in table.schema().fields}:
-        return None
-    cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
-    cached = _INDEXES.get(cache_key)
-    if cached is not None and cached[0] == snapshot.snapshot_id:
-        return cached
-    rows = table.scan(selected_fields=_INDEX_COLUMNS, snapshot_id=snapshot.snapshot_id).to_arrow()
-    return snapshot.snapshot_id, build_index(rows.to_pylist())
-
-
-def find_earlier(settings: Settings, key: str) -> Earlier | None:
-    """The earlier computed run of ``key`` in Iceberg, or None (no such row, or no table yet). A key already
-    in this process's index is answered from it, and so is any key while the index a run prefetched at its
-    start (:func:`prefetch_index`) is fresh; otherwise a miss re-reads the index when the table has a newer
-    snapshot."""
-    cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
-    if key in _INDEXES.get(cache_key, (0, {}))[1]:
-        return _INDEXES[cache_key][1][key]
-    with _INDEX_LOCK:  # one refresh at a time: a look-up during the prefetch waits for it, never repeats it
-        prefetched_at = _PREFETCHED.get(cache_key)
-        if prefetched_at is not None and time.monotonic() - prefetched_at < PREFETCH_FRESH_S:
-            return _INDEXES[cache_key][1].get(key) if cache_key in _INDEXES else None
-        loaded = load_index(settings)
-        if loaded is None:
+        return client.get_object(Bucket=settings.bucket, Key=index_object_key(settings))["Body"].read()
+    except Exception as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
-        _INDEXES[cache_key] = loaded
-        return loaded[1].get(key)
+        raise
 
 
-#: How long the index a run prefetched answers its look-ups without checking the table's snapshot again,
-#: seconds: a run's requests are looked up as of its start (a result built meanwhile is computed again).
+def read_index(settings: Settings, timeout_s: float, client: Any = None) -> dict[str, Earlier] | None:
+    """The reuse index now (:func:`fetch_index_bytes`, decoded), or None when there is no object yet."""
+    data = fetch_index_bytes(settings, timeout_s, client)
+    return None if data is None else decode_index(data)
+
+
+#: How long an index read (prefetched, or by a look-up) answers this process's look-ups without reading
+#: the object again, seconds: a run's requests are looked up as of its start (a result built meanwhile is
+#: computed again).
 PREFETCH_FRESH_S = 30.0
-# (catalog uri, catalog name) -> time.monotonic() of the last prefetch that finished
-_PREFETCHED: dict[tuple[str, str], float] = {}
+# (bucket, object key) -> (time.monotonic() of the read, the index or None when there was no object)
+_READS: dict[tuple[str, str], tuple[float, dict[str, Earlier] | None]] = {}
+_INDEX_LOCK = threading.Lock()
 
 
-def prefetch_index(settings: Settings) -> threading.Thread:
-    """Load the index for this run's look-ups in a child process (``python -m qp_assets.runner.reuse``:
-    pickled settings in, pickled :func:`load_index` answer out), waited for by a background thread that
-    holds the index lock meanwhile; both started here.
+def _read_key(settings: Settings) -> tuple[str, str]:
+    return settings.bucket, index_object_key(settings)
 
-    A run worker's first look-up costs the PyIceberg import, the catalog and a scan: about 1.2 s of CPU
-    on an idle machine, and in a thread it competed for the GIL with the simulator's warm imports, which
-    put about 4 s more between a run's start and its Kafka ack (benchmarks/daemon_latency.py, 2026-11-29:
-    run->ack 8.7-9.6 s with reuse, 4.9-5.0 s with QP_REUSE_RESULTS=0). In its own process it runs on the
-    other core. Until :data:`PREFETCH_FRESH_S` has passed, look-ups answer from it without touching the
-    catalog. Failures are left to the request's own look-up, which then loads the index itself."""
-    cache_key = (settings.iceberg_catalog_uri, settings.iceberg_catalog_name)
+
+def find_earlier(settings: Settings, key: str, timeout_s: float) -> Earlier | None:
+    """The earlier computed run of ``key`` in the reuse index, or None (not in it, or no index yet). Answered
+    from this process's last read of the index while it is fresh (:data:`PREFETCH_FRESH_S`; a run's
+    :func:`prefetch_index` is one), else from a new read (one GET bounded by ``timeout_s``). A look-up
+    during the prefetch waits for it, never repeats it."""
+    with _INDEX_LOCK:
+        read = _READS.get(_read_key(settings))
+        if read is None or time.monotonic() - read[0] >= PREFETCH_FRESH_S:
+            read = (time.monotonic(), read_index(settings, timeout_s))
+            _READS[_read_key(settings)] = read
+    return None if read[1] is None else read[1].get(key)
+
+
+def prefetch_index(settings: Settings, timeout_s: float) -> threading.Thread:
+    """Read the reuse index for this run's look-ups in a child process (``python -m
+    qp_assets.runner.reuse``: pickled settings and timeout in, the object's bytes out, nothing when there
+    is none), waited for by a background thread that holds the index lock meanwhile; both started here.
+
+    The child pays the boto3 import and client (about 0.4 s of CPU) on the other core, so the run's own
+    process, importing the simulator meanwhile, only decodes the JSON. Failures are left to the request's
+    own look-up, which then reads the index itself."""
     started = threading.Event()
 
     def run() -> None:
@@ -134,20 +183,16 @@ def prefetch_index(settings: Settings) -> threading.Thread:
             started.set()
             try:
                 child = subprocess.run(
-                    [sys.executable, "-m", __name__], input=pickle.dumps(settings), capture_output=True,
-                    timeout=PREFETCH_FRESH_S, check=True,
+                    [sys.executable, "-m", __name__], input=pickle.dumps((settings, timeout_s)),
+                    capture_output=True, timeout=PREFETCH_FRESH_S, check=True,
                 )  # fmt: skip
-                loaded = pickle.loads(child.stdout)
-            except Exception as exc:  # noqa: BLE001 - the request's own look-up loads it and says what failed
+                index = decode_index(child.stdout) if child.stdout else None
+            except Exception as exc:  # noqa: BLE001 - the request's own look-up reads it and says what failed
                 detail = getattr(exc, "stderr", b"") or b""
                 log.info("result-reuse index not prefetched (%s: %s) %s", type(exc).__name__, exc,
                          detail.decode(errors="replace")[-300:])  # fmt: skip
                 return
-            if loaded is not None:
-                _INDEXES[cache_key] = loaded
-            else:
-                _INDEXES.pop(cache_key, None)
-            _PREFETCHED[cache_key] = time.monotonic()
+            _READS[_read_key(settings)] = (time.monotonic(), index)
 
     thread = threading.Thread(target=run, name="qp-reuse-index", daemon=True)
     thread.start()
@@ -155,9 +200,10 @@ def prefetch_index(settings: Settings) -> threading.Thread:
     return thread
 
 
-def read_landed_record(settings: Settings, uri: str, run_id: str) -> dict[str, Any]:
+def read_landed_record(settings: Settings, uri: str, run_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
     """The record of ``run_id`` in the landed Avro object ``uri`` (``s3a://``/``s3://`` or ``file://``),
-    decoded with its writer schema; LookupError when the object does not hold it."""
+    decoded with its writer schema; LookupError when the object does not hold it. Each S3 attempt is
+    bounded by ``timeout_s`` seconds."""
     import fastavro
 
     parts = urlsplit(uri)
@@ -165,14 +211,27 @@ def read_landed_record(settings: Settings, uri: str, run_id: str) -> dict[str, A
         with open(unquote(parts.path), "rb") as fh:
             data = fh.read()
     else:
-        from qp_assets.s3 import s3_client
-
-        obj = s3_client(settings).get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
+        obj = _client(settings, timeout_s).get_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"))
         data = obj["Body"].read()
     for record in fastavro.reader(io.BytesIO(data)):
         if isinstance(record, dict) and record.get("run_id") == run_id:
             return record
     raise LookupError(f"run {run_id} is not in {uri}")
+
+
+def unusable(record: dict[str, Any], key: str, earlier: Earlier) -> str | None:
+    """Why the landed ``record`` an index entry of ``key`` points to must not be reused (a stale or wrong
+    entry), or None when it is a computed result of that request and experiment key."""
+    message = str((record.get("optimizer_result") or {}).get("message") or "")
+    if record.get("experiment_key") != key:
+        return f"its experiment key is {str(record.get('experiment_key'))[:12]}..."
+    if record.get("reused_from"):
+        return f"it reused request {record['reused_from']!r}"
+    if record.get("request_id") != earlier.request_id:
+        return f"its request is {record.get('request_id')!r}, not {earlier.request_id!r}"
+    if message.startswith(WALL_CLOCK_PREFIX):
+        return "it was stopped by the wall-clock limit"
+    return None
 
 
 @dataclass(frozen=True)
@@ -183,22 +242,29 @@ class Found:
     record: dict[str, Any]
 
 
-def _lookup(settings: Settings, key: str) -> Found | None:
-    earlier = find_earlier(settings, key)
+def _lookup(settings: Settings, key: str, timeout_s: float) -> Found | None:
+    earlier = find_earlier(settings, key, timeout_s)
     if earlier is None:
         return None
-    return Found(earlier, read_landed_record(settings, earlier.source_file, earlier.run_id))
+    record = read_landed_record(settings, earlier.source_file, earlier.run_id, timeout_s)
+    problem = unusable(record, key, earlier)
+    if problem is not None:
+        log.warning("reuse index entry of experiment key %s... -> run %s not used: %s", key[:12],
+                    earlier.run_id, problem)  # fmt: skip
+        return None
+    return Found(earlier, record)
 
 
 def lookup(settings: Settings, key: str, timeout_s: float) -> Found | None:
-    """The earlier result of ``key`` (Iceberg row + landed record), or None when there is none. Bounded:
+    """The earlier result of ``key`` (index entry + landed record), or None when there is none. Bounded:
     raises TimeoutError after ``timeout_s`` seconds (the look-up runs in a daemon thread, left to finish on
-    its own, its answer dropped) and re-raises any other failure (catalog, S3) to the caller."""
+    its own, its answer dropped; each of its S3 calls is bounded by ``timeout_s`` too) and re-raises any
+    other failure (S3, a malformed index) to the caller."""
     answer: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            answer["found"] = _lookup(settings, key)
+            answer["found"] = _lookup(settings, key, timeout_s)
         except BaseException as exc:  # handed to the caller's thread
             answer["error"] = exc
 
@@ -212,7 +278,6 @@ def lookup(settings: Settings, key: str, timeout_s: float) -> Found | None:
     return answer["found"]
 
 
-if __name__ == "__main__":  # the prefetch's child process: settings in, (snapshot id, index) or None out
-    from qp_assets.runner import reuse  # the module by its name: Earlier pickles as qp_assets.runner.reuse
-
-    sys.stdout.buffer.write(pickle.dumps(reuse.load_index(pickle.loads(sys.stdin.buffer.read()))))
+if __name__ == "__main__":  # the prefetch's child process: (settings, timeout_s) in, the index bytes out
+    _settings, _timeout_s = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(fetch_index_bytes(_settings, _timeout_s) or b"")
