@@ -237,6 +237,12 @@ class Env(BaseModel):
         "seconds a landing sensor tick waits for a new landed file (at most 30)",
         4,
     )
+    feature_trigger: Literal["sensor", "automation"] = _var(
+        "QP_FEATURE_TRIGGER",
+        "what starts feature runs on landed files: the landing sensor (sensor) or declarative automation "
+        "(automation: the landing sensor only observes, feature_automation_sensor requests the runs)",
+        "sensor",
+    )
     campaign_sensor_interval_s: Annotated[int, Field(ge=5)] = _var(
         "QP_CAMPAIGN_SENSOR_INTERVAL_S",
         "seconds between campaign sensor ticks (new campaigns, progress refreshes)",

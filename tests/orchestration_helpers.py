@@ -93,3 +93,26 @@ def feature_definitions(resources: dict[str, Any], job_name: str = "feature_proc
         jobs=[build_feature_job()],
         resources=resources,
     )
+
+
+def stop_process_groups(procs, wait_s: float = 30.0) -> None:
+    """End processes started with ``start_new_session=True`` (a ``dagster-daemon``, a webserver): SIGTERM
+    to each one's process group, up to ``wait_s`` seconds for each to exit, then SIGKILL to the groups
+    (run workers, code servers and JVMs they started may outlive them)."""
+    import signal
+    import subprocess
+
+    for proc in procs:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for proc in procs:
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from dagster import DagsterInstance
+from orchestration_helpers import stop_process_groups
 
 from qp_assets import e2e
 from qp_assets.resources.core import REQUESTS_TOPIC
@@ -258,12 +259,4 @@ def test_daemon_drives_request_to_iceberg(stack, runner_outcome, tmp_path):
             today_ids = read_rows("vqe_results", day=today, settings=stack).column("request_id").to_pylist()
             assert len(today_ids) == len(set(today_ids)), "duplicate request_id rows"
         finally:
-            os.killpg(daemon.pid, 15)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # run workers / code servers the daemon started may outlive it: end the whole group
-                os.killpg(daemon.pid, 9)
-            except ProcessLookupError:
-                pass
+            stop_process_groups([daemon])

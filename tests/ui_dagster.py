@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from orchestration_helpers import stop_process_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -116,20 +116,7 @@ class DagsterServer:
 
     def stop(self) -> None:
         """SIGTERM each process group, SIGKILL what is left after 20 s (run workers, code servers, JVMs)."""
-        for proc in self.procs.values():
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_process_groups(list(self.procs.values()), wait_s=20)
 
     # --- GraphQL helpers -------------------------------------------------------------------------------
 

@@ -8,13 +8,14 @@ data tables derive from the landed raw results, ``processing_metadata`` from the
 """
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
+    AutomationCondition,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
@@ -71,8 +72,25 @@ def column_schema(spec) -> TableSchema:
     )
 
 
-def feature_specs() -> list[AssetSpec]:
-    """One AssetSpec per table, with lineage, column schema and the Iceberg identifier."""
+def latest_builds(instance: Any, days: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+    """Day -> (run id, ``LANDING_SIGNATURE`` it covers or None) of each day's latest ``vqe_results``
+    materialization (one event query per day; days never built are left out)."""
+    from dagster import AssetRecordsFilter
+
+    built = {}
+    for day in days:
+        found = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=feature_asset_key("vqe_results"), asset_partitions=[day]), limit=1
+        ).records
+        if found:
+            entry = found[0].asset_materialization.metadata.get(LANDING_SIGNATURE)
+            built[day] = (found[0].run_id, entry.value if entry is not None else None)
+    return built
+
+
+def feature_specs(automation_condition: AutomationCondition | None = None) -> list[AssetSpec]:
+    """One AssetSpec per table, with lineage, column schema, the Iceberg identifier and
+    ``automation_condition`` (``QP_FEATURE_TRIGGER=automation``, see ``assets.automation``)."""
     specs = []
     for name, spec in TABLES.items():
         deps = [RAW_ASSET_KEY if d == RAW_SOURCE else feature_asset_key(d) for d in spec.depends_on]
@@ -90,6 +108,7 @@ def feature_specs() -> list[AssetSpec]:
                 },
                 skippable=True,
                 freshness_policy=feature_freshness_policy(),
+                automation_condition=automation_condition,
             )
         )
     return specs
@@ -227,7 +246,9 @@ def daily_spark_multi_asset(name: str, specs: list[AssetSpec]):
     )
 
 
-def build_feature_assets():
+def build_feature_assets(automation_condition: AutomationCondition | None = None):
     """The multi_asset over :func:`materialize_feature_tables` (built on call so env-driven partitions /
-    retry policy are read at load time)."""
-    return daily_spark_multi_asset("feature_tables", feature_specs())(materialize_feature_tables)
+    retry policy are read at load time), each table with ``automation_condition``."""
+    return daily_spark_multi_asset("feature_tables", feature_specs(automation_condition))(
+        materialize_feature_tables
+    )

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
+    AssetObservation,
     DagsterRunStatus,
     DefaultSensorStatus,
+    MetadataValue,
     RunFailureSensorContext,
     RunRequest,
     RunStatusSensorContext,
@@ -19,10 +21,18 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from qp_assets.resources.core import BoundedS3Resource, KafkaResource, LandingResource, SmtpResource
 from qp_assets.sensors.kafka_offsets import dump_cursor, parse_cursor, plan_ranges
-from qp_assets.sensors.landing import changed_days, landed_per_day, recent_days
+from qp_assets.sensors.landing import (
+    DayLanding,
+    changed_days,
+    landed_data_version,
+    landed_per_day,
+    landed_signatures,
+    recent_days,
+)
 from qp_assets.settings import load_env
 
 
@@ -220,6 +230,61 @@ def plan_landing(
     return request, covered, held
 
 
+def list_until_changed(
+    cursor: str | None,
+    s3: BoundedS3Resource,
+    landing: LandingResource,
+    lookback_days: int,
+    first_day: str,
+    wait_s: float,
+    poll_s: float,
+) -> tuple[dict[date, DayLanding], list[date], str]:
+    """List the recent days' landings (days from ``first_day`` on); when none changed against ``cursor``,
+    list again every ``poll_s`` seconds for up to ``wait_s`` seconds (never on an instance's first tick,
+    which only places the cursor). Returns (landings per day, changed days, new cursor)."""
+    days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
+    client = s3.get_client()
+    deadline = time.monotonic() + wait_s
+    while True:
+        landed = landed_per_day(client, landing.bucket, landing.raw_prefix, days)
+        changed, new_cursor = changed_days(cursor, landed)
+        if changed or not cursor or time.monotonic() + poll_s > deadline:
+            return landed, changed, new_cursor
+        time.sleep(poll_s)
+
+
+def landing_observer_result(
+    cursor: str | None,
+    s3: BoundedS3Resource,
+    landing: LandingResource,
+    lookback_days: int,
+    first_day: str,
+    wait_s: float = 0.0,
+    poll_s: float = 1.0,
+) -> SensorResult:
+    """One tick of the landing sensor under ``QP_FEATURE_TRIGGER=automation``: no run requests; when a
+    recent day's landed files changed (listed as :func:`list_until_changed` does), one observation of
+    ``raw_vqe_results`` with the listed days' signatures (``assets.automation.LANDING_SIGNATURES``) and
+    their data version, which ``feature_automation_sensor`` turns into runs."""
+    from qp_assets.assets.automation import LANDING_SIGNATURES
+    from qp_assets.assets.features import RAW_ASSET_KEY
+
+    landed, changed, new_cursor = list_until_changed(
+        cursor, s3, landing, lookback_days, first_day, wait_s, poll_s
+    )
+    if not changed:
+        return SensorResult(skip_reason=SkipReason("no new landed files"), cursor=new_cursor)
+    observation = AssetObservation(
+        asset_key=RAW_ASSET_KEY,
+        metadata={
+            LANDING_SIGNATURES: MetadataValue.json(landed_signatures(landed)),
+            "changed_days": [d.isoformat() for d in changed],
+        },
+        tags={DATA_VERSION_TAG: landed_data_version(landed)},
+    )
+    return SensorResult(asset_events=[observation], cursor=new_cursor)
+
+
 def landing_sensor_result(
     cursor: str | None,
     s3: BoundedS3Resource,
@@ -238,15 +303,9 @@ def landing_sensor_result(
     (never on an instance's first tick, which only places the cursor): the sensor loop starts at most every
     5 s, so a tick that returned at once would see a landing 2.5 s late on average.
     """
-    days = [d for d in recent_days(datetime.now(UTC).date(), lookback_days) if d.isoformat() >= first_day]
-    client = s3.get_client()
-    deadline = time.monotonic() + wait_s
-    while True:
-        landed = landed_per_day(client, landing.bucket, landing.raw_prefix, days)
-        changed, new_cursor = changed_days(cursor, landed)
-        if changed or not cursor or time.monotonic() + poll_s > deadline:
-            break
-        time.sleep(poll_s)
+    landed, changed, new_cursor = list_until_changed(
+        cursor, s3, landing, lookback_days, first_day, wait_s, poll_s
+    )
     state = (run_state(changed) if callable(run_state) else run_state) or FeatureRunState()
     request, covered, held = plan_landing(changed, {d: landed[d].signature() for d in changed}, state)
     if held:  # looked at again next tick: keep their previous signature in the cursor
@@ -310,9 +369,9 @@ def feature_run_state(instance, days: list[date]) -> FeatureRunState:
     """The feature runs (``qp/kind=features``, whichever way they were launched: landing sensor, schedule,
     UI Materialize, backfills) of ``days`` that have not started yet or are in progress (one run query,
     the latest 200), and each day's latest ``vqe_results`` materialization (one event query per day)."""
-    from dagster import AssetRecordsFilter, RunsFilter
+    from dagster import RunsFilter
 
-    from qp_assets.assets.features import LANDING_SIGNATURE, feature_asset_key
+    from qp_assets.assets.features import latest_builds
     from qp_assets.assets.run_tags import FEATURE_RUN_TAGS
 
     if not days:
@@ -329,15 +388,7 @@ def feature_run_state(instance, days: list[date]) -> FeatureRunState:
                 running.setdefault(day, set()).add(r.run_id)
             else:
                 pending.add(day)
-    built = {}
-    for d in days:
-        found = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=feature_asset_key("vqe_results"), asset_partitions=[d.isoformat()]),
-            limit=1,
-        ).records
-        if found:
-            entry = found[0].asset_materialization.metadata.get(LANDING_SIGNATURE)
-            built[d.isoformat()] = (found[0].run_id, entry.value if entry is not None else None)
+    built = latest_builds(instance, [d.isoformat() for d in days])
     return FeatureRunState(frozenset(pending), {d: frozenset(ids) for d, ids in running.items()}, built)
 
 
@@ -385,22 +436,11 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     first_day = partitions_start_date()
     lookback = env.landing_lookback_days
 
-    @job_sensor(
-        "landing_sensor",
-        feature_job,
-        env.landing_sensor_interval_s,
-        "New files under the recent day prefixes -> feature partitions of those days",
+    landing_sensors = (
+        _automation_landing_sensors(env, lookback, first_day)
+        if env.feature_trigger == "automation"
+        else [_landing_run_sensor(env, feature_job, lookback, first_day)]
     )
-    def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
-        return landing_sensor_result(
-            context.cursor,
-            s3,
-            landing,
-            lookback,
-            first_day,
-            lambda changed: feature_run_state(context.instance, changed),
-            wait_s=load_env().landing_sensor_wait_s,
-        )
 
     @run_failure_sensor(
         name="feature_run_failure_email",
@@ -429,4 +469,46 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         subject, body = _run_mail(context, "SUCCEEDED")
         smtp.send(subject, body)
 
-    return [kafka_vqe_request_sensor, landing_sensor, feature_run_failure_email, feature_run_success_email]
+    return [kafka_vqe_request_sensor, *landing_sensors, feature_run_failure_email, feature_run_success_email]
+
+
+def _landing_run_sensor(env, feature_job, lookback: int, first_day: str):
+    """``QP_FEATURE_TRIGGER=sensor``: the landing sensor requests the feature runs itself."""
+
+    @job_sensor(
+        "landing_sensor",
+        feature_job,
+        env.landing_sensor_interval_s,
+        "New files under the recent day prefixes -> feature partitions of those days",
+    )
+    def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
+        return landing_sensor_result(
+            context.cursor,
+            s3,
+            landing,
+            lookback,
+            first_day,
+            lambda changed: feature_run_state(context.instance, changed),
+            wait_s=load_env().landing_sensor_wait_s,
+        )
+
+    return landing_sensor
+
+
+def _automation_landing_sensors(env, lookback: int, first_day: str) -> list:
+    """``QP_FEATURE_TRIGGER=automation``: the landing sensor only observes ``raw_vqe_results``;
+    ``feature_automation_sensor`` (``assets.automation``) requests the runs."""
+    from qp_assets.assets.automation import feature_automation_sensor
+
+    @sensor(
+        name="landing_sensor",
+        minimum_interval_seconds=env.landing_sensor_interval_s,
+        default_status=_default_status(),
+        description="New files under the recent day prefixes -> an observation of raw_vqe_results",
+    )
+    def landing_sensor(context: SensorEvaluationContext, s3: BoundedS3Resource, landing: LandingResource):
+        return landing_observer_result(
+            context.cursor, s3, landing, lookback, first_day, wait_s=load_env().landing_sensor_wait_s
+        )
+
+    return [landing_sensor, feature_automation_sensor(env.landing_sensor_interval_s, _default_status())]

@@ -6,6 +6,7 @@ the whole bucket, so a tick costs one listing of the topic folders plus one per 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -95,3 +96,15 @@ def changed_days(cursor: str | None, landed: dict[date, DayLanding]) -> tuple[li
         {d.isoformat(): info.signature() for d, info in sorted(landed.items())}, sort_keys=True
     )
     return changed, new_cursor
+
+
+def landed_signatures(landed: dict[date, DayLanding]) -> dict[str, str]:
+    """``{"YYYY-MM-DD": signature}`` of the days with files (what a landing observation records)."""
+    return {d.isoformat(): info.signature() for d, info in sorted(landed.items()) if info.files}
+
+
+def landed_data_version(landed: dict[date, DayLanding]) -> str:
+    """Data version of the listed days' landings: 16 hex digits of the SHA-256 of every day's signature;
+    changes whenever a file lands in any of them."""
+    signature = "|".join(f"{d}:{info.signature()}" for d, info in sorted(landed.items()))
+    return hashlib.sha256(signature.encode()).hexdigest()[:16]
