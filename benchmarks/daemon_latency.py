@@ -23,7 +23,8 @@ latency into stages (median seconds per scenario), from Dagster's run records an
 * launch: run created -> run started (dequeue, run worker process start, definitions import);
 * run->ack: run started -> result acknowledged by Kafka (read, admission, VQE, publish);
 * ->landed: ack -> the result's file in S3 (its ``LastModified``, 1 s resolution: Connect's rotation);
-* ->feature run: landed -> the ``feature_processing_job`` run of the day that made the row queryable (the
+* ->feature run: landed -> the feature run (``qp/kind=features``: the landing sensor's or declarative
+  automation's, ``QP_FEATURE_TRIGGER``) of the day that made the row queryable (the
   last one started before it was) was created (landing sensor; 0 when that run already existed);
 * f.launch: that run created (or the landing, if later) -> started (queue behind a running build, launch);
 * f.build: that run started (or the landing, if later) -> row queryable (Spark + Iceberg commit + 1 s poll).
@@ -125,7 +126,7 @@ def _stages(instance, settings, submitted, acked, queryable) -> dict[str, list[f
     today = datetime.now(UTC).date().isoformat()
     features = [
         (_epoch(r.create_timestamp), r.start_time)
-        for r in instance.get_run_records(RunsFilter(job_name="feature_processing_job"))
+        for r in instance.get_run_records(RunsFilter(tags={"qp/kind": "features"}))
         if r.dagster_run.tags.get("dagster/partition") == today
     ]
     out: dict[str, list[float]] = {name: [] for name in STAGES}
@@ -167,7 +168,7 @@ def _feature_runs_since(instance, since: float) -> int:
     today = datetime.now(UTC).date().isoformat()
     return sum(
         1
-        for r in instance.get_run_records(RunsFilter(job_name="feature_processing_job"))
+        for r in instance.get_run_records(RunsFilter(tags={"qp/kind": "features"}))
         if r.dagster_run.tags.get("dagster/partition") == today and _epoch(r.create_timestamp) >= since
     )
 

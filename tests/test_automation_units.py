@@ -149,3 +149,17 @@ def test_the_condition_requests_each_uncovered_day_once(automation_env):
         assert evaluate() == {}  # its latest run failed after the newest file: not retried every tick
         _observe(instance, {today: _sig(3, datetime.now(UTC) + timedelta(seconds=1))})
         assert evaluate() == {k: {today} for k in tables}
+
+
+def test_every_feature_table_check_blocks_downstream_assets():
+    """The science checks (variational bound, iterations vs results) and the data checks of the ten tables
+    are blocking: a failed one fails its run, so nothing downstream of the table (the ML tables) is built
+    from it in that run."""
+    from qp_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    checks = {k: graph.get(k) for k in graph.asset_check_keys if k.asset_key.path[0] == "quantum_features"}
+    names = {k.name for k in checks}
+    assert {"variational_bound", "iterations_match_results", "no_null_keys", "landed_files_readable"} <= names
+    assert len(checks) == len(TABLES) + 3
+    assert all(node.blocking for node in checks.values()), [k for k, n in checks.items() if not n.blocking]
