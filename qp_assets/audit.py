@@ -33,6 +33,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -432,6 +433,10 @@ def read_results(
     return out, sorted(topics)
 
 
+#: Landed objects read at once by :func:`read_landed` (one GET each; the S3 client's pool holds 10).
+LANDED_READERS = 8
+
+
 def read_landed(settings: Settings, days: list[date]) -> tuple[dict[str, tuple[str | None, str]], int]:
     """run_id -> (request_id, object key) of every landed Avro file under the day folders of ``days``
     (listing with ``sensors.landing``'s helpers, the platform's bounded S3 client), and the object count."""
@@ -443,30 +448,33 @@ def read_landed(settings: Settings, days: list[date]) -> tuple[dict[str, tuple[s
 
     client = s3_client(settings)
     found: dict[str, tuple[str | None, str]] = {}
-    objects = 0
+
+    def fetch(key: str) -> bytes:
+        return client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+
     try:
-        topics = list_topics(client, settings.bucket, RAW_PREFIX)
-        for topic in topics:
+        keys = []
+        for topic in list_topics(client, settings.bucket, RAW_PREFIX):
             for day in days:
                 pages = client.get_paginator("list_objects_v2").paginate(
                     Bucket=settings.bucket, Prefix=day_prefix(topic, day)
                 )
                 for page in pages:
                     for obj in page.get("Contents", []):
-                        key = obj["Key"]
-                        name = key.rsplit("/", 1)[-1]
-                        if name.startswith((".", "_")) or not name.endswith(".avro"):
-                            continue
-                        objects += 1
-                        body = client.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-                        try:
-                            for rec in fastavro.reader(io.BytesIO(body)):
-                                found.setdefault(str(rec.get("run_id")), (rec.get("request_id"), key))
-                        except Exception as exc:  # a foreign or corrupt object: say so, keep going
-                            log.warning("cannot read landed object s3://%s/%s: %s", settings.bucket, key, exc)
+                        name = obj["Key"].rsplit("/", 1)[-1]
+                        if not name.startswith((".", "_")) and name.endswith(".avro"):
+                            keys.append(obj["Key"])
+        # small objects, one GET each: several at once (the client is thread-safe, each call bounded)
+        with ThreadPoolExecutor(max_workers=LANDED_READERS) as pool:
+            for key, body in zip(keys, pool.map(fetch, keys), strict=True):
+                try:
+                    for rec in fastavro.reader(io.BytesIO(body)):
+                        found.setdefault(str(rec.get("run_id")), (rec.get("request_id"), key))
+                except Exception as exc:  # a foreign or corrupt object: say so, keep going
+                    log.warning("cannot read landed object s3://%s/%s: %s", settings.bucket, key, exc)
     except (BotoCoreError, ClientError) as exc:
         raise AuditError(f"S3 at {settings.s3_endpoint_url} (bucket {settings.bucket}): {exc}") from exc
-    return found, objects
+    return found, len(keys)
 
 
 def read_rows_for(settings: Settings, request_ids: set[str], timeout_s: float) -> list[dict[str, Any]]:
