@@ -13,8 +13,11 @@ module: nothing else spells ``year=``.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from datetime import date, datetime
+from pathlib import Path
 
 #: Key prefix of the topic folders below the bucket (the sink's ``topics.dir`` ``raw/topics``).
 RAW_PREFIX = "raw/topics/"
@@ -54,3 +57,35 @@ def day_of(key: str) -> date | None:
     """The day a landed key or URI belongs to (its ``year=/month=/day=`` folders), None if it has none."""
     match = re.search(DAY_PATTERN, key)
     return date(int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+# --- the first landed day (the feature partitions' default start) ---------------------------------------
+
+
+def first_landed_file(runtime_dir: Path) -> Path:
+    """Where the feature builds record the first day results landed: ``<QP_HOME>/state/first_landed_day``
+    (one line, YYYY-MM-DD), read when the Dagster definitions load (no service needed there)."""
+    return Path(runtime_dir) / "state" / "first_landed_day"
+
+
+def read_first_landed_day(runtime_dir: Path) -> date | None:
+    """The recorded first landed day, or None when no build recorded one (or the file is unreadable)."""
+    try:
+        return date.fromisoformat(first_landed_file(runtime_dir).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def record_landed_days(runtime_dir: Path, days: Iterable[date]) -> date | None:
+    """Keep the earliest of the recorded day and ``days`` (days that had landed files) as the first landed
+    day; written atomically (a reader never sees half a date). Returns the recorded day."""
+    recorded = read_first_landed_day(runtime_dir)
+    first = min([*days, *([recorded] if recorded else [])], default=None)
+    if first is None or first == recorded:
+        return recorded
+    path = first_landed_file(runtime_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(first.isoformat() + "\n")
+    tmp.replace(path)
+    return first

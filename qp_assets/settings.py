@@ -249,7 +249,10 @@ class Env(BaseModel):
         60,
     )
     partitions_start: str = _var(
-        "QP_PARTITIONS_START", "first feature partition: YYYY-MM-DD or today-N", "today-7"
+        "QP_PARTITIONS_START",
+        "first feature partition: `first-landed` (the first day results landed, as the feature builds"
+        " recorded it; today-7 until a build has), YYYY-MM-DD or today-N",
+        "first-landed",
     )
     feature_catch_up_s: Annotated[float, Field(ge=0)] = _var(
         "QP_FEATURE_CATCH_UP_S",
@@ -319,11 +322,13 @@ class Env(BaseModel):
     @field_validator("partitions_start")
     @classmethod
     def _day(cls, value: str) -> str:
-        if not _RELATIVE_DAY.match(value):
+        if value != "first-landed" and not _RELATIVE_DAY.match(value):
             try:
                 date.fromisoformat(value)
             except ValueError:
-                raise ValueError("is neither a YYYY-MM-DD date nor today-N (N days before today)") from None
+                raise ValueError(
+                    "is neither first-landed, a YYYY-MM-DD date nor today-N (N days before today)"
+                ) from None
         return value
 
     @field_validator("registry_user_info")

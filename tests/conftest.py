@@ -12,7 +12,7 @@ import os
 import pytest
 
 # The golden input replays fixed days of January 2026 (features.golden): the feature partitions must reach
-# back to them. The product default is the last week (``today-7``, qp_assets.settings.Env); set here
+# back to them. The product default is the first landed day (``first-landed``, qp_assets.settings.Env); set here
 # before any test imports the definitions, and inherited by the daemons and Airflow the tests start.
 os.environ.setdefault("QP_PARTITIONS_START", "2026-01-01")
 

@@ -100,4 +100,7 @@ def test_main_job_from_empty_state_with_never_seen_configurations(fresh_env):
     for r in rows:
         assert abs(r["total_energy"] - r["exact_energy"]) < 1.6e-3, r
         assert r["total_energy"] >= r["exact_energy"] - 1e-6, r
+    # the feature partitions' default start: the build recorded today as the first landed day
+    first_landed = Path(env["QP_HOME"]) / "state" / "first_landed_day"
+    assert first_landed.read_text().strip() == datetime.now(UTC).date().isoformat()
     print(f"fresh stack up {stack_s:.1f} s, qp e2e {e2e_s:.1f} s, {len(lines)} output lines")

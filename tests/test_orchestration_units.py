@@ -405,31 +405,40 @@ def test_definitions_shape(monkeypatch):
     assert runner.executor_def.name in ("local_gpu_executor", "local_inprocess_executor")
 
 
-def test_partitions_start_defaults_to_the_last_week(monkeypatch):
+def test_partitions_start_defaults_to_the_first_landed_day(monkeypatch, tmp_path):
     from dagster import AssetKey
 
     from qp_assets.assets import partitions
     from qp_assets.definitions import build_definitions
+    from qp_assets.landing import first_landed_file, record_landed_days
 
-    today = date(2026, 3, 10)
+    monkeypatch.setenv("QP_HOME", str(tmp_path))  # a runtime whose builds recorded nothing yet
     monkeypatch.delenv("QP_PARTITIONS_START")
-    assert partitions.partitions_start_date(today) == "2026-03-03"
+    today = date(2026, 3, 10)
+    assert partitions.partitions_start_date(today) == "2026-03-03"  # nothing recorded: the last week
+    assert record_landed_days(tmp_path, [date(2026, 3, 1), date(2026, 2, 20)]) == date(2026, 2, 20)
+    assert partitions.partitions_start_date(today) == "2026-02-20"
+    assert record_landed_days(tmp_path, [date(2026, 3, 5)]) == date(2026, 2, 20)  # the earliest stays
+    assert first_landed_file(tmp_path).read_text() == "2026-02-20\n"
+    assert partitions.partitions_start_date(date(2026, 2, 1)) == "2026-02-01"  # never after today
     monkeypatch.setenv("QP_PARTITIONS_START", "today-30")
     assert partitions.partitions_start_date(today) == "2026-02-08"
     monkeypatch.setenv("QP_PARTITIONS_START", "2026-01-01")
     assert partitions.partitions_start_date(today) == "2026-01-01"
-    for bad, msg in [("2026-13-01", "neither a YYYY-MM-DD date nor today-N"), ("today+3", "neither"),
+    for bad, msg in [("2026-13-01", "neither first-landed, a YYYY-MM-DD date nor today-N"), ("today+3", "neither"),
                      ("2026-03-11", "is after today \\(2026-03-10, UTC\\)")]:  # fmt: skip
         monkeypatch.setenv("QP_PARTITIONS_START", bad)
         with pytest.raises(ValueError, match=f"QP_PARTITIONS_START={re.escape(repr(bad))} .*{msg}"):
             partitions.partitions_start_date(today)
-    # the definitions as a fresh stack loads them: today and the 7 days before it, nothing older
+    # the definitions as a stack whose first result landed two days ago loads them: those three days
     monkeypatch.delenv("QP_PARTITIONS_START")
     now = datetime.now(UTC).date()
+    first_landed_file(tmp_path).unlink()
+    record_landed_days(tmp_path, [now - timedelta(days=2)])
     key = AssetKey(["quantum_features", "vqe_results"])
     keys = build_definitions().resolve_assets_def(key).partitions_def.get_partition_keys()
     if datetime.now(UTC).date() == now:  # not across midnight
-        assert keys == [(now - timedelta(days=i)).isoformat() for i in range(7, -1, -1)]
+        assert keys == [(now - timedelta(days=i)).isoformat() for i in range(2, -1, -1)]
 
 
 def test_feature_runs_carry_qp_kind_however_launched(tmp_path):

@@ -121,7 +121,7 @@ def test_a_bad_value_fails_at_load_naming_the_variable() -> None:
         "QP_MAX_WALL_S": ("inf", "QP_MAX_WALL_S='inf': Input should be a finite number"),
         "QP_PARTITIONS_START": (
             "2026-13-01",
-            "QP_PARTITIONS_START='2026-13-01' is neither a YYYY-MM-DD date",
+            "QP_PARTITIONS_START='2026-13-01' is neither first-landed, a YYYY-MM-DD date",
         ),
         "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": ("no-colon", "(value not shown): must be 'user:password'"),
     }

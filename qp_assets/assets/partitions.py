@@ -6,7 +6,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from dagster import DailyPartitionsDefinition, FreshnessPolicy, RetryPolicy
 
-from qp_assets.settings import SettingsError, load_env
+from qp_assets.landing import read_first_landed_day
+from qp_assets.settings import SettingsError, load_env, runtime_dir
 
 #: The daily rebuild of yesterday (``daily_feature_schedule``), UTC.
 DAILY_REBUILD_CRON = "30 0 * * *"
@@ -15,19 +16,29 @@ DAILY_REBUILD_CRON = "30 0 * * *"
 FRESHNESS_DEADLINE_CRON = "0 3 * * *"
 FRESHNESS_LOWER_BOUND = timedelta(hours=2, minutes=30)
 
-# Default ``QP_PARTITIONS_START`` (``qp_assets.settings.Env``): ``today-7``, the last week. The first landed day is not knowable when the code
-#: location loads (it would take an S3 listing at import, and definitions must load without services), and
-#: a fixed date in the past leaves every day before the stack's first run unfilled for ever ("0% filled").
-#: A week back covers the landing sensor's lookback (``QP_LANDING_LOOKBACK_DAYS``, 2) with room for late
-#: files, and with the daily schedule and the landing sensor running the partitions fill within a week.
+# Default ``QP_PARTITIONS_START`` (``qp_assets.settings.Env``): ``first-landed``, the first day results
+#: landed, so the assets show no unfillable days before the platform's first result ("0% filled") and no
+#: history is hidden. Definitions must load without services (no S3 listing at import), so the feature builds
+#: record that day in ``QP_HOME`` (``qp_assets.landing.record_landed_days``) and it is read from there; until
+#: a build has recorded one (a fresh runtime), the start is ``today-7``, the last week, which covers the
+#: landing sensor's lookback (``QP_LANDING_LOOKBACK_DAYS``, 2) with room for late files. A running code
+#: location keeps the start it loaded with until it reloads.
+FIRST_LANDED_FALLBACK = "today-7"
 
 
 def partitions_start_date(today: date | None = None) -> str:
-    """First day of the feature partitions, YYYY-MM-DD, from ``QP_PARTITIONS_START``: a date
-    (``2026-01-01``, for history older than a week) or ``today-N`` (N days before ``today``, UTC, evaluated
-    when the code location loads); default ``today-7``. Raises ValueError naming the variable and value."""
-    value = load_env().partitions_start  # its form is checked at load (a date or today-N)
+    """First day of the feature partitions, YYYY-MM-DD, from ``QP_PARTITIONS_START``: ``first-landed``
+    (default: the recorded first landed day, never after ``today``; ``today-7`` when none is recorded yet),
+    a date (``2026-01-01``, for history older than the first recorded landing) or ``today-N`` (N days
+    before ``today``, UTC, evaluated when the code location loads). Raises ValueError naming the variable
+    and value."""
+    value = load_env().partitions_start  # its form is checked at load (first-landed, a date or today-N)
     today = today or datetime.now(UTC).date()
+    if value == "first-landed":
+        first = read_first_landed_day(runtime_dir())
+        if first is not None:
+            return min(first, today).isoformat()
+        value = FIRST_LANDED_FALLBACK
     if value.startswith("today-"):
         return (today - timedelta(days=int(value.removeprefix("today-")))).isoformat()
     start = date.fromisoformat(value)

@@ -45,7 +45,7 @@ from qp_assets.features.transforms import (
     create_table_sql,
     select_tables,
 )
-from qp_assets.landing import DAY_PATTERN, day_of, day_suffix
+from qp_assets.landing import DAY_PATTERN, day_of, day_suffix, read_first_landed_day, record_landed_days
 from qp_assets.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -350,6 +350,8 @@ def build_days(
         _append_processing_metadata(
             spark, settings, catalog, namespace, raw_root, run_id, meta_days, results, started
         )
+    if namespace == NAMESPACE and raw_root == raw_io.default_raw_root(settings):
+        _record_first_landed(spark, settings, catalog, [d for d in target_days if own_files[d]])
     for d in target_days:
         results[d].duration_s = round(time.monotonic() - started, 3)
         log.info(
@@ -360,6 +362,21 @@ def build_days(
             results[d].bad_records,
         )
     return [results[d] for d in target_days]
+
+
+def _record_first_landed(spark: SparkSession, settings: Settings, catalog: str, landed: list[date]) -> None:
+    """Record the first day results landed (the feature partitions' default start, read when the Dagster
+    definitions load: ``qp_assets.assets.partitions``) from the built days that had landed files. The first
+    record of a runtime also takes the earliest ``vqe_results`` day, so history built before the record
+    existed is not hidden. Never fails the build: a failure is logged."""
+    try:
+        if landed and read_first_landed_day(settings.runtime_dir) is None:
+            table = spark.table(table_identifier(catalog, NAMESPACE, "vqe_results"))
+            earliest = table.agg(F.min("event_date")).first()[0]
+            landed = [*landed, *([earliest] if earliest else [])]
+        record_landed_days(settings.runtime_dir, landed)
+    except Exception as exc:  # noqa: BLE001 - a bookkeeping file; the build itself succeeded
+        log.warning("first landed day not recorded under %s: %s", settings.runtime_dir, exc)
 
 
 #: Tables written at once: each write is a short Spark job plus a catalog commit, mostly waiting on S3 and
