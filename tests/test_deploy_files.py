@@ -499,9 +499,14 @@ def test_helm_values_shape() -> None:
     # the Postgres profile (pool slots of a killed run freed, no resume: the range retry re-runs it)
     chart_monitoring = values["dagsterDaemon"]["runMonitoring"]
     profile = yaml.safe_load((ROOT / "dagster.postgres.yaml").read_text())["run_monitoring"]
-    camel = {"".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): v for k, v in profile.items()}
+    camel = {
+        "".join(w.capitalize() if i else w for i, w in enumerate(k.split("_"))): v for k, v in profile.items()
+    }
     assert chart_monitoring == camel, (chart_monitoring, camel)
-    assert chart_monitoring["freeSlotsAfterRunEndSeconds"] == 10 and chart_monitoring["maxResumeRunAttempts"] == 0
+    assert (
+        chart_monitoring["freeSlotsAfterRunEndSeconds"] == 10
+        and chart_monitoring["maxResumeRunAttempts"] == 0
+    )
     # the Secret all pods read carries exactly Settings' variables
     keys = {
         line.split("=", 1)[0]
