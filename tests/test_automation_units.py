@@ -45,6 +45,8 @@ def test_days_to_request_uncovered_and_not_failed_since():
     assert days_to_request(landed, built, failed) == {c, d}
     # a file landed after b's failed run: retried
     assert days_to_request({**landed, b: _sig(2, T0 + timedelta(minutes=1))}, built, failed) == {b, c, d}
+    # a day with a run queued or in progress waits for it
+    assert days_to_request(landed, built, {}, busy={b, c}) == {d}
 
 
 @pytest.fixture
@@ -52,6 +54,7 @@ def automation_env(monkeypatch):
     monkeypatch.setenv("QP_FEATURE_TRIGGER", "automation")
     monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "1")
     monkeypatch.setenv("QP_SENSORS_RUNNING", "1")
+    monkeypatch.setenv("QP_LANDING_SENSOR_WAIT_S", "0")  # evaluations with nothing to request return at once
 
 
 def test_the_landing_sensor_only_observes_under_automation(automation_env):
@@ -148,7 +151,14 @@ def test_the_condition_requests_each_uncovered_day_once(automation_env):
         )
         assert evaluate() == {}  # its latest run failed after the newest file: not retried every tick
         _observe(instance, {today: _sig(3, datetime.now(UTC) + timedelta(seconds=1))})
-        assert evaluate() == {k: {today} for k in tables}
+        running = create_run_for_test(
+            instance,
+            status=DagsterRunStatus.STARTED,
+            tags={"qp/kind": "features", "dagster/partition": today},
+        )
+        assert evaluate() == {}  # a run of the day in progress: it, or the next evaluation after it, decides
+        instance.delete_run(running.run_id)
+        assert evaluate() == {k: {today} for k in tables}  # a newer file than the failed run
 
 
 def test_every_feature_table_check_blocks_downstream_assets():
@@ -163,3 +173,28 @@ def test_every_feature_table_check_blocks_downstream_assets():
     assert {"variational_bound", "iterations_match_results", "no_null_keys", "landed_files_readable"} <= names
     assert len(checks) == len(TABLES) + 3
     assert all(node.blocking for node in checks.values()), [k for k, n in checks.items() if not n.blocking]
+
+
+def test_an_evaluation_with_nothing_to_request_waits_for_a_landing():
+    """The condition waits (up to the landing sensor's wait) for a newer observation and decides on it as
+    soon as it is there; with nothing landing it returns nothing after the wait."""
+    import threading
+    import time
+
+    from qp_assets.assets.automation import uncovered_days
+
+    today = datetime.now(UTC).date().isoformat()
+    with DagsterInstance.ephemeral() as instance:
+        _observe(instance, {today: _sig(1, T0)})
+        _build(instance, today, _sig(1, T0))
+        started = time.monotonic()
+        assert uncovered_days(instance, wait_s=1.0) == set()
+        assert 0.75 <= time.monotonic() - started < 1.5
+        later = threading.Timer(0.5, _observe, (instance, {today: _sig(2, T0)}))
+        later.start()
+        started = time.monotonic()
+        try:
+            assert uncovered_days(instance, wait_s=3.0) == {today}
+        finally:
+            later.join()
+        assert 0.5 <= time.monotonic() - started < 1.5  # as soon as it was observed, not after the wait

@@ -8,7 +8,8 @@ one. The decision is stateless: a day is requested while its latest observed sig
 signature its latest ``vqe_results`` build covered (``assets.features.LANDING_SIGNATURE``), so a file that
 lands after a run's last listing is never lost (the run covers the older signature, the day is requested
 again once that run ended) and a file the run caught up with costs nothing. No day is requested while a
-run of it is queued or in progress, nor on the tick right after it was requested.
+run of it is queued or in progress (read before the builds, see :func:`_uncovered`), nor on the tick right
+after it was requested.
 
 A day whose latest feature run failed (after its retries) is requested again only once a file landed
 after that run was created, so a day that cannot be built is not retried every tick.
@@ -16,7 +17,9 @@ after that run was created, so a day that cannot be built is not retried every t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 
 from dagster import (
@@ -31,6 +34,7 @@ from dagster import (
 )
 
 from qp_assets.assets.run_tags import FEATURE_GROUP, FEATURE_RUN_TAGS
+from qp_assets.settings import load_env
 
 #: Metadata key of ``raw_vqe_results`` observations: JSON ``{"YYYY-MM-DD": signature}`` of the listed days
 #: with files.
@@ -48,18 +52,22 @@ def signature_newest(signature: str) -> datetime | None:
 
 
 def days_to_request(
-    landed: Mapping[str, str], built: Mapping[str, str | None], failed_at: Mapping[str, datetime]
+    landed: Mapping[str, str],
+    built: Mapping[str, str | None],
+    failed_at: Mapping[str, datetime],
+    busy: AbstractSet[str] = frozenset(),
 ) -> set[str]:
     """Days to request a feature run for. Plain logic of one evaluation.
 
     ``landed``: day -> latest observed signature; ``built``: day -> the signature its latest build covers
     (None: a build that recorded none, e.g. a range run); ``failed_at``: day -> creation time (UTC) of
-    the day's latest feature run when that run failed or was canceled. A day is requested when its
-    signature is not covered and, if its latest run failed, a file landed at or after that run's creation
-    (``LastModified`` has 1 s resolution: the same second counts as after)."""
+    the day's latest feature run when that run failed or was canceled; ``busy``: days with a feature run
+    queued, starting or in progress. A day is requested when it is not busy, its signature is not covered
+    and, if its latest run failed, a file landed at or after that run's creation (``LastModified`` has 1 s
+    resolution: the same second counts as after)."""
     out = set()
     for day, signature in landed.items():
-        if built.get(day) == signature:
+        if day in busy or built.get(day) == signature:
             continue
         if day in failed_at:
             newest = signature_newest(signature)
@@ -69,17 +77,18 @@ def days_to_request(
     return out
 
 
-def latest_landing_signatures(instance) -> dict[str, str]:
-    """The ``LANDING_SIGNATURES`` of the latest ``raw_vqe_results`` observation ({} when none)."""
+def latest_landing(instance) -> tuple[int | None, dict[str, str]]:
+    """(storage id, ``LANDING_SIGNATURES``) of the latest ``raw_vqe_results`` observation ((None, {}) when
+    none)."""
     from dagster import AssetRecordsFilter
 
     from qp_assets.assets.features import RAW_ASSET_KEY
 
     records = instance.fetch_observations(AssetRecordsFilter(asset_key=RAW_ASSET_KEY), limit=1).records
     if not records:
-        return {}
+        return None, {}
     entry = records[0].asset_observation.metadata.get(LANDING_SIGNATURES)
-    return dict(entry.value) if entry is not None else {}
+    return records[0].storage_id, (dict(entry.value) if entry is not None else {})
 
 
 def latest_failed_runs(instance, days: list[str]) -> dict[str, datetime]:
@@ -95,20 +104,59 @@ def latest_failed_runs(instance, days: list[str]) -> dict[str, datetime]:
     return out
 
 
-def uncovered_days(instance) -> set[str]:
-    """:func:`days_to_request` on what ``instance`` holds: the latest landing observation, each observed
-    day's latest build and, for the uncovered days, their latest failed run."""
+def busy_days(instance) -> set[str]:
+    """Days with a feature run (``qp/kind=features``, any launcher) queued, starting or in progress (one run
+    query, the latest 200; a range run counts for each of its days)."""
+    from qp_assets.sensors.definitions import PENDING_STATUSES, run_days
+
+    runs = instance.get_runs(
+        RunsFilter(tags=dict(FEATURE_RUN_TAGS), statuses=[*PENDING_STATUSES, DagsterRunStatus.STARTED]),
+        limit=200,
+    )
+    return {day for run in runs for day in run_days(run.tags)}
+
+
+def _uncovered(instance, landed: dict[str, str]) -> set[str]:
+    """The runs are read before the builds: a run that ends between the two reads has materialized by the
+    second, so a day is never taken as both idle and not covered by a build that just happened (which
+    evaluating ``~in_progress`` separately, after this, could do)."""
     from qp_assets.assets.features import latest_builds
 
-    landed = latest_landing_signatures(instance)
-    built = {day: signature for day, (_run, signature) in latest_builds(instance, landed).items()}
-    uncovered = [day for day, signature in landed.items() if built.get(day) != signature]
-    return days_to_request(landed, built, latest_failed_runs(instance, uncovered))
+    busy = busy_days(instance)
+    idle = [day for day in landed if day not in busy]
+    built = {day: signature for day, (_run, signature) in latest_builds(instance, idle).items()}
+    uncovered = [day for day in idle if built.get(day) != landed[day]]
+    return days_to_request(landed, built, latest_failed_runs(instance, uncovered), busy)
+
+
+def uncovered_days(instance, wait_s: float = 0.0, poll_s: float = 0.25) -> set[str]:
+    """:func:`days_to_request` on what ``instance`` holds: the latest landing observation, each observed
+    day's latest build and, for the uncovered days, their latest failed run.
+
+    When no day is to be requested, waits up to ``wait_s`` seconds for a newer observation (one query every
+    ``poll_s`` seconds) and decides again on it, like the waiting sensors: Dagster 1.13 starts a sensor loop
+    at most every 5 s and evaluates this condition in parallel with the landing sensor's tick, so without
+    the wait a landing would be acted on by the next loop, 2.5 s later on average."""
+    deadline = time.monotonic() + wait_s
+    seen, landed = latest_landing(instance)
+    while True:
+        days = _uncovered(instance, landed)
+        if days:
+            return days
+        while True:
+            if time.monotonic() + poll_s > deadline:
+                return set()
+            time.sleep(poll_s)
+            newest, landed = latest_landing(instance)
+            if newest != seen:
+                seen = newest
+                break
 
 
 class LandingNotCovered(AutomationCondition):
     """True for the day partitions of :func:`uncovered_days` (computed once per evaluation, shared by the
-    ten tables: they are requested together, one run per day)."""
+    ten tables: they are requested together, one run per day), waiting up to ``QP_LANDING_SENSOR_WAIT_S``
+    seconds for a landing when there is nothing to request."""
 
     _cache: tuple[tuple[int, datetime], frozenset[str]] | None = None
 
@@ -128,7 +176,8 @@ class LandingNotCovered(AutomationCondition):
         tick = (context.evaluation_id, context.evaluation_time)  # the evaluation id alone may repeat
         cached = LandingNotCovered._cache
         if cached is None or cached[0] != tick:
-            cached = (tick, frozenset(uncovered_days(context.asset_graph_view.instance)))
+            wait_s = load_env().landing_sensor_wait_s
+            cached = (tick, frozenset(uncovered_days(context.asset_graph_view.instance, wait_s)))
             LandingNotCovered._cache = cached
         keys = set(cached[1]) & set(context.candidate_subset.expensively_compute_partition_keys())
         if not keys:
