@@ -77,7 +77,8 @@ def test_failing_feature_run_is_retried_and_mails_failure(stack, smtp_server, mo
 
 
 def test_success_mail(stack, smtp_server, tmp_path):
-    """The success sensor's mail names job, partition and run (evaluated on a real successful run)."""
+    """The success sensor's mail names job, partition and run (evaluated on a real successful run); only
+    feature runs (``qp/kind=features``) are mailed."""
     inbox, port = smtp_server
     from dagster import job, op
 
@@ -89,21 +90,27 @@ def test_success_mail(stack, smtp_server, tmp_path):
     def fake_feature_job():
         noop()
 
-    with DagsterInstance.local_temp(str(tmp_path)) as instance:
-        result = fake_feature_job.execute_in_process(
-            instance=instance, tags={"dagster/partition": "2026-02-04"}
-        )
-        success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-        from qp_assets.sensors.definitions import build_sensors
+    from qp_assets.sensors.definitions import build_sensors
 
-        sensors = {s.name: s for s in build_sensors(fake_feature_job, fake_feature_job)}
-        ctx = build_run_status_sensor_context(
-            sensor_name="feature_run_success_email",
-            dagster_event=success,
-            dagster_instance=instance,
-            dagster_run=instance.get_run_by_id(result.run_id),
-            resources={"smtp": SmtpResource(port=port)},
-        )
-        sensors["feature_run_success_email"](ctx)
+    sensor = {s.name: s for s in build_sensors(fake_feature_job, fake_feature_job)}[
+        "feature_run_success_email"
+    ]
+    with DagsterInstance.local_temp(str(tmp_path)) as instance:
+
+        def run_and_evaluate(tags: dict[str, str]) -> None:
+            result = fake_feature_job.execute_in_process(instance=instance, tags=tags)
+            success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+            ctx = build_run_status_sensor_context(
+                sensor_name="feature_run_success_email",
+                dagster_event=success,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(result.run_id),
+                resources={"smtp": SmtpResource(port=port)},
+            )
+            sensor(ctx)
+
+        run_and_evaluate({"dagster/partition": "2026-02-04", "qp/kind": "features"})
+        # the sensors watch every job of the location: a run that is not a feature run gets no mail
+        run_and_evaluate({"dagster/partition": "2026-02-05"})
     assert len(inbox.messages) == 1
     assert "feature_processing_job SUCCEEDED: partition 2026-02-04" in inbox.messages[0][2]

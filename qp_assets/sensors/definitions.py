@@ -392,6 +392,13 @@ def feature_run_state(instance, days: list[date]) -> FeatureRunState:
     return FeatureRunState(frozenset(pending), {d: frozenset(ids) for d, ids in running.items()}, built)
 
 
+def is_feature_run(run) -> bool:
+    """Whether ``run`` builds feature tables (``qp/kind=features``, ``assets.run_tags``), however launched."""
+    from qp_assets.assets.run_tags import FEATURE_RUN_TAGS
+
+    return all(run.tags.get(k) == v for k, v in FEATURE_RUN_TAGS.items())
+
+
 def _run_mail(context: RunStatusSensorContext, status: str, error: str | None = None) -> tuple[str, str]:
     run = context.dagster_run
     partition = run.tags.get("dagster/partition") or (
@@ -442,13 +449,17 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
         else [_landing_run_sensor(env, feature_job, lookback, first_day)]
     )
 
+    # Every job of the location, filtered by kind: feature runs are feature_processing_job's (sensor,
+    # schedule) or the implicit asset job's (declarative automation, UI Materialize, asset backfills).
     @run_failure_sensor(
         name="feature_run_failure_email",
-        monitored_jobs=[feature_job],
+        monitored_jobs=None,
         default_status=_mail_status(),
         minimum_interval_seconds=5,
     )
     def feature_run_failure_email(context: RunFailureSensorContext, smtp: SmtpResource):
+        if not is_feature_run(context.dagster_run):
+            return SkipReason(f"run {context.dagster_run.run_id} is not a feature run")
         error = context.failure_event.message if context.failure_event else None
         step_errors = []
         for event in context.get_step_failure_events():
@@ -461,11 +472,13 @@ def build_sensors(vqe_runner_job, feature_job) -> list:
     @run_status_sensor(
         name="feature_run_success_email",
         run_status=DagsterRunStatus.SUCCESS,
-        monitored_jobs=[feature_job],
+        monitored_jobs=None,
         default_status=_mail_status(),
         minimum_interval_seconds=5,
     )
     def feature_run_success_email(context: RunStatusSensorContext, smtp: SmtpResource):
+        if not is_feature_run(context.dagster_run):
+            return SkipReason(f"run {context.dagster_run.run_id} is not a feature run")
         subject, body = _run_mail(context, "SUCCEEDED")
         smtp.send(subject, body)
 
