@@ -125,7 +125,7 @@ def test_the_condition_requests_each_uncovered_day_once(automation_env):
     defs = build_definitions()
     today = datetime.now(UTC).date().isoformat()
     tables = {feature_asset_key(t) for t in TABLES}
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)  # files older than the runs below
     with DagsterInstance.ephemeral() as instance:
         cursor = None
 
