@@ -162,7 +162,7 @@ def test_the_condition_requests_each_uncovered_day_once(automation_env):
 
 
 def test_every_feature_table_check_blocks_downstream_assets():
-    """The science checks (variational bound, iterations vs results) and the data checks of the ten tables
+    """The science checks (variational bound, exact error, iterations vs results) and the data checks of the ten tables
     are blocking: a failed one fails its run, so nothing downstream of the table (the ML tables) is built
     from it in that run."""
     from qp_assets.definitions import build_definitions
@@ -170,8 +170,9 @@ def test_every_feature_table_check_blocks_downstream_assets():
     graph = build_definitions().resolve_asset_graph()
     checks = {k: graph.get(k) for k in graph.asset_check_keys if k.asset_key.path[0] == "quantum_features"}
     names = {k.name for k in checks}
-    assert {"variational_bound", "iterations_match_results", "no_null_keys", "landed_files_readable"} <= names
-    assert len(checks) == len(TABLES) + 3
+    science = {"variational_bound", "exact_error_consistent", "iterations_match_results"}
+    assert science | {"no_null_keys", "landed_files_readable"} <= names
+    assert len(checks) == len(TABLES) + 4
     assert all(node.blocking for node in checks.values()), [k for k, n in checks.items() if not n.blocking]
 
 

@@ -90,7 +90,7 @@ def test_feature_partition_materializes_all_ten_tables_and_checks_pass(landed, m
         assert meta["snapshot_ids"].value, table
     assert mats["processing_metadata"][0].metadata["dagster/row_count"].value == 1
     checks = _checks(result)
-    assert len(checks) == 13 and all(checks.values()), checks
+    assert len(checks) == 14 and all(checks.values()), checks
     # read back through PyIceberg: 5 runs on day 1 (runs 0, 1, 2, 3 and the late-landed 7)
     rows = read_rows("vqe_results", day=GOLDEN_DAY1, settings=landed.settings, namespace=landed.namespace)
     assert sorted(rows.column("run_id").to_pylist()) == [f"run-{i:06d}" for i in (0, 1, 2, 3, 7)]
@@ -118,7 +118,7 @@ def test_three_day_backfill_with_an_empty_day_is_one_run(landed):
     per_day = mats["vqe_results"][0].metadata["rows_per_day"].value
     assert per_day == {empty_day.isoformat(): 0, GOLDEN_DAY1.isoformat(): 5, GOLDEN_DAY2.isoformat(): 2}
     checks = _checks(result)
-    assert len(checks) == 13 and all(checks.values()), checks
+    assert len(checks) == 14 and all(checks.values()), checks
     rows = read_rows("vqe_results", settings=landed.settings, namespace=landed.namespace)
     assert rows.num_rows == 7  # day 1 overwritten, not duplicated
     meta = read_rows("processing_metadata", settings=landed.settings, namespace=landed.namespace).to_pylist()

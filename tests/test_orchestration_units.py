@@ -285,6 +285,25 @@ def test_variational_bound_flags_only_runs_below_exact():
     assert [v["run_id"] for v in check_logic.variational_bound_violations(tbl, 1e-6)] == ["bad"]
 
 
+def test_exact_error_must_match_the_energies():
+    exact = -1.1373060357533995
+    rows = [
+        {"run_id": "ok", "total_energy": exact + 1e-4, "exact_energy": exact, "error_vs_exact_mha": 0.1},
+        {"run_id": "noref", "total_energy": -5.0, "exact_energy": None, "error_vs_exact_mha": None},
+        {"run_id": "unset", "total_energy": -5.0, "exact_energy": exact, "error_vs_exact_mha": None},
+        {
+            "run_id": "hartree",
+            "total_energy": exact + 1e-4,
+            "exact_energy": exact,
+            "error_vs_exact_mha": 1e-4,
+        },
+        {"run_id": "orphan", "total_energy": -5.0, "exact_energy": None, "error_vs_exact_mha": 2.0},
+    ]
+    tbl = pa.table({k: [r[k] for r in rows] for k in rows[0]})
+    bad = check_logic.exact_error_inconsistencies(tbl)
+    assert [(b["run_id"], b["problem"][:8]) for b in bad] == [("hartree", "expected"), ("orphan", "an error")]
+
+
 def test_iteration_consistency_and_null_keys():
     res = _results(
         [

@@ -46,6 +46,25 @@ def variational_bound_violations(
     return out
 
 
+def exact_error_inconsistencies(vqe_results: Any, tol_mha: float = 1e-6) -> list[dict[str, Any]]:
+    """Runs whose recorded error vs the exact reference (``error_vs_exact_mha``, milli-hartree) is not
+    ``(total_energy - exact_energy) * 1000`` within ``tol_mha``, or is set without an exact reference.
+
+    The runner computes it from the same two energies, so any difference means a wrong record (a wrong
+    reference attached to the run, or energies in another unit); rows without both are skipped."""
+    out = []
+    cols = ["run_id", "total_energy", "exact_energy", "error_vs_exact_mha"]
+    for rec in vqe_results.select(cols).to_pylist():
+        exact, total, error = rec["exact_energy"], rec["total_energy"], rec["error_vs_exact_mha"]
+        if error is None or total is None:
+            continue
+        if exact is None or (isinstance(exact, float) and math.isnan(exact)):
+            out.append({**rec, "problem": "an error vs exact without an exact reference"})
+        elif not abs(error - (total - exact) * 1000.0) <= tol_mha:
+            out.append({**rec, "problem": f"expected {(total - exact) * 1000.0!r} mHa"})
+    return out
+
+
 def iteration_inconsistencies(
     vqe_results: Any, vqe_iterations: Any, tol_ha: float = 1e-9
 ) -> list[dict[str, Any]]:

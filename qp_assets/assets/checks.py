@@ -52,6 +52,14 @@ def _check_specs() -> list[AssetCheckSpec]:
     )
     specs.append(
         AssetCheckSpec(
+            "exact_error_consistent",
+            asset=feature_asset_key("vqe_results"),
+            description="error_vs_exact_mha = (total_energy - exact_energy) * 1000 (within 1e-6 mHa)",
+            blocking=True,
+        )
+    )
+    specs.append(
+        AssetCheckSpec(
             "iterations_match_results",
             asset=feature_asset_key("vqe_iterations"),
             additional_deps=[feature_asset_key("vqe_results")],
@@ -111,6 +119,9 @@ def feature_table_checks(
             yield result(
                 key, not bad, runs=rows("vqe_results").num_rows, tolerance_ha=tol, violations=bad[:20]
             )
+        elif key.name == "exact_error_consistent":
+            bad = check_logic.exact_error_inconsistencies(rows("vqe_results"))
+            yield result(key, not bad, runs=rows("vqe_results").num_rows, inconsistent=bad[:20])
         elif key.name == "landed_files_readable":
             bad = check_logic.unreadable_landed_files(rows("processing_metadata"))
             yield result(
