@@ -149,6 +149,31 @@ def test_day1_golden_rows_exact(env):
     env["snapshots"]["after_day1"] = dict(result.snapshot_ids)
 
 
+def test_two_days_in_one_pass_one_snapshot_per_table(env):
+    """build_days over both golden days in one job (what a range backfill runs): each day exactly its
+    golden rows, every landed file read, one processing_metadata row per day, and one overwrite (one
+    snapshot) per table for both days. Its own namespace of the module's catalog, so the day-by-day
+    builds of the other tests are untouched. (On a Spark standalone cluster: tests/test_export_airflow_e2e.py.)"""
+    from qp_assets.features.build import build_days
+    from qp_assets.features.catalog import snapshot_history
+
+    namespace = "features_two_days"
+    days = [golden.GOLDEN_DAY1, golden.GOLDEN_DAY2]
+    results = build_days(days, env["spark"], env["settings"], run_id="run-two-days",
+                         raw_root=env["sink"].raw_root, namespace=namespace)  # fmt: skip
+    for result, day in zip(results, days, strict=True):
+        expected = golden.expected_rows(golden.records_of_day(env["files"], day))
+        assert {t: result.row_counts[t] for t in DATA_TABLES} == expected, day
+    sink = env["sink"]
+    landed = {f"s3a://{sink.bucket}/{sink.prefix}{golden.landed_key(f.topic, f.partition, f.offset, f.landed_at)}"
+              for f in env["files"]}  # fmt: skip
+    assert set().union(*(r.source_files for r in results)) == landed  # every landed file read
+    meta = catalog(env).load_table(f"{namespace}.processing_metadata").scan().to_arrow().to_pylist()
+    assert sorted(m["event_date"] for m in meta) == days
+    for table in DATA_TABLES:
+        assert len(snapshot_history(table, env["settings"], namespace)) == 1, table
+
+
 def test_live_spark_session_does_not_lock_the_sqlite_catalog(env):
     """Writers in other processes (daemon-launched runs, Airflow tasks) must not wait on this session.
 
