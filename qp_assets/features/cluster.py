@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qp_assets.settings import Settings
+from qp_assets.stack import process
 
 
 def spark_home() -> Path:
@@ -110,16 +110,9 @@ def _spawn(role: str, args: list[str], settings: Settings, extra_env: dict[str, 
             **extra_env,
         }
     )
-    log_file = open(logs / f"spark-{role}.log", "ab")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen(
-        [str(spark_home() / "bin" / "spark-class"), *args],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    log_file.close()
-    return proc.pid
+    # the stack's spawn: a new session, the log appended, SIGTERM at its default (so stop() needs no SIGKILL)
+    cmd = [str(spark_home() / "bin" / "spark-class"), *args]
+    return process.spawn(cmd, logs / f"spark-{role}.log", env, settings.runtime_dir).pid
 
 
 def start_local_cluster(
