@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from confluent_kafka import Consumer
 
 from qp_assets.features.golden import make_result
 from qp_assets.settings import Settings
+from qp_assets.stack.process import spawn, stop_group
 from qp_assets.stack.services import java_executable, kafka_random_uuid
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import publish_record
@@ -69,9 +69,9 @@ def scram_broker(stack: Settings, tmp_path_factory: pytest.TempPathFactory):
          "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
-    log = open(home / "broker.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([*java, "kafka.Kafka", str(props)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    # spawn: own session and SIGTERM at its default (CI's pytest ignores SIGTERM; a JVM inheriting that
+    # ignores it too, and the teardown then waited its whole grace: 30.0 s in CI run 14)
+    proc = spawn([*java, "kafka.Kafka", str(props)], home / "broker.log", dict(os.environ), home)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"SCRAM broker died; see {home / 'broker.log'}"
@@ -80,12 +80,11 @@ def scram_broker(stack: Settings, tmp_path_factory: pytest.TempPathFactory):
                 break
         time.sleep(1)
     yield dataclasses.replace(stack, kafka_bootstrap_servers=f"127.0.0.1:{PORT}")
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    forced = stop_group(proc.pid, grace_seconds=30)
+    proc.wait(10)
+    assert not forced, (
+        f"the SCRAM broker ignored SIGTERM and was killed after 30 s; see {home / 'broker.log'}"
+    )
 
 
 def _scram_env(monkeypatch: pytest.MonkeyPatch, password: str) -> None:
