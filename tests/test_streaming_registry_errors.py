@@ -32,7 +32,7 @@ from qp_assets.streaming.connect import connector_config, connector_status, wait
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
-from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
+from tests.test_streaming_services import dead_letters_of
 
 pytestmark = pytest.mark.services
 H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
@@ -77,18 +77,6 @@ def request_topic(stack: Settings) -> Iterator[str]:
         future.result(15)
 
 
-def _dead_letters_of(settings: Settings, topic: str, header: str = "qp.source.topic") -> list:
-    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest"}))  # fmt: skip
-    consumer.subscribe([REQUESTS_DLQ_TOPIC])
-    ours, deadline = [], time.monotonic() + 6
-    while time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error() and dict(msg.headers() or []).get(header) == topic.encode():
-            ours.append(msg)
-    consumer.close()
-    return ours
-
-
 @pytest.mark.parametrize(("status", "code"), [(401, 40101), (429, 42901), (503, 50301), (404, 40403)])
 def test_request_reader_retries_registry_errors_and_dead_letters_only_unknown_schemas(
     stack: Settings, request_topic: str, status: int, code: int
@@ -100,16 +88,13 @@ def test_request_reader_retries_registry_errors_and_dead_letters_only_unknown_sc
         bad = dataclasses.replace(stack, schema_registry_url=registry.url)
         if code == 40403:  # the registry answered: this schema id does not exist -> a bad payload
             assert consume_range(request_topic, 0, 0, 1, bad, timeout_s=30) == []
-            (dead,) = _dead_letters_of(stack, request_topic)
-            assert (
-                b"40403" in dict(dead.headers())["qp.error"]
-                or b"not found" in dict(dead.headers())["qp.error"]
-            )
+            (dead,) = dead_letters_of(stack, request_topic)
+            assert "40403" in dead.reason or "not found" in dead.reason
         else:
             with pytest.raises(RegistryUnavailableError, match=f"{registry.url}.*{request_topic}:0@0"):
                 consume_range(request_topic, 0, 0, 1, bad, timeout_s=30)
             assert registry.requests == (3 if status in (429, 503) else 1)  # retried 2x where retriable
-            assert _dead_letters_of(stack, request_topic) == []
+            assert dead_letters_of(stack, request_topic) == []
             assert [r["request_id"] for r in consume_range(request_topic, 0, 0, 1, stack)] == [rid]
     finally:
         registry.close()

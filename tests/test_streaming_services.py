@@ -12,16 +12,16 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from qp_assets.features.golden import as_v4, make_result
 from qp_assets.settings import Settings
+from qp_assets.streaming.dlq import DlqEntry, read_entries
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
 from qp_assets.streaming.schemas import schema_dict, schema_text
 from qp_assets.streaming.serde import SchemaIncompatibleError, deserialize, registry, value_deserializer
-from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
 from tests.test_streaming_units import _as_version
 
 pytestmark = pytest.mark.services
@@ -29,25 +29,10 @@ WHEN = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
 
 
-def _read_all(settings: Settings, topic: str, expected: int, timeout_s: float = 30.0) -> list:
-    consumer = Consumer(client_config(settings.kafka_bootstrap_servers, **{"group.id": f"t-{uuid.uuid4()}", "auto.offset.reset": "earliest", "enable.auto.commit": False}))  # fmt: skip
-    consumer.subscribe([topic])
-    msgs = []
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while len(msgs) < expected and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and not msg.error():
-            msgs.append(msg)
-    # drain briefly to catch duplicates
-    end = time.monotonic() + 2
-    while time.monotonic() < end:
-        msg = consumer.poll(0.2)
-        if msg is not None and not msg.error():
-            msgs.append(msg)
-    consumer.close()
-    return msgs
+def dead_letters_of(settings: Settings, topic: str) -> list[DlqEntry]:
+    """Entries of the request dead-letter topic whose origin is ``topic``, read to the topic's end (no wait:
+    ``consume_range`` flushed what it dead-lettered before it returned)."""
+    return [e for e in read_entries(settings) if e.origin[0] == topic]
 
 
 def test_schema_history_registers_under_backward_and_incompatible_change_is_rejected(stack: Settings) -> None:
@@ -75,8 +60,8 @@ def test_records_of_every_version_decode_with_the_v3_reader(stack: Settings) -> 
         published[topic] = record
     reader = value_deserializer(stack.schema_registry_url, schema_text("vqe_result", 3))
     for topic, record in published.items():
-        (msg,) = _read_all(stack, topic, 1)
-        decoded = deserialize(reader, topic, msg.value())
+        (msg,) = read_entries(stack, topic)  # every message of the topic, low to high watermark
+        decoded = deserialize(reader, topic, msg.value)
         assert decoded["run_id"] == record["run_id"]
         assert [it["energy"] for it in decoded["iterations"]] == [it["energy"] for it in record["iterations"]]
         assert "cumulative_min_energy" in decoded["iterations"][0]
@@ -100,8 +85,8 @@ def test_kafka_down_spools_and_replay_publishes_exactly_once(stack: Settings, mo
     assert replay_spool(settings) == (1, 0)
     assert not outcome.spool_path.exists()
     assert replay_spool(settings) == (0, 0)  # nothing left: replaying again publishes nothing
-    msgs = _read_all(settings, topic, 1)
-    assert [m.key().decode() for m in msgs] == [record["run_id"]]
+    msgs = read_entries(settings, topic)  # to the topic's end: a duplicate would be there
+    assert [m.key.decode() for m in msgs] == [record["run_id"]]
 
 
 def test_requests_read_by_exact_offset_range_and_garbage_goes_to_dlq(stack: Settings) -> None:
@@ -119,12 +104,10 @@ def test_requests_read_by_exact_offset_range_and_garbage_goes_to_dlq(stack: Sett
     assert [r["request_id"] for r in got] == [rid + "-a", rid + "-b"]
     assert got[0]["seed"] == 1 and got[0]["optimizer_options"] == {} and got[0]["molecule"]["name"] == "H2"
     assert [r["request_id"] for r in consume_range(topic, 0, 3, 4, stack)] == [rid + "-c"]
-    dlq = _read_all(stack, REQUESTS_DLQ_TOPIC, 10_000, timeout_s=5)
-    ours = [m for m in dlq if dict(m.headers() or []).get("qp.source.topic") == topic.encode()]
+    ours = dead_letters_of(stack, topic)
     assert len(ours) == 1  # the garbage message, dead-lettered once by the read covering offset 1
-    headers = dict(ours[0].headers())
-    assert ours[0].value() == b"\x00\x00\x00\x00\x01not-avro" and headers["qp.source.offset"] == b"1"
-    assert b"qp.error" in [k.encode() for k in headers]
+    assert ours[0].value == b"\x00\x00\x00\x00\x01not-avro" and ours[0].headers["qp.source.offset"] == "1"
+    assert "qp.error" in ours[0].headers
 
 
 def test_registry_outage_while_reading_requests_raises_and_dead_letters_nothing(stack: Settings) -> None:
@@ -136,7 +119,6 @@ def test_registry_outage_while_reading_requests_raises_and_dead_letters_nothing(
     down = dataclasses.replace(stack, schema_registry_url="http://127.0.0.1:1/apis/ccompat/v7")
     with pytest.raises(RegistryUnavailableError, match=f"{topic}:0@0"):
         consume_range(topic, 0, 0, 1, down, timeout_s=30)
-    dlq = _read_all(stack, REQUESTS_DLQ_TOPIC, 10_000, timeout_s=5)
-    assert [m for m in dlq if dict(m.headers() or []).get("qp.source.topic") == topic.encode()] == []
+    assert dead_letters_of(stack, topic) == []
     # the registry back: the same range reads the request (nothing was lost)
     assert [r["request_id"] for r in consume_range(topic, 0, 0, 1, stack)] == [rid]

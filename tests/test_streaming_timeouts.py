@@ -28,7 +28,7 @@ from qp_assets.settings import Settings
 from qp_assets.streaming.kafka_config import client_config
 from qp_assets.streaming.publisher import ensure_topic, publish_record, publish_request, replay_spool
 from qp_assets.streaming.requests import RegistryUnavailableError, consume_range
-from qp_assets.streaming.topics import REQUESTS_DLQ_TOPIC
+from tests.test_streaming_services import dead_letters_of
 
 WHEN = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 H2 = {"name": "H2", "symbols": ["H", "H"], "coords": [[0, 0, 0], [0, 0, 0.7414]]}
@@ -148,16 +148,7 @@ def test_reading_requests_with_a_stalled_registry_raises_naming_it_and_dead_lett
         print(f"request read with a stalled registry released after {elapsed:.1f} s")
         assert isinstance(exc, RegistryUnavailableError), exc
         assert elapsed < 30 and stalled_registry in str(exc) and f"{topic}:0@0" in str(exc)
-        consumer = Consumer(client_config(stack.kafka_bootstrap_servers, **{"group.id": f"t-{topic}", "auto.offset.reset": "earliest"}))  # fmt: skip
-        consumer.subscribe([REQUESTS_DLQ_TOPIC])
-        ours, deadline = [], time.monotonic() + 5
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                if dict(msg.headers() or []).get("qp.source.topic") == topic.encode():
-                    ours.append(msg)
-        consumer.close()
-        assert ours == []
+        assert dead_letters_of(stack, topic) == []
         assert [r["request_id"] for r in consume_range(topic, 0, 0, 1, stack)] == [rid]  # retry works
     finally:
         _delete_topics(stack, topic)
