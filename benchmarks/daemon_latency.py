@@ -29,7 +29,11 @@ latency into stages (median seconds per scenario), from Dagster's run records an
 * f.launch: that run created (or the landing, if later) -> started (queue behind a running build, launch);
 * f.build: that run started (or the landing, if later) -> row queryable (Spark + Iceberg commit + 1 s poll).
 
-    .venv/bin/python benchmarks/daemon_latency.py [--requests 5 --gap 8 --timeout 420]
+With ``--compare-launch`` the daemon is then restarted with the run launcher's fork server off
+(``dagster.yaml``: ``run_launcher.config.fork_server: false``) and the existing-configuration scenario runs
+again ("existing, cold spawn"): every run worker a cold ``spawn`` of the code server, as Dagster's default.
+
+    .venv/bin/python benchmarks/daemon_latency.py [--requests 5 --gap 8 --timeout 420 --compare-launch]
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from daemon_stack import fresh_daemon_stack
+from daemon_stack import fresh_daemon_stack, restart_daemon
 
 #: H2 configurations whose result topics differ (basis x mapper); H2 stays <= 8 qubits in all of them.
 NEW_CONFIGS = [
@@ -224,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=420.0, help="seconds to wait per scenario")
     parser.add_argument("--port-offset", type=int, default=None, help="default: the first free one")
     parser.add_argument(
+        "--compare-launch", action="store_true",
+        help="then restart the daemon with the run launcher's fork server off and run the existing-configuration "
+        "scenario again: warm fork vs cold spawn of the run worker, side by side",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-cold-start", dest="cold_start", action="store_false",
         help="skip the first request on the fresh stack (then the new-configuration scenario pays the cold start)",
     )  # fmt: skip
@@ -260,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                 env.daemon,
             ),
         }
+        if args.compare_launch:
+            restart_daemon(env, fork_server=False)
+            results["existing, cold spawn"] = _scenario(
+                "spawn", [{}] * args.requests, env.settings, env.instance, args.gap, args.timeout, env.daemon
+            )
 
     print(f"\n{args.requests} H2 requests per scenario, {args.gap:.0f} s apart, under dagster-daemon")
     print(
@@ -286,6 +300,12 @@ def main(argv: list[str] | None = None) -> int:
     new, old = results["new configuration"], results["existing configuration"]
     ratio = statistics.median(new["iceberg"]) / statistics.median(old["iceberg"])
     print(f"\nratio new / existing configuration, Iceberg p50: {ratio:.2f}")
+    if "existing, cold spawn" in results:
+        spawn = results["existing, cold spawn"]
+        print(
+            "ratio cold spawn / warm fork of the run worker (existing configuration), ack p50: "
+            f"{statistics.median(spawn['ack']) / statistics.median(old['ack']):.2f}"
+        )
     print(
         "(seconds; ack = submit -> result acknowledged by Kafka; step = submit -> run_vqe_request output "
         "(after metrics and plot); iceberg = submit -> row queryable; ratio = iceberg / ack p50; feature runs "

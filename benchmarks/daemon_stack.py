@@ -61,6 +61,55 @@ def _kill_leftovers(marker: str) -> None:
                 pass
 
 
+def _start_daemon(work: Path) -> subprocess.Popen:
+    log = (work / "daemon.log").open("a")
+    return subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+        cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+
+
+def _stop_daemon(daemon: subprocess.Popen) -> None:
+    if daemon.poll() is None:
+        os.killpg(daemon.pid, 15)
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, 9)
+
+
+def restart_daemon(stack: DaemonStack, fork_server: bool) -> None:
+    """Stop the daemon, set the instance's ``run_launcher.config.fork_server``, start it again and wait for
+    the request sensor's next tick (same instance and sensor cursors: no request is run twice)."""
+    import yaml
+
+    _stop_daemon(stack.daemon)
+    _kill_leftovers(str(stack.work))  # its code server and fork server
+    path = Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["run_launcher"].setdefault("config", {})["fork_server"] = fork_server
+    path.write_text(yaml.safe_dump(config))
+    started = time.time()
+    stack.daemon = _start_daemon(stack.work)
+    _wait_next_tick(stack.instance, stack.daemon, started)
+
+
+def _wait_next_tick(instance, daemon: subprocess.Popen, since: float, timeout_s: float = 180) -> None:
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise RuntimeError("dagster-daemon exited")
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name == "kafka_vqe_request_sensor":
+                ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+                if ticks and ticks[0].timestamp >= since:
+                    return
+        time.sleep(1)
+    raise TimeoutError("the request sensor did not tick after the restart")
+
+
 @contextlib.contextmanager
 def fresh_daemon_stack(
     port_offset: int | None = None, env: dict[str, str] | None = None
@@ -98,26 +147,20 @@ def fresh_daemon_stack(
         home = prepare_dagster_home(work / "dagster_home")
         with DagsterInstance.from_config(str(home)) as fresh:  # create the SQLite storages before the daemon
             fresh.get_runs(limit=1)  # does (two processes migrating a fresh database race)
-        log = (work / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        daemon = _start_daemon(work)
         with DagsterInstance.from_config(str(home)) as instance:
             _wait_first_tick(instance, daemon)
-            yield DaemonStack(settings, instance, daemon, work)
+            stack = DaemonStack(settings, instance, daemon, work)
+            yield stack
+            daemon = stack.daemon  # restart_daemon may have replaced it
     except BaseException:
         daemon_log = work / "daemon.log"
         if daemon_log.exists():
             print("--- daemon.log (tail):\n" + daemon_log.read_text()[-3000:], file=sys.stderr)
         raise
     finally:
-        if daemon is not None and daemon.poll() is None:
-            os.killpg(daemon.pid, 15)
-            try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, 9)
+        if daemon is not None:
+            _stop_daemon(daemon)
         _kill_leftovers(str(work))
         down()
         shutil.rmtree(work, ignore_errors=True)
