@@ -239,9 +239,9 @@ class Env(BaseModel):
     )
     feature_trigger: Literal["sensor", "automation"] = _var(
         "QP_FEATURE_TRIGGER",
-        "what starts feature runs on landed files: the landing sensor (sensor) or declarative automation "
-        "(automation: the landing sensor only observes, feature_automation_sensor requests the runs)",
-        "sensor",
+        "what starts feature runs on landed files: declarative automation (automation: the landing sensor "
+        "only observes, feature_automation_sensor requests the runs) or, opt-out, the landing sensor (sensor)",
+        "automation",
     )
     campaign_sensor_interval_s: Annotated[int, Field(ge=5)] = _var(
         "QP_CAMPAIGN_SENSOR_INTERVAL_S",

@@ -69,8 +69,9 @@ def _wait(predicate, timeout_s: float, what: str, daemon, log_path: Path):
     raise AssertionError(f"{what} not within {timeout_s:.0f} s; daemon log:\n" + log_path.read_text()[-3000:])
 
 
-# The default trigger (the sensor) drives the feature runs of every other daemon test (test_orchestration_e2e,
-# the UI tests, tests/faults): the automation trigger alone here keeps the suite within its CI budget.
+# The default trigger (automation) also drives the feature runs of every other daemon test
+# (test_orchestration_e2e, the UI tests, tests/faults); the sensor opt-out is not run here, to keep the
+# suite within its CI budget (its plan: test_orchestration_units, test_orchestration_sensors).
 @pytest.mark.parametrize("trigger", ["automation"])
 def test_landings_start_one_run_per_day_and_lose_nothing(stack, tmp_path, trigger):
     from qp_assets.assets.features import LANDING_SIGNATURE, feature_asset_key

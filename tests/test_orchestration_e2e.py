@@ -246,10 +246,11 @@ def test_daemon_drives_request_to_iceberg(stack, runner_outcome, tmp_path):
                         break
                     time.sleep(3)
                     runs = instance.get_runs()
-            jobs = {(r.job_name, r.status.value) for r in runs}
-            assert ("vqe_runner_job", "SUCCESS") in jobs and ("feature_processing_job", "SUCCESS") in jobs, (
-                jobs
-            )
+            # the feature run is the implicit asset job's (automation, the default) or feature_processing_job's
+            # (QP_FEATURE_TRIGGER=sensor): found by its qp/kind=features tag
+            jobs = {(r.job_name, r.status.value, r.tags.get("qp/kind")) for r in runs}
+            assert ("vqe_runner_job", "SUCCESS", "vqe") in jobs, jobs
+            assert {s for _job, s, kind in jobs if kind == "features"} == {"SUCCESS"}, jobs
             # the new instance ran only the new request (one range of one offset), not the module's history
             ranges = [r.tags.get("qp/offset_range") for r in runs if r.job_name == "vqe_runner_job"]
             assert len(ranges) == 1 and ranges[0].endswith(f"-{int(ranges[0].split('-')[0]) + 1}"), ranges

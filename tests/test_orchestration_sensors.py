@@ -143,6 +143,9 @@ def _produce_more(settings, topic: str, n: int) -> None:
 def test_landing_sensor_requests_exactly_the_touched_days(stack, monkeypatch):
     from qp_assets.features.golden import make_result, write_landed_file
 
+    monkeypatch.setenv(
+        "QP_FEATURE_TRIGGER", "sensor"
+    )  # the opt-out (automation: tests/test_automation_units.py)
     monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "3")
     monkeypatch.setenv("QP_LANDING_SENSOR_WAIT_S", "0")  # the waiting tick: next test
     iso = isolated(stack)
@@ -190,6 +193,7 @@ def test_landing_sensor_tick_waits_for_a_landing(stack, monkeypatch):
     as a file lands; with nothing landing it skips after the wait, cursor unchanged."""
     from qp_assets.features.golden import make_result, write_landed_file
 
+    monkeypatch.setenv("QP_FEATURE_TRIGGER", "sensor")
     monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "1")
     monkeypatch.setenv("QP_LANDING_SENSOR_WAIT_S", "4")
     iso = isolated(stack)

@@ -4,7 +4,8 @@ Playwright through Debian's headless Chromium, on the local stack.
 * ``test_webserver_graphql_lists_all_assets``: GraphQL lists the ten feature assets in their group, the
   raw source asset, the jobs, the sensors and the schedule (no stack needed).
 * ``test_lineage_shows_the_ten_feature_assets``: the lineage page, groups expanded, shows the ten feature
-  tables inside the ``quantum_features`` group and the raw source asset.
+  tables inside the ``quantum_features`` group and the raw source asset; vqe_results' page shows its
+  automation condition.
 * ``test_sensor_run_shows_energy_and_convergence_plot``: one H2 request on ``vqe.requests``; the daemon's
   ``kafka_vqe_request_sensor`` launches ``vqe_runner_job``; its run page shows Success, the energy (FCI
   within chemical accuracy) and the convergence plot (a decoded PNG).
@@ -15,7 +16,7 @@ Playwright through Debian's headless Chromium, on the local stack.
   Launch backfill; the backfill succeeds as one run and its page shows 3 of 3 partitions succeeded for
   each of the ten tables; vqe_results' partitions tab counts exactly those three days materialized.
 * ``test_campaign_progress_then_ml_assets_from_ui``: ``qp campaign submit`` of a 4-run campaign (H2,
-  HeH+ x 2 optimizers); with the campaign and landing sensors on, the campaign's ``campaign_progress``
+  HeH+ x 2 optimizers); with the campaign and feature-trigger sensors on, the campaign's ``campaign_progress``
   partition page is reloaded until it says complete (4 of 4 done, 4 rows, after an incomplete state); then
   the ML group's Materialize all -> Latest (today) -> Launch 1 run; the run succeeds, the two ML tables
   show today's row counts as Iceberg holds them (the campaign's runs among them) and the convergence model
@@ -246,6 +247,9 @@ def test_lineage_shows_the_ten_feature_assets(dagster_ui, page, shots):
         # the raw source's description is Markdown: its S3 path must survive the rendering
         page.goto(f"{dagster_ui.url}/assets/raw_vqe_results")
         page.get_by_text("s3://<bucket>/raw/topics/<topic>/year=/month=/day=/hour=/", exact=True).wait_for()
+        # a feature table's page shows its automation condition (QP_FEATURE_TRIGGER=automation, the default)
+        page.goto(f"{dagster_ui.url}/assets/quantum_features/vqe_results")
+        page.get_by_text("landed files not covered by a build").first.wait_for()
 
 
 @browser_test
@@ -385,6 +389,7 @@ def test_campaign_progress_then_ml_assets_from_ui(stack, dagster_ui, page, shots
     from qp_assets import campaigns
     from qp_assets.features.catalog import read_rows
     from qp_assets.s3 import s3_client
+    from qp_assets.settings import load_env
 
     today = today_landed["day"].isoformat()
     spec = tmp_path / "campaign.yaml"
@@ -399,10 +404,14 @@ def test_campaign_progress_then_ml_assets_from_ui(stack, dagster_ui, page, shots
     client = s3_client(stack)
     model_key = None
     try:
-        # the request sensor runs since h2_request; the landing sensor builds today's features when the
-        # results land; the campaign sensor adds the partition and refreshes its progress (every 15 s here)
+        # the request sensor runs since h2_request; today's features are built when the results land (the
+        # landing sensor observes them, feature_automation_sensor requests the run; under
+        # QP_FEATURE_TRIGGER=sensor the landing sensor requests it); the campaign sensor adds the partition
+        # and refreshes its progress (every 15 s here)
         dagster_ui.start_sensor("campaign_sensor")
         dagster_ui.start_sensor("landing_sensor")
+        if load_env().feature_trigger == "automation":
+            dagster_ui.start_sensor("feature_automation_sensor")
         with screenshot_on_failure(page, shots, "campaign_progress"):
             url = f"{dagster_ui.url}/assets/campaign_progress?view=partitions&partition={campaign_id}"
             seen: list[tuple[str, str]] = []  # (done, complete) of each materialization shown

@@ -118,6 +118,7 @@ def test_landing_sensor_coalesces_feature_runs_of_one_day(monkeypatch):
             return fake
 
     monkeypatch.setenv("QP_LANDING_LOOKBACK_DAYS", "0")
+    monkeypatch.setenv("QP_FEATURE_TRIGGER", "sensor")  # the opt-out: the landing sensor requests the runs
     job = build_feature_job()
     sensor = {s.name: s for s in build_sensors(build_vqe_runner_job(), job)}["landing_sensor"]
     resources = {"s3": FakeS3Resource(), "landing": LandingResource(bucket="b")}
@@ -417,9 +418,12 @@ def test_definitions_shape(monkeypatch):
         "kafka_vqe_request_sensor",
         "campaign_sensor",
         "landing_sensor",
+        "feature_automation_sensor",  # QP_FEATURE_TRIGGER=automation, the default
         "feature_run_failure_email",
         "feature_run_success_email",
     }
+    conditions = {graph.get(AssetKey(["quantum_features", t])).automation_condition for t in TABLES}
+    assert [c.get_label() for c in conditions] == ["landed files not covered by a build"]
     runner = defs.resolve_job_def("vqe_runner_job")
     assert runner.executor_def.name in ("local_gpu_executor", "local_inprocess_executor")
 
