@@ -9,6 +9,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from airflow_db import migrated_airflow_db
 
 from qp_assets.export.airflow_dags import AirflowExportOptions, export_airflow
 from qp_assets.export.airflow_env import AirflowEnvError, airflow_env, ensure_airflow_venv
@@ -176,10 +177,7 @@ def test_dags_test_mails_on_success_and_failure(airflow_python: Path, tmp_path: 
             {"AIRFLOW_CONN_SMTP_DEFAULT": json.dumps(conn), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"},
         )
         airflow = str(airflow_python.parent / "airflow")
-        migrate = subprocess.run(
-            [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert migrate.returncode == 0, migrate.stderr[-2000:]
+        migrated_airflow_db(airflow_python, env)
         run = subprocess.run(
             [airflow, "dags", "test", "quantum_feature_processing", "2026-01-14"],
             env=env,

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from airflow_db import migrated_airflow_db
 
 from qp_assets.export.airflow_dags import AirflowExportOptions, export_airflow
 from qp_assets.export.airflow_env import AirflowEnvError, airflow_env, ensure_airflow_venv
@@ -117,10 +118,7 @@ def airflow_day(stack):
     )
     airflow = str(airflow_python.parent / "airflow")
     try:
-        migrate = subprocess.run(
-            [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert migrate.returncode == 0, migrate.stderr[-3000:]
+        migrated_airflow_db(airflow_python, env)
         started = time.monotonic()
         run = subprocess.run(
             [airflow, "dags", "test", "quantum_feature_processing", GOLDEN_DAY1.isoformat()],

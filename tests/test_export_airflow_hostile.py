@@ -19,6 +19,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from airflow_db import migrated_airflow_db
 
 from qp_assets.export.airflow_dags import (
     AirflowExportOptions,
@@ -116,8 +117,7 @@ def test_hostile_values_never_execute_and_arrive_verbatim(airflow_python: Path, 
     log = tmp_path / "argv.jsonl"
     env = airflow_env(home, dags, {"QP_ARGV_LOG": str(log), "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO"})
     airflow = str(airflow_python.parent / "airflow")
-    migrate = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stderr[-2000:]
+    migrated_airflow_db(airflow_python, env)
 
     molecules_param = everything  # the triggering user's value: every payload at once
     runs = {
