@@ -31,10 +31,14 @@ def day_suffix(day: date) -> str:
     return f"year={day:%Y}/month={day:%m}/day={day:%d}/"
 
 
+def topics_folder(raw_prefix: str = RAW_PREFIX) -> str:
+    """The folder of the topic folders: ``raw_prefix`` with its trailing slash (added if it lacks one)."""
+    return raw_prefix if raw_prefix.endswith("/") else raw_prefix + "/"
+
+
 def topic_prefix(topic: str, raw_prefix: str = RAW_PREFIX) -> str:
-    """``<raw_prefix><topic>/``; ``raw_prefix`` gets its trailing slash if it lacks one."""
-    prefix = raw_prefix if raw_prefix.endswith("/") else raw_prefix + "/"
-    return f"{prefix}{topic}/"
+    """``<raw_prefix><topic>/`` (:func:`topics_folder` of ``raw_prefix``, then the topic's folder)."""
+    return f"{topics_folder(raw_prefix)}{topic}/"
 
 
 def day_prefix(topic: str, day: date, raw_prefix: str = RAW_PREFIX) -> str:

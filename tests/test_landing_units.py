@@ -45,3 +45,18 @@ def test_day_prefix_and_day_of_round_trip():
     assert landing.day_of(f"s3a://bucket/{key}") == day
     assert landing.day_of("raw/topics/x/part-0.avro") is None
     assert re.search(landing.DAY_PATTERN, key)[0] == landing.day_suffix(day)
+
+
+def test_topic_folders_listed_under_the_raw_prefix_with_or_without_its_slash():
+    """One home for the topics folder: the sensor's listing and the key builders add the same slash."""
+    from qp_assets.sensors.landing import list_topics
+
+    class Listing:  # one delimiter listing of a bucket holding two topic folders
+        def list_objects_v2(self, Bucket, Prefix, Delimiter):  # noqa: N803 - boto3's parameter names
+            assert (Bucket, Prefix, Delimiter) == ("b", "tests/abc/raw/topics/", "/")
+            return {"CommonPrefixes": [{"Prefix": f"{Prefix}{t}/"} for t in (TOPIC, "other")]}
+
+    for raw_prefix in ("tests/abc/raw/topics", "tests/abc/raw/topics/"):
+        assert landing.topics_folder(raw_prefix) == "tests/abc/raw/topics/"
+        assert list_topics(Listing(), "b", raw_prefix) == sorted([TOPIC, "other"])
+        assert landing.topic_prefix(TOPIC, raw_prefix) == f"tests/abc/raw/topics/{TOPIC}/"

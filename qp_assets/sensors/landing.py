@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from qp_assets.landing import day_prefix
+from qp_assets.landing import day_prefix, topics_folder
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def _paginate(client: Any, **kwargs: Any) -> Iterable[dict[str, Any]]:
 
 def list_topics(client: Any, bucket: str, raw_prefix: str) -> list[str]:
     """Topic folder names under ``raw_prefix`` (one delimiter listing)."""
-    prefix = raw_prefix if raw_prefix.endswith("/") else raw_prefix + "/"
+    prefix = topics_folder(raw_prefix)
     topics = []
     for page in _paginate(client, Bucket=bucket, Prefix=prefix, Delimiter="/"):
         for cp in page.get("CommonPrefixes", []):
