@@ -2,7 +2,8 @@
 Playwright through Debian's headless Chromium, on the local stack.
 
 * ``test_webserver_graphql_lists_all_assets``: GraphQL lists the ten feature assets in their group, the
-  raw source asset, the jobs, the sensors and the schedule (no stack needed).
+  raw source asset, the jobs, the sensors and the schedule (on the module's webserver: starting a second
+  one for it cost about 12 s).
 * ``test_lineage_shows_the_ten_feature_assets``: the lineage page, groups expanded, shows the ten feature
   tables inside the ``quantum_features`` group and the raw source asset; vqe_results' page shows its
   automation condition.
@@ -62,19 +63,13 @@ QUERY = """
 FEATURE_GROUP_PAGE = "/locations/qp_assets.definitions/asset-groups/quantum_features"
 
 
+@pytest.mark.services
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_webserver_graphql_lists_all_assets(tmp_path):
+def test_webserver_graphql_lists_all_assets(dagster_ui):
     from qp_assets.features.transforms import TABLES
 
-    server = DagsterServer(
-        home=dagster_home(tmp_path), logs=tmp_path, env={"QP_SENSORS_RUNNING": "0"}, daemon=False
-    )
-    try:
-        server.start().wait_ready(timeout_s=150)
-        data = server.graphql(QUERY)
-    finally:
-        server.stop()
+    data = dagster_ui.graphql(QUERY)
     features = {
         n["assetKey"]["path"][-1]
         for n in data["assetNodes"]
@@ -88,7 +83,7 @@ def test_webserver_graphql_lists_all_assets(tmp_path):
     assert [s["name"] for s in repo["schedules"]] == ["daily_feature_schedule"]
 
 
-# --- browser tests: one webserver + daemon and one browser for the module -----------------------------
+# --- one webserver + daemon and one browser for the module -------------------------------------------
 
 
 def browser_test(fn):

@@ -42,12 +42,11 @@ def dagster_home(parent: Path) -> Path:
 
 @dataclass
 class DagsterServer:
-    """dagster-webserver (always) and dagster-daemon (``daemon=True``) on one instance."""
+    """dagster-webserver and dagster-daemon on one instance."""
 
     home: Path
     logs: Path
     env: dict[str, str]
-    daemon: bool = True
     port: int = field(default_factory=free_port)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -59,9 +58,8 @@ class DagsterServer:
         env = {**os.environ, **self.env, "DAGSTER_HOME": str(self.home)}
         commands = {
             "webserver": [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.port)],
+            "daemon": [str(BIN / "dagster-daemon"), "run"],
         }
-        if self.daemon:
-            commands["daemon"] = [str(BIN / "dagster-daemon"), "run"]
         for name, cmd in commands.items():
             with (self.logs / f"{name}.log").open("w") as log:
                 self.procs[name] = subprocess.Popen(
