@@ -10,7 +10,8 @@ already loaded.
 Protocol (:class:`qp_assets.assets.run_launcher.QpRunLauncher` is the only client), one JSON object per
 line on stdin/stdout:
 
-* at start, once everything is imported: ``{"ready": true, "pid": N, "import_s": S}`` (or
+* at start, once everything is imported (and, for the platform's definitions, the VQE steps warmed up:
+  ``vqe_runner.prepare_run_worker``): ``{"ready": true, "pid": N, "import_s": S}`` (or
   ``{"error": "..."}`` and exit 1);
 * request ``{"execute_run_args": "<serialized ExecuteRunArgs>"}`` -> ``{"pid": N}`` (the run worker's pid);
   ``{"stale": "<file>"}`` when a loaded source file of the project changed since the imports (the process
@@ -29,11 +30,11 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-#: Modules imported beyond the code location's own: what every run worker needs (Dagster's run execution)
-#: and the VQE runner's steps (``vqe_runner.WARM_MODULES``, loaded through the definitions).
+#: Modules imported beyond the code location's own: what every run worker needs (Dagster's run execution).
 RUN_WORKER_MODULES = ("dagster._cli.api", "dagster._core.execution.api")
 
 
@@ -71,9 +72,10 @@ def preload(job_origin_json: str) -> None:
     for name in RUN_WORKER_MODULES:
         importlib.import_module(name)
     recon_job_from_origin(deserialize_value(job_origin_json, JobPythonOrigin)).get_definition()
-    runner = sys.modules.get("qp_assets.assets.vqe_runner")  # loaded by this code location's definitions
-    for name in getattr(runner, "WARM_MODULES", ()):
-        importlib.import_module(name)
+    if "qp_assets.assets.vqe_runner" in sys.modules:  # this code location runs VQE requests
+        from qp_assets.assets.vqe_runner import prepare_run_worker
+
+        prepare_run_worker()
 
 
 def _reap(_signum, _frame) -> None:
@@ -124,6 +126,9 @@ def serve(job_origin_json: str, root: Path) -> int:
         _reply({"error": f"{type(exc).__name__}: {exc}"})
         return 1
     snapshot = source_snapshot(root)
+    extra = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if extra:  # the children will not have them (and may inherit their locks held): say so
+        print(f"run fork server: threads left by the imports: {extra}", file=sys.stderr, flush=True)
     signal.signal(signal.SIGCHLD, _reap)
     _reply({"ready": True, "pid": os.getpid(), "import_s": round(time.monotonic() - started, 2)})
     for line in sys.stdin:

@@ -168,25 +168,44 @@ def find_earlier(settings: Settings, key: str, timeout_s: float) -> Earlier | No
     return None if read[1] is None else read[1].get(key)
 
 
-def prefetch_index(settings: Settings, timeout_s: float) -> threading.Thread:
-    """Read the reuse index for this run's look-ups in a child process (``python -m
-    qp_assets.runner.reuse``: pickled settings and timeout in, the object's bytes out, nothing when there
-    is none), waited for by a background thread that holds the index lock meanwhile; both started here.
+#: True once :func:`warm_s3_client` ran in this process (or in the process it was forked from).
+_S3_WARM = False
 
-    The child pays the boto3 import and client (about 0.4 s of CPU) on the other core, so the run's own
-    process, importing the simulator meanwhile, only decodes the JSON. Failures are left to the request's
-    own look-up, which then reads the index itself."""
+
+def warm_s3_client() -> None:
+    """Build and drop one bounded S3 client: boto3's default session keeps the S3 service model, so later
+    clients of this process, and of processes forked from it, are built in milliseconds (0.6-0.7 s cold on
+    the 2-core VM). Opens no connection. The run launcher's fork server calls it
+    (``vqe_runner.prepare_run_worker``)."""
+    global _S3_WARM
+    _client(Settings.from_env(), 5.0)
+    _S3_WARM = True
+
+
+def prefetch_index(settings: Settings, timeout_s: float) -> threading.Thread:
+    """Read the reuse index for this run's look-ups in a background thread that holds the index lock
+    meanwhile, started here.
+
+    In a cold run worker the thread runs the read in a child process (``python -m qp_assets.runner.reuse``:
+    pickled settings and timeout in, the object's bytes out, nothing when there is none): the child pays the
+    boto3 import and client (about 0.4 s of CPU) on the other core, so the run's own process, importing the
+    simulator meanwhile, only decodes the JSON. In a worker forked from the warmed-up fork server
+    (:func:`warm_s3_client` ran) the thread reads it itself: one GET, tens of milliseconds. Failures are left
+    to the request's own look-up, which then reads the index itself."""
     started = threading.Event()
+
+    def read_in_child() -> dict[str, Earlier] | None:
+        child = subprocess.run(
+            [sys.executable, "-m", __name__], input=pickle.dumps((settings, timeout_s)),
+            capture_output=True, timeout=PREFETCH_FRESH_S, check=True,
+        )  # fmt: skip
+        return decode_index(child.stdout) if child.stdout else None
 
     def run() -> None:
         with _INDEX_LOCK:
             started.set()
             try:
-                child = subprocess.run(
-                    [sys.executable, "-m", __name__], input=pickle.dumps((settings, timeout_s)),
-                    capture_output=True, timeout=PREFETCH_FRESH_S, check=True,
-                )  # fmt: skip
-                index = decode_index(child.stdout) if child.stdout else None
+                index = read_index(settings, timeout_s) if _S3_WARM else read_in_child()
             except Exception as exc:  # noqa: BLE001 - the request's own look-up reads it and says what failed
                 detail = getattr(exc, "stderr", b"") or b""
                 log.info("result-reuse index not prefetched (%s: %s) %s", type(exc).__name__, exc,
