@@ -190,6 +190,9 @@ def test_a_code_location_the_server_cannot_load_takes_the_default_path(home):
     t0 = time.monotonic()
     assert instance.run_launcher._fork(run) is None
     assert time.monotonic() - t0 < 30 and not instance.run_launcher._fork_servers
+    t0 = time.monotonic()  # the failure is remembered: the next launch does not start another server
+    assert instance.run_launcher._fork(run) is None
+    assert time.monotonic() - t0 < 0.5 and not instance.run_launcher._fork_servers
 
 
 WARM_CHILD = """

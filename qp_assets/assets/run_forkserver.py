@@ -75,7 +75,12 @@ def preload(job_origin_json: str) -> None:
     if "qp_assets.assets.vqe_runner" in sys.modules:  # this code location runs VQE requests
         from qp_assets.assets.vqe_runner import prepare_run_worker
 
-        prepare_run_worker()
+        try:
+            prepare_run_worker()
+        except Exception as exc:  # noqa: BLE001 - a cold first call in each run, not a reason to stop
+            print(
+                f"run fork server: VQE warm-up failed, runs pay their first calls: {exc!r}", file=sys.stderr
+            )
 
 
 def _reap(_signum, _frame) -> None:
@@ -120,6 +125,7 @@ def _reply(message: dict) -> None:
 def serve(job_origin_json: str, root: Path) -> int:
     """Preload, then fork one run worker per request until stdin closes. Returns the exit code."""
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stops with its process group, even if started ignoring it
     try:
         preload(job_origin_json)
     except Exception as exc:  # noqa: BLE001 - reported to the launcher, which keeps the default path

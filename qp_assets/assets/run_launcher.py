@@ -54,6 +54,9 @@ FORKED_PID_TAG = "qp/run_worker_pid"
 FORK_REPLY_TIMEOUT_S = 10.0
 #: Seconds the launcher waits for a new fork server's imports (about 5 s on the idle 2-core VM).
 FORK_SERVER_START_TIMEOUT_S = 60.0
+#: Seconds after a fork server failed during which launches of its code location take the default path
+#: without trying another (a code location that cannot load would otherwise cost every launch a start).
+FORK_SERVER_RETRY_S = 600.0
 
 #: Seconds a worker's process may appear to have started after the event that records its pid (clock
 #: granularity of process start times).
@@ -171,6 +174,7 @@ class QpRunLauncher(DefaultRunLauncher):
         super().__init__(inst_data=inst_data)
         self._fork_server_enabled = fork_server
         self._fork_servers: dict[str, ForkServer] = {}
+        self._fork_failed_at: dict[str, float] = {}  # code location -> monotonic time of its last failure
         self._fork_lock = threading.Lock()
 
     @classmethod
@@ -213,6 +217,8 @@ class QpRunLauncher(DefaultRunLauncher):
         )
         cwd = getattr(origin.repository_origin.code_pointer, "working_directory", None)
         with self._fork_lock:
+            if time.monotonic() - self._fork_failed_at.get(key, -FORK_SERVER_RETRY_S) < FORK_SERVER_RETRY_S:
+                return None
             for _attempt in range(2):  # a stale server is replaced once
                 server = self._fork_servers.get(key)
                 if server is None:
@@ -225,6 +231,7 @@ class QpRunLauncher(DefaultRunLauncher):
                     server.close()
                     if not isinstance(exc, StaleForkServer):
                         logger.warning("run %s: %s; launching it the default way", run.run_id, exc)
+                        self._fork_failed_at[key] = time.monotonic()
                         return None
             return None
 

@@ -10,9 +10,9 @@ builds of the recent days: test_zz_audit builds the day once for the suite).
   ansatz, COBYLA at tol 1e-14 for 150 iterations: seconds of VQE); the moment its run logs
   "admitted '<request id>'" (its VQE step starts the simulation next) plus ``INTO_VQE_S`` (the H2 problem
   is built well within it, the optimizer then runs for seconds), the run worker process (a descendant of the daemon, pid from
-  the run's event log) gets SIGKILL. The run fails: the code server that started the worker sees its
-  child die (engine event "... terminated by signal 9"), or run monitoring (``QpRunLauncher``) finds the
-  pid gone, whichever comes first (both seen). The request sensor re-requests the range (``:attempt2``),
+  the run's event log) gets SIGKILL. The run fails: run monitoring (``QpRunLauncher``) finds the pid
+  gone (the worker is forked by the launcher's fork server and reaped by it); with ``fork_server: false``
+  the code server that spawned the worker may see it die first (engine event "... terminated by signal 9"). The request sensor re-requests the range (``:attempt2``),
   that run publishes the one result.
   Recovery = kill -> result landed.
 * ``test_daemon_killed_mid_tick``: while a request sensor tick runs (it waits inside the tick for a
