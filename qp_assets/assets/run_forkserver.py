@@ -32,7 +32,9 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 #: Modules imported beyond the code location's own: what every run worker needs (Dagster's run execution).
 RUN_WORKER_MODULES = ("dagster._cli.api", "dagster._core.execution.api")
@@ -93,8 +95,10 @@ def _reap(_signum, _frame) -> None:
             return
 
 
-def _child(execute_run_args: str) -> None:
-    """In the forked child: become a plain run worker and run ``dagster api execute_run``; never returns."""
+def _child(execute_run_args: str) -> NoReturn:
+    """In the forked child: become a plain run worker and run ``dagster api execute_run``. Ends with
+    SystemExit, which unwinds out of the fork server's loop into a normal interpreter exit (atexit handlers,
+    logging and stdio flushed, non-daemon threads joined), as a cold run worker's ends."""
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -106,15 +110,13 @@ def _child(execute_run_args: str) -> None:
         os.close(devnull)
         from dagster._cli.api import execute_run_command
 
-        try:
-            execute_run_command.callback(input_json=execute_run_args, compressed_input_json=None)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        execute_run_command.callback(input_json=execute_run_args, compressed_input_json=None)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported, then the exit code says it
+        traceback.print_exc()
+    raise SystemExit(code)
 
 
 def _reply(message: dict) -> None:

@@ -19,8 +19,8 @@ already imported Dagster, the definitions and the simulator (``assets.run_forkse
 VQE step on the 2-core VM). The child runs what ``dagster api execute_run`` runs. The fork server is
 started by the first launch of a code location, which waits for its imports (about as long as a cold spawn
 would take), is replaced the same way when a loaded source file changed (a run never executes old code), and
-exits with the launching process. When it fails to start or to answer, the run takes the default path: a
-launch never depends on it.
+exits with the launching process. When it fails to start or to answer, the run takes the default path, and
+so do the code location's launches of the next 10 minutes: a launch never depends on it.
 Runs it started carry the tag ``qp/run_worker_pid``; terminating one interrupts that process (SIGINT, as
 the code server interrupts its own run processes), which cancels the run.
 
@@ -207,7 +207,8 @@ class QpRunLauncher(DefaultRunLauncher):
     def _fork(self, run: DagsterRun) -> int | None:
         """The pid of a run worker forked for ``run``, or None: the default path. The first launch of a code
         location starts its fork server and waits for it (about as long as a cold spawn); a server whose
-        sources changed is replaced the same way; one that fails is dropped (the next launch starts another)."""
+        sources changed is replaced the same way; one that fails is dropped, and the code location's launches
+        take the default path for :data:`FORK_SERVER_RETRY_S`."""
         from dagster._grpc.types import ExecuteRunArgs
 
         origin = run.job_code_origin
@@ -241,9 +242,8 @@ class QpRunLauncher(DefaultRunLauncher):
             return super().terminate(run_id)
         self._instance.report_run_canceling(run)
         pid = int(run.tags[FORKED_PID_TAG])
-        status = worker_status(
-            pid, (run_worker_pid(self._instance, run_id) or (pid, run.create_timestamp))[1]
-        )
+        recorded = run_worker_pid(self._instance, run_id)  # not yet: the fork was just now
+        status = worker_status(pid, recorded[1] if recorded else time.time())
         if status.status != WorkerStatus.RUNNING:
             self._instance.report_engine_event(f"Cannot terminate: {status.msg}", run, cls=self.__class__)
             return False
