@@ -67,7 +67,7 @@ def _runner_figures(instance, prefix: str, since: float) -> dict[str, float]:
                     last_ack = max(last_ack, float(acked.value))
     feature_s = sum(
         r.end_time - r.start_time
-        for r in instance.get_run_records(RunsFilter(job_name="feature_processing_job"))
+        for r in instance.get_run_records(RunsFilter(tags={"qp/kind": "features"}))  # any job or trigger
         if r.start_time and r.end_time and _epoch(r.create_timestamp) >= since
     )
     return {"last_ack": last_ack, "step_s": step_s, "steps": steps, "runner_s": runner_s,
