@@ -198,7 +198,7 @@ def load_request_batch(
             continue
         requests.append(request)
     if any(reuse_refusal(r, c) is None for r, c in zip(requests, configs, strict=True)):
-        from qp_assets.runner.reuse import prefetch_index  # the result-reuse index, in a child process
+        from qp_assets.runner.reuse import prefetch_index  # the result-reuse index, in the background
 
         prefetch_index(kafka.settings(), load_env().reuse_lookup_timeout_s)
     prepare_publish(configs, kafka.settings())  # topics, serializers and producer, while it simulates

@@ -96,7 +96,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 _PRODUCERS: dict[str, Producer] = {}  # keyed by the full client configuration
 _SERIALIZERS: dict[tuple[str, str, str, int], ValueSerializer] = {}
-_CLIENTS_LOCK = threading.RLock()  # a publish and prepare_publish's thread build each client once
+_PRODUCER_LOCK = threading.Lock()  # a publish and prepare_publish's thread build one producer, not two
 #: Seconds prepare_publish waits for the producer's first metadata answer.
 CONNECT_TIMEOUT_S = 10.0
 
@@ -105,18 +105,20 @@ def _producer(settings: Settings) -> Producer:
     """One producer per distinct client configuration (endpoint, security, timeouts) per process."""
     config = producer_config(settings)
     key = repr(sorted(config.items()))
-    with _CLIENTS_LOCK:
+    with _PRODUCER_LOCK:  # creating one does no network I/O: never held while waiting for Kafka
         if key not in _PRODUCERS:
             _PRODUCERS[key] = Producer(config)
         return _PRODUCERS[key]
 
 
 def serializer(settings: Settings, topic: str, schema_name: str, version: int) -> ValueSerializer:
+    """The cached serializer of (registry, topic, schema, version). Built without a lock: building one asks
+    the registry, and a publish must not wait behind prepare_publish's call to a stalled registry (at worst
+    both ask once)."""
     key = (settings.schema_registry_url, topic, schema_name, version)
-    with _CLIENTS_LOCK:
-        if key not in _SERIALIZERS:
-            _SERIALIZERS[key] = ValueSerializer(settings.schema_registry_url, topic, schema_name, version)
-        return _SERIALIZERS[key]
+    if key not in _SERIALIZERS:
+        _SERIALIZERS[key] = ValueSerializer(settings.schema_registry_url, topic, schema_name, version)
+    return _SERIALIZERS[key]
 
 
 def prepare_publish(settings: Settings, topic: str | None) -> None:
