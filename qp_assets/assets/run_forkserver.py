@@ -41,11 +41,13 @@ RUN_WORKER_MODULES = ("dagster._cli.api", "dagster._core.execution.api")
 
 
 def source_snapshot(root: Path) -> dict[str, int]:
-    """``{path: mtime_ns}`` of every loaded module whose file lies under ``root`` (the project's sources)."""
+    """``{path: mtime_ns}`` of every loaded module whose file lies under ``root`` (the project's sources),
+    leaving out the interpreter's environment (a virtualenv inside the project: 3205 of 3260 files, checked
+    before every fork for nothing)."""
     out = {}
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and path.startswith(str(root)):
+        if path and path.startswith(str(root)) and not path.startswith(sys.prefix + os.sep):
             try:
                 out[path] = os.stat(path).st_mtime_ns
             except OSError:
