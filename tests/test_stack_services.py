@@ -133,6 +133,42 @@ def test_s3_put_list_get(stack: Settings) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_s3_store_volume_limit_is_fixed_and_new_buckets_take_writes(stack: Settings) -> None:
+    """The store's volume limit does not shrink with the disk's free space (CI failed on it: with 3 GB free,
+    weed mini allowed 3 volumes and a PutObject into a test's new bucket got a bare InternalError)."""
+    from qp_assets.stack.services import s3_client
+    from qp_assets.stack.services.base import StackContext
+    from qp_assets.stack.services.seaweedfs import VOLUME_MAX
+
+    master = StackContext(stack).seaweed_internal_ports["master.port"]
+    topology = httpx.get(f"http://127.0.0.1:{master}/dir/status", timeout=10).json()["Topology"]
+    assert topology["Max"] == VOLUME_MAX, topology
+    client = s3_client(stack)
+    buckets = [f"qp-test-volumes-{uuid.uuid4().hex[:8]}-{i}" for i in range(3)]
+    try:
+        for bucket in buckets:  # each bucket is a collection with volumes of its own
+            client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="k.bin", Body=b"x" * 1000)
+            assert client.get_object(Bucket=bucket, Key="k.bin")["Body"].read() == b"x" * 1000
+    finally:
+        for bucket in buckets:
+            try:
+                client.delete_object(Bucket=bucket, Key="k.bin")
+                client.delete_bucket(Bucket=bucket)
+            except client.exceptions.ClientError:
+                pass
+
+
+def test_spark_connect_scratch_lives_in_the_runtime_dir(stack: Settings) -> None:
+    """The Spark Connect server's jar copies (about 120 MB per start) go to ``<runtime>/tmp/spark-connect``,
+    emptied at each start, not to ``/tmp`` where every restart left a copy behind."""
+    scratch = stack.runtime_dir / "tmp" / "spark-connect"
+    copies = list(scratch.glob("spark-*/userFiles-*"))
+    assert len(copies) == 1, copies
+    assert sum(f.stat().st_size for f in copies[0].rglob("*") if f.is_file()) > 10_000_000
+
+
+@pytest.mark.timeout(60)
 def test_pushgateway_metric_read_back_from_prometheus(stack: Settings) -> None:
     from prometheus_client import CollectorRegistry, Gauge, delete_from_gateway, push_to_gateway
 

@@ -138,7 +138,9 @@ def start_local_cluster(
     pid_dir = settings.runtime_dir / "pids"
     pid_dir.mkdir(parents=True, exist_ok=True)
     cluster = LocalSparkCluster(master_port, master_webui_port, worker_webui_port, pid_dir=pid_dir)
-    daemon_env = {"SPARK_DAEMON_MEMORY": "512m"}
+    scratch = settings.runtime_dir / "tmp" / "spark-cluster"  # executors' block and shuffle files, not /tmp
+    scratch.mkdir(parents=True, exist_ok=True)
+    daemon_env = {"SPARK_DAEMON_MEMORY": "512m", "SPARK_LOCAL_DIRS": str(scratch)}
     try:
         cluster.pids["master"] = _spawn(
             "master",

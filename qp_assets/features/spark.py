@@ -485,6 +485,22 @@ def connect_server_env(settings: Settings) -> dict[str, str]:
     }
 
 
+JAVA_OPTIONS_KEY = "spark.driver.extraJavaOptions"
+
+
+def connect_scratch_dir(settings: Settings) -> Path:
+    """``<runtime dir>/tmp/spark-connect``, emptied: the Spark Connect server's local and temp directory.
+
+    Spark copies every jar it serves (about 120 MB) into a fresh ``spark-<uuid>/userFiles`` directory at
+    each start and removes it only in a shutdown hook, which a stop by signal can skip. Kept under the
+    runtime directory and emptied before each start (one server per runtime), these copies no longer pile
+    up in ``/tmp`` (64 of them, 7.7 GB, after a day of stack restarts)."""
+    scratch = settings.runtime_dir / "tmp" / "spark-connect"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    return scratch
+
+
 def serve_connect(settings: Settings | None = None) -> None:
     """Replace this process with the stack's Spark Connect server (``qp stack`` runs it as a service).
 
@@ -500,6 +516,8 @@ def serve_connect(settings: Settings | None = None) -> None:
         from qp_assets.features.catalog import ensure_catalog_tables
 
         ensure_catalog_tables(settings)
+    scratch = connect_scratch_dir(settings)
+    conf[JAVA_OPTIONS_KEY] = f"{conf.get(JAVA_OPTIONS_KEY, '')} -Djava.io.tmpdir={scratch}".strip()
     conf_dir = settings.runtime_dir / "conf" / "spark-connect"
     conf_dir.mkdir(parents=True, exist_ok=True)
     props = conf_dir / "spark-connect.conf"
@@ -515,6 +533,7 @@ def serve_connect(settings: Settings | None = None) -> None:
         **connect_server_env(settings),
         "SPARK_HOME": str(home),
         "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(scratch),
         "PYSPARK_PYTHON": sys.executable,
     }
     from qp_assets.features.warmup import start_in_background

@@ -24,6 +24,14 @@ def _weeddebian_binary() -> str:
     return weed
 
 
+#: Volumes the store may hold. ``weed mini``'s default (0) recomputes the limit from the disk's free space
+#: divided by the volume size (1 GiB on a large disk): with 3 GB free that is 3, every bucket (a collection)
+#: needs volumes of its own, and a PutObject into a new bucket then fails with a bare ``InternalError``
+#: ("No writable volumes and no free volumes left"). Volumes are not preallocated, so a fixed limit costs
+#: nothing; a disk that is really full still fails writes, as it should.
+VOLUME_MAX = 256
+
+
 def _seaweed_command(ctx: StackContext) -> list[str]:
     data = ctx.data_dir("seaweedfs")
     return [
@@ -36,6 +44,7 @@ def _seaweed_command(ctx: StackContext) -> list[str]:
         f"-s3.port={ctx.s3.port}",
         *(f"-{flag}={port}" for flag, port in ctx.seaweed_internal_ports.items()),
         "-admin.ui=false",
+        f"-volume.max={VOLUME_MAX}",
     ]
 
 
