@@ -450,3 +450,14 @@ def test_spawned_service_can_be_stopped_even_when_the_parent_ignores_sigterm(tmp
     started = time.monotonic()
     assert process.stop_group(proc.pid, 10) is False  # ended by SIGTERM, not SIGKILL after the grace
     assert time.monotonic() - started < 5
+
+
+def test_low_disk_warning_names_the_path_and_the_free_space(tmp_path: Path) -> None:
+    """Below the threshold, one line naming the runtime directory and the GB free; above it, nothing."""
+    runtime = tmp_path / "not-created-yet" / "qp"
+    free_gb = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize / 2**30
+    warning = launcher.low_disk_warning(runtime, threshold_bytes=2**60)
+    assert warning is not None and str(runtime) in warning
+    reported = float(warning.split("only ")[1].split(" GB free")[0])
+    assert abs(reported - free_gb) < 0.5  # other processes may write meanwhile
+    assert launcher.low_disk_warning(runtime, threshold_bytes=1) is None

@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 a service/download failed (one line naming it and its log), 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from qp_assets.cli_errors import reported
@@ -41,13 +42,16 @@ def _print_status(services: list[str] | None) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from qp_assets.settings import prepare_dagster_home
-    from qp_assets.stack.launcher import ensure_up
+    from qp_assets.stack.launcher import ensure_up, low_disk_warning
 
     def go() -> int:
         t0 = time.monotonic()
-        ensure_up(_service_list(args.only))
+        settings = ensure_up(_service_list(args.only))
         home = prepare_dagster_home()
         print(f"stack up in {time.monotonic() - t0:.1f}s; DAGSTER_HOME={home}")
+        warning = low_disk_warning(settings.runtime_dir)
+        if warning:
+            print(warning, file=sys.stderr)
         return _print_status(_service_list(args.only))
 
     return _run(go)

@@ -374,6 +374,27 @@ def our_process_groups(settings: Settings | None = None) -> dict[str, int]:
     return groups
 
 
+#: Free space below which ``qp stack up`` warns (bytes): the test suite's stack phase writes about 3 GB.
+LOW_DISK_BYTES = 3 * 2**30
+
+
+def low_disk_warning(path: Path, threshold_bytes: int = LOW_DISK_BYTES) -> str | None:
+    """A one-line warning when the disk holding ``path`` (the runtime directory) has less than
+    ``threshold_bytes`` free, else None. Kafka, SeaweedFS and Spark then fail in ways that do not say
+    "disk": SeaweedFS sizes its volume count from the free space and answers a write it cannot place with
+    a bare S3 ``InternalError``."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free = os.statvfs(probe).f_bavail * os.statvfs(probe).f_frsize
+    if free >= threshold_bytes:
+        return None
+    return (
+        f"warning: only {free / 2**30:.1f} GB free on the disk of {path} (under {threshold_bytes / 2**30:.0f} GB): "
+        "Kafka, SeaweedFS and Spark need room; S3 writes may fail with InternalError"
+    )
+
+
 def free_port_offset(candidates: Iterable[int] = range(24500, 40001, 500)) -> int:
     """The first ``QP_PORT_OFFSET`` of ``candidates`` at which every port of a local stack is free.
 
