@@ -162,5 +162,8 @@ def fresh_daemon_stack(
         if daemon is not None:
             _stop_daemon(daemon)
         _kill_leftovers(str(work))
+        from qp_assets.streaming.publisher import close_producers
+
+        close_producers()  # before the brokers stop: no "Connection refused" lines from librdkafka
         down()
         shutil.rmtree(work, ignore_errors=True)

@@ -379,7 +379,7 @@ def test_k8s_step_pod_spec_requests_gpu_and_node_selector():
 
 def test_vqe_op_takes_the_gpu_pool_only_where_steps_take_a_gpu(monkeypatch):
     """A pool of one slot on a CPU-only host serialised the two runner runs' steps (campaign 49.6 -> 85.0
-    runs/min without it): the VQE op is in pool ``gpu`` with GPUs or the k8s executor, in none on CPU."""
+    runs/min with two slots): the VQE op is in pool ``gpu`` with GPUs or the k8s executor, in none on CPU."""
     from qp_assets.assets.vqe_runner import GPU_POOL, run_vqe_request, vqe_pool
 
     assert run_vqe_request.pool == vqe_pool()  # as this host's definitions were loaded (CI: CPU only, None)

@@ -320,3 +320,22 @@ def test_corrupt_spool_files_are_skipped_kept_and_counted(tmp_path, monkeypatch,
     assert cut.exists() and fields.exists() and binary.exists()
     for path in (cut, fields, binary):
         assert any(str(path) in r.getMessage() and "unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_close_producers_drops_the_cached_producers() -> None:
+    """``close_producers`` empties the per-process cache: the next publish builds a new producer."""
+    import dataclasses
+
+    from qp_assets.settings import Settings
+    from qp_assets.streaming import publisher
+
+    settings = dataclasses.replace(
+        Settings.from_env(), kafka_bootstrap_servers="127.0.0.1:9"
+    )  # nothing there
+    first = publisher._producer(settings)
+    assert publisher._producer(settings) is first  # cached
+    assert publisher.close_producers(timeout_s=0.1) == 0  # nothing was queued
+    assert publisher._PRODUCERS == {}
+    second = publisher._producer(settings)
+    assert second is not first
+    publisher.close_producers(timeout_s=0.1)

@@ -84,8 +84,8 @@ def vqe_pool() -> str | None:
     than there are devices; none on a CPU-only host. There the runs' own limit bounds the simulations
     (``qp/kind=vqe``: 2 runs at once in ``dagster.yaml``, one step at a time each with one CPU slot), and a
     pool of one slot would only serialise the two runs' steps: measured on the 2-core VM, a 150-request
-    campaign made 49.6 runs/min with the pool and 85.0 without it, its steps waiting for the slot in
-    polls of 1 s growing to 15 s ("Step blocked by limit for pool gpu")."""
+    campaign made 49.6 runs/min with the pool of one slot, its steps waiting for the slot in
+    polls of 1 s growing to 15 s ("Step blocked by limit for pool gpu"); with two slots, 85.0."""
     if gpu_ids() or load_env().vqe_executor == "k8s":
         return GPU_POOL
     return None

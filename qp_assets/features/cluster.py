@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -97,6 +98,15 @@ class LocalSparkCluster:
         self.stop()
 
 
+def _pid_alive(pid_file: Path) -> bool:
+    """Whether the process whose pid ``pid_file`` holds is alive (False: no file, or not a pid)."""
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _spawn(role: str, args: list[str], settings: Settings, extra_env: dict[str, str]) -> int:
     logs = settings.runtime_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -166,6 +176,9 @@ def start_local_cluster(
             time.sleep(0.5)
         work_dir = settings.runtime_dir / "spark-work"
         work_dir.mkdir(parents=True, exist_ok=True)
+        if not _pid_alive(pid_dir / "spark-worker.pid"):  # no other worker of this runtime uses them
+            for finished in work_dir.glob("app-*"):  # a copy of every jar per application (about 120 MB)
+                shutil.rmtree(finished, ignore_errors=True)
         cluster.pids["worker"] = _spawn(
             "worker",
             [

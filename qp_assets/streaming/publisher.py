@@ -111,6 +111,17 @@ def _producer(settings: Settings) -> Producer:
         return _PRODUCERS[key]
 
 
+def close_producers(timeout_s: float = 5.0) -> int:
+    """Flush (at most ``timeout_s`` seconds each) and drop this process's cached producers, whose librdkafka
+    threads then end; returns how many messages were still undelivered. For a process that stops the
+    brokers it published to (a benchmark's own stack): else each producer logs a refused connection every
+    second until the process exits."""
+    with _PRODUCER_LOCK:
+        producers = list(_PRODUCERS.values())
+        _PRODUCERS.clear()
+    return sum(producer.flush(timeout_s) for producer in producers)
+
+
 def serializer(settings: Settings, topic: str, schema_name: str, version: int) -> ValueSerializer:
     """The cached serializer of (registry, topic, schema, version). Built without a lock: building one asks
     the registry, and a publish must not wait behind prepare_publish's call to a stalled registry (at worst

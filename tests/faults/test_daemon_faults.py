@@ -45,8 +45,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.services, pytest.mark.slow, pytest
 JOB = "vqe_runner_job"
 #: A slower VQE for H2 (about 3.4 s of optimizer alone on the 2-core VM, more under load): the kill,
 #: ``INTO_VQE_S`` after the step admitted the request, lands in the optimizer loop, well before the publish.
+#: Forced: on a stack where an earlier run of this test landed the same experiment, result reuse would
+#: answer it from Iceberg in milliseconds and the run would succeed before the kill.
 SLOW_VQE = {"ansatz": "efficient_su2", "reps": 2, "optimizer": "COBYLA", "optimizer_options": {"tol": 1e-14},
-            "max_iterations": 300}  # fmt: skip
+            "max_iterations": 300, "force": True}  # fmt: skip
 INTO_VQE_S = 1.0
 ROW = {"requests": 1, "ok_row": 1, "iceberg_rows": 1, "result_messages": 1, "dlq_entries": 0}
 
