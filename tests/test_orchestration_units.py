@@ -2,6 +2,7 @@
 pinning, the k8s GPU pod spec, and the shape of the Definitions."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -380,9 +381,8 @@ def test_k8s_step_pod_spec_requests_gpu_and_node_selector():
 def test_vqe_op_takes_the_gpu_pool_only_where_steps_take_a_gpu(monkeypatch):
     """A pool of one slot on a CPU-only host serialised the two runner runs' steps (campaign 49.6 -> 85.0
     runs/min with two slots): the VQE op is in pool ``gpu`` with GPUs or the k8s executor, in none on CPU."""
-    from qp_assets.assets.vqe_runner import GPU_POOL, run_vqe_request, vqe_pool
+    from qp_assets.assets.vqe_runner import GPU_POOL, vqe_pool
 
-    assert run_vqe_request.pool == vqe_pool()  # as this host's definitions were loaded (CI: CPU only, None)
     monkeypatch.delenv("QP_VQE_EXECUTOR", raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert vqe_pool() is None
@@ -391,6 +391,13 @@ def test_vqe_op_takes_the_gpu_pool_only_where_steps_take_a_gpu(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv("QP_VQE_EXECUTOR", "k8s")
     assert vqe_pool() == "gpu"
+    # the op as the definitions load on a CPU-only host (a fresh interpreter: this one's environment has
+    # been changed by other tests, and the pool is fixed when the module is imported)
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "QP_VQE_EXECUTOR")}
+    env["CUDA_VISIBLE_DEVICES"] = "-1"
+    code = "from qp_assets.assets.vqe_runner import run_vqe_request; print(run_vqe_request.pool)"
+    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert loaded.stdout.strip() == "None", loaded.stderr[-2000:]
 
 
 # --- Definitions ----------------------------------------------------------------------------------------
