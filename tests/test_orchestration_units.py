@@ -396,7 +396,9 @@ def test_vqe_op_takes_the_gpu_pool_only_where_steps_take_a_gpu(monkeypatch):
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "QP_VQE_EXECUTOR")}
     env["CUDA_VISIBLE_DEVICES"] = "-1"
     code = "from qp_assets.assets.vqe_runner import run_vqe_request; print(run_vqe_request.pool)"
-    loaded = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert loaded.stdout.strip() == "None", loaded.stderr[-2000:]
 
 
