@@ -402,6 +402,24 @@ def test_vqe_op_takes_the_gpu_pool_only_where_steps_take_a_gpu(monkeypatch):
     assert loaded.stdout.strip() == "None", loaded.stderr[-2000:]
 
 
+def test_gpu_pool_gets_one_slot_per_gpu_unless_its_limit_was_set(tmp_path):
+    """At the instance default (1 slot) a 4-GPU host would run one VQE step at a time: the launcher sizes pool
+    ``gpu`` to the GPUs, but never overrides a limit someone set, and leaves 0-1 GPU hosts alone."""
+    from dagster import DagsterInstance
+
+    from qp_assets.runner.gpu import GPU_POOL, size_gpu_pool
+
+    (tmp_path / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\n")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        storage = instance.event_log_storage
+        assert size_gpu_pool(instance, 1) is None and size_gpu_pool(instance, 0) is None
+        assert size_gpu_pool(instance, 4) == 4
+        assert storage.get_concurrency_info(GPU_POOL).slot_count == 4
+        storage.set_concurrency_slots(GPU_POOL, 2)  # as `dagster instance concurrency set gpu 2`
+        assert size_gpu_pool(instance, 4) is None
+        assert storage.get_concurrency_info(GPU_POOL).slot_count == 2
+
+
 # --- Definitions ----------------------------------------------------------------------------------------
 
 

@@ -176,6 +176,7 @@ class QpRunLauncher(DefaultRunLauncher):
         self._fork_servers: dict[str, ForkServer] = {}
         self._fork_failed_at: dict[str, float] = {}  # code location -> monotonic time of its last failure
         self._fork_lock = threading.Lock()
+        self._gpu_pool_checked = False
 
     @classmethod
     def config_type(cls):
@@ -197,12 +198,30 @@ class QpRunLauncher(DefaultRunLauncher):
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
+        if not self._gpu_pool_checked:
+            self._gpu_pool_checked = True
+            self._size_gpu_pool(run)
         pid = self._fork(run) if self._fork_server_enabled and run.job_code_origin is not None else None
         if pid is None:
             super().launch_run(context)
             return
         self._instance.add_run_tags(run.run_id, {FORKED_PID_TAG: str(pid)})
         self._instance.report_engine_event(f"Run worker forked from the warm fork server (pid: {pid}).", run)
+
+    def _size_gpu_pool(self, run: DagsterRun) -> None:
+        """Once per launcher: pool ``gpu`` gets one slot per GPU of this host unless its limit was set
+        (``runner.gpu.size_gpu_pool``). Never fails a launch."""
+        from qp_assets.runner.gpu import GPU_POOL, gpu_ids, size_gpu_pool
+
+        try:
+            limit = size_gpu_pool(self._instance, len(gpu_ids()))
+        except Exception as exc:  # noqa: BLE001 - the pool keeps its limit; the run is launched anyway
+            self._instance.report_engine_event(f"pool {GPU_POOL!r} not sized to the GPUs: {exc!r}", run)
+            return
+        if limit is not None:
+            self._instance.report_engine_event(
+                f"pool {GPU_POOL!r}: {limit} slots, one per GPU of this host", run
+            )
 
     def _fork(self, run: DagsterRun) -> int | None:
         """The pid of a run worker forked for ``run``, or None: the default path. The first launch of a code

@@ -43,7 +43,7 @@ from pydantic import Field
 
 from qp_assets.assets.run_tags import VQE_RUN_TAGS
 from qp_assets.resources.core import KafkaResource, PushGatewayResource, SchemaRegistryResource
-from qp_assets.runner.gpu import gpu_ids
+from qp_assets.runner.gpu import GPU_POOL, gpu_ids
 from qp_assets.runner.process import (
     format_mha,
     prepare_publish,
@@ -71,11 +71,6 @@ K8S_GPU_STEP_CONFIG: dict[str, Any] = {
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
     },
 }
-
-
-#: Dagster concurrency pool of the VQE op where there are GPUs to share (``dagster instance concurrency set
-#: gpu <number of GPUs>``).
-GPU_POOL = "gpu"
 
 
 def vqe_pool() -> str | None:

@@ -15,6 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+#: Dagster concurrency pool of the VQE op where its steps take a GPU (``assets.vqe_runner.vqe_pool``).
+GPU_POOL = "gpu"
+
+
+def size_gpu_pool(instance, gpus: int) -> int | None:
+    """Give the Dagster instance's pool :data:`GPU_POOL` one slot per GPU of this host, unless its limit was
+    set by someone (``dagster instance concurrency set gpu N``, the UI): at the instance's default limit (1)
+    a host with four GPUs would run one VQE step at a time. Returns the limit set, or None when left alone (fewer
+    than two GPUs, or a limit set explicitly). ``instance`` is a ``DagsterInstance``."""
+    if gpus < 2:
+        return None
+    storage = instance.event_log_storage
+    current = next((p for p in storage.get_pool_limits() if p.name == GPU_POOL), None)
+    if current is not None and not current.from_default:
+        return None
+    storage.set_concurrency_slots(GPU_POOL, gpus)
+    return gpus
+
 
 def gpu_ids() -> list[str]:
     """Ids of usable GPUs ([] on CPU-only hosts)."""
