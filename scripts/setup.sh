@@ -38,6 +38,9 @@ fi
 EXTRAS=${QP_EXTRAS:-cpu,dev,noise}
 log "installing qp-assets[$EXTRAS] (pinned by constraints.txt)"
 $UV pip install -q --compile-bytecode --python .venv/bin/python -c constraints.txt -e ".[$EXTRAS]"
+# uv keeps a new 1.3 GB build of pyspark's sdist in its cache at every install into a new venv (68 of them,
+# 58 GB, filled this VM's disk and failed CI's S3 writes); prune what no install refers to any more.
+$UV cache prune -q || log "uv cache prune failed (the install is done; only the cache stays large)"
 
 # The venv's activate script points DAGSTER_HOME at the project's runtime dir, so `dagster dev` after
 # `source .venv/bin/activate` uses the instance that `qp stack up` prepares (dagster.yaml: queue, pools).
