@@ -98,15 +98,6 @@ class LocalSparkCluster:
         self.stop()
 
 
-def _pid_alive(pid_file: Path) -> bool:
-    """Whether the process whose pid ``pid_file`` holds is alive (False: no file, or not a pid)."""
-    try:
-        os.kill(int(pid_file.read_text().strip()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
 def _spawn(role: str, args: list[str], settings: Settings, extra_env: dict[str, str]) -> int:
     logs = settings.runtime_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -166,7 +157,7 @@ def start_local_cluster(
             settings,
             daemon_env,
         )
-        (pid_dir / "spark-master.pid").write_text(f"{cluster.pids['master']}\n")
+        process.write_pidfile(pid_dir / "spark-master.pid", cluster.pids["master"])
         deadline = time.monotonic() + timeout_s
         while not port_open(master_port):
             if time.monotonic() > deadline:
@@ -176,7 +167,9 @@ def start_local_cluster(
             time.sleep(0.5)
         work_dir = settings.runtime_dir / "spark-work"
         work_dir.mkdir(parents=True, exist_ok=True)
-        if not _pid_alive(pid_dir / "spark-worker.pid"):  # no other worker of this runtime uses them
+        if (
+            process.live_pid(pid_dir / "spark-worker.pid") is None
+        ):  # no other worker of this runtime uses them
             for finished in work_dir.glob("app-*"):  # a copy of every jar per application (about 120 MB)
                 shutil.rmtree(finished, ignore_errors=True)
         cluster.pids["worker"] = _spawn(
@@ -198,7 +191,7 @@ def start_local_cluster(
             settings,
             daemon_env,
         )
-        (pid_dir / "spark-worker.pid").write_text(f"{cluster.pids['worker']}\n")
+        process.write_pidfile(pid_dir / "spark-worker.pid", cluster.pids["worker"])
         while cluster.alive_workers() < 1:
             if time.monotonic() > deadline:
                 raise RuntimeError(

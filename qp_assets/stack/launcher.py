@@ -386,7 +386,8 @@ def low_disk_warning(path: Path, threshold_bytes: int = LOW_DISK_BYTES) -> str |
     probe = path
     while not probe.exists():
         probe = probe.parent
-    free = os.statvfs(probe).f_bavail * os.statvfs(probe).f_frsize
+    stat = os.statvfs(probe)
+    free = stat.f_bavail * stat.f_frsize
     if free >= threshold_bytes:
         return None
     return (
