@@ -74,6 +74,12 @@ trap '.venv/bin/qp stack down >/dev/null 2>&1 || true' EXIT
 .venv/bin/qp stack up
 
 echo "[test] pytest, the tests that need the stack (one at a time)"
-phase .venv/bin/python -m pytest -p no:cacheprovider --timeout=900 --durations=25 \
-  -m "services or spark or slow" "$@"
+stack_rc=0
+.venv/bin/python -m pytest -p no:cacheprovider --timeout=900 --durations=25 \
+  -m "services or spark or slow" "$@" || stack_rc=$?
+[ "$stack_rc" = 0 ] || [ "$stack_rc" = 5 ] || status=$stack_rc
+if [ "$stack_rc" != 0 ] && [ "$stack_rc" != 5 ]; then
+  # printed last, so that a CI log cut to its tail still shows the state the failures left behind
+  scripts/diagnose.sh || true
+fi
 exit $status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from datetime import UTC, datetime
 
 import fastavro
@@ -338,4 +339,27 @@ def test_close_producers_drops_the_cached_producers() -> None:
     assert publisher._PRODUCERS == {}
     second = publisher._producer(settings)
     assert second is not first
+    publisher.close_producers(timeout_s=0.1)
+
+
+def test_a_failed_delivery_discards_the_producer_and_the_next_publish_builds_a_new_one(monkeypatch) -> None:
+    """A producer whose message timed out is not reused (an idempotent producer in that state can time out
+    every later message too): ``produce_acked`` raises PublishError, drops it from the cache, and the next
+    call gets a new producer. Nothing listens on the port, so the message times out after 1.5 s."""
+    import dataclasses
+
+    from qp_assets.settings import Settings
+    from qp_assets.streaming import publisher
+
+    monkeypatch.setenv("QP_KAFKA_DELIVERY_TIMEOUT_MS", "1500")
+    settings = dataclasses.replace(Settings.from_env(), kafka_bootstrap_servers="127.0.0.1:9")
+    first = publisher._producer(settings)
+    started = time.monotonic()
+    with pytest.raises(publisher.PublishError, match="Message timed out"):
+        publisher.produce_acked(settings, "qp_unit_topic", "k1", b"v")
+    assert time.monotonic() - started < 10
+    assert first not in publisher._PRODUCERS.values()
+    second = publisher._producer(settings)
+    assert second is not first
+    assert publisher._producer(settings) is second  # cached again until it fails
     publisher.close_producers(timeout_s=0.1)

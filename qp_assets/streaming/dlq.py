@@ -216,7 +216,7 @@ def show_command(args: argparse.Namespace) -> int:
 
 def replay_entry(settings: Any, entry: DlqEntry, timeout_s: float = 30.0) -> tuple[str, int, int]:
     """Produce the entry's original key and value to its origin topic; (topic, partition, offset) acked."""
-    from qp_assets.streaming.publisher import _producer
+    from qp_assets.streaming.publisher import _producer, discard_producer
 
     if entry.value is None:
         raise ValueError(f"entry {entry.n} is a tombstone (no value): nothing to replay")
@@ -234,6 +234,8 @@ def replay_entry(settings: Any, entry: DlqEntry, timeout_s: float = 30.0) -> tup
     deadline = time.monotonic() + timeout_s
     while "err" not in report and time.monotonic() < deadline:
         producer.poll(0.1)
+    if "err" not in report or report["err"] is not None:
+        discard_producer(settings, producer)
     if "err" not in report:
         raise TimeoutError(f"no acknowledgement for {topic} within {timeout_s} s")
     if report["err"] is not None:

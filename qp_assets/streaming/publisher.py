@@ -111,6 +111,28 @@ def _producer(settings: Settings) -> Producer:
         return _PRODUCERS[key]
 
 
+def discard_producer(settings: Settings, producer: Producer) -> None:
+    """Forget ``producer`` (this process's cached producer for ``settings``) after a delivery failed: the next
+    publish builds a new one, with a new connection and a new idempotent-producer id.
+
+    An idempotent librdkafka producer whose messages timed out must bump its epoch before it sends again,
+    and one that cannot (its broker paused, fenced or restarted meanwhile) may time out every later message
+    too; a long-lived process (the daemon's code server, a test session, a benchmark) would then fail each
+    publish until it restarts. Messages still queued in the old producer are purged (their delivery reports
+    say so); one already sent may still be written by the broker: the feature tables keep one row per
+    ``request_id`` whatever a retry publishes again.
+    """
+    with _PRODUCER_LOCK:
+        for key, cached in list(_PRODUCERS.items()):
+            if cached is producer:
+                del _PRODUCERS[key]
+    try:
+        producer.purge(in_queue=True, in_flight=True, blocking=False)
+        producer.poll(0)
+    except Exception as exc:  # a producer in a fatal state may refuse even this; it is dropped all the same
+        log.debug("purging a discarded producer for %s: %s", settings.kafka_bootstrap_servers, exc)
+
+
 def close_producers(timeout_s: float = 5.0) -> int:
     """Flush (at most ``timeout_s`` seconds each) and drop this process's cached producers, whose librdkafka
     threads then end; returns how many messages were still undelivered. For a process that stops the
@@ -174,12 +196,14 @@ def produce_acked(
     while "err" not in report and time.monotonic() < deadline:
         producer.poll(0.1)
     if "err" not in report:
+        discard_producer(settings, producer)
         raise PublishError(f"no delivery report for {topic} key {key} within {delivery_timeout_ms()} ms")
     if report["err"] is not None and report["err"].code() == KafkaError.MSG_SIZE_TOO_LARGE:
         raise RecordTooLargeError(
             f"{topic} key {key}: {len(value)} bytes refused by Kafka (message.max.bytes): {report['err']}"
         )
     if report["err"] is not None:
+        discard_producer(settings, producer)
         raise PublishError(f"Kafka did not acknowledge {topic} key {key}: {report['err']}")
     return report["msg"].partition(), report["msg"].offset()
 

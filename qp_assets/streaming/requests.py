@@ -71,7 +71,7 @@ def send_to_dead_letter(
     Requests without an origin (partition or offset -1, e.g. ``qp vqe run``) are always sent.
     """
     from qp_assets.streaming.dlq import dead_lettered_origins
-    from qp_assets.streaming.publisher import _producer, ensure_topic
+    from qp_assets.streaming.publisher import _producer, discard_producer, ensure_topic
 
     ensure_topic(settings, dlq_topic, 1)
     origin = (source_topic, partition, offset)
@@ -99,6 +99,7 @@ def send_to_dead_letter(
         value = value[:DLQ_MAX_VALUE_BYTES]
     producer.produce(dlq_topic, key=key, value=value, headers=headers)
     if producer.flush(15) != 0:
+        discard_producer(settings, producer)
         raise RuntimeError(f"could not deliver {source_topic}:{partition}@{offset} to {dlq_topic}")
     log.error("sent %s:%d@%d to %s: %s", source_topic, partition, offset, dlq_topic, error)
     return True
