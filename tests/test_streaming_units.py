@@ -363,3 +363,45 @@ def test_a_failed_delivery_discards_the_producer_and_the_next_publish_builds_a_n
     assert second is not first
     assert publisher._producer(settings) is second  # cached again until it fails
     publisher.close_producers(timeout_s=0.1)
+
+
+def test_a_failed_delivery_is_sent_once_more_only_when_a_new_producer_finds_the_leader(monkeypatch) -> None:
+    """``produce_acked``'s one retry: with a new producer when Kafka answers with a leader for the topic
+    (the broker is up, the old producer was stuck), never when it does not (Kafka down: the caller spools)."""
+    from qp_assets.settings import Settings
+    from qp_assets.streaming import publisher
+
+    settings = Settings.from_env()
+    attempts: list[str] = []
+
+    def once_then_ok(_settings, topic, key, value, timestamp_ms=None):
+        attempts.append(key)
+        if len(attempts) == 1:
+            raise publisher.PublishError(
+                f"Kafka did not acknowledge {topic} key {key}: Local: Message timed out"
+            )
+        return 0, 41
+
+    monkeypatch.setattr(publisher, "_produce_once", once_then_ok)
+    monkeypatch.setattr(publisher, "topic_has_leaders", lambda s, t: True)
+    assert publisher.produce_acked(settings, "t", "k", b"v") == (0, 41)
+    assert attempts == ["k", "k"]
+
+    attempts.clear()
+    monkeypatch.setattr(publisher, "topic_has_leaders", lambda s, t: False)
+    with pytest.raises(publisher.PublishError, match="Message timed out"):
+        publisher.produce_acked(settings, "t", "k", b"v")
+    assert attempts == ["k"]
+
+
+def test_topic_has_leaders_is_false_within_its_timeout_when_no_broker_answers() -> None:
+    import dataclasses
+
+    from qp_assets.settings import Settings
+    from qp_assets.streaming import publisher
+
+    settings = dataclasses.replace(Settings.from_env(), kafka_bootstrap_servers="127.0.0.1:9")
+    started = time.monotonic()
+    assert publisher.topic_has_leaders(settings, "t", timeout_s=1.0) is False
+    assert time.monotonic() - started < 3
+    publisher.close_producers(timeout_s=0.1)

@@ -170,13 +170,50 @@ def prepare_publish(settings: Settings, topic: str | None) -> None:
     _producer(settings).list_topics(topic, timeout=CONNECT_TIMEOUT_S)
 
 
+#: Seconds a new producer may take to find ``topic``'s leader before a failed publish is retried with it.
+LEADER_CHECK_TIMEOUT_S = 5.0
+
+
 def produce_acked(
     settings: Settings, topic: str, key: str, value: bytes, timestamp_ms: int | None = None
 ) -> tuple[int, int]:
     """Produce one record and wait for Kafka's acknowledgement; return (partition, offset).
 
     ``timestamp_ms`` (epoch ms) becomes the record's Kafka timestamp (CreateTime); None: the producer's now.
+    A delivery that failed (PublishError) is tried once more, with a new producer, when that producer finds
+    a leader for every partition of ``topic`` within :data:`LEADER_CHECK_TIMEOUT_S`: the broker is up, and
+    the old producer was the problem. Otherwise (Kafka down, the topic leaderless) the PublishError is
+    raised after at most that many more seconds, and the caller spools.
     """
+    try:
+        return _produce_once(settings, topic, key, value, timestamp_ms)
+    except PublishError as first:
+        if not topic_has_leaders(settings, topic):
+            raise
+        log.warning("%s; Kafka has a leader for %s: sending %s again with a new producer", first, topic, key)
+    return _produce_once(settings, topic, key, value, timestamp_ms)
+
+
+def topic_has_leaders(settings: Settings, topic: str, timeout_s: float = LEADER_CHECK_TIMEOUT_S) -> bool:
+    """True when this process's producer (built now if the last one was discarded) gets ``topic``'s metadata
+    within ``timeout_s`` with a leader for each of its partitions; any error or timeout: False."""
+    try:
+        metadata = _producer(settings).list_topics(topic, timeout=timeout_s)
+    except Exception:  # KafkaException: no broker answered in time
+        return False
+    found = metadata.topics.get(topic)
+    return bool(
+        found is not None
+        and found.error is None
+        and found.partitions
+        and all(p.leader >= 0 for p in found.partitions.values())
+    )
+
+
+def _produce_once(
+    settings: Settings, topic: str, key: str, value: bytes, timestamp_ms: int | None = None
+) -> tuple[int, int]:
+    """One attempt of :func:`produce_acked` with this process's producer (discarded when it fails)."""
     producer = _producer(settings)
     report: dict[str, Any] = {}
 
