@@ -194,11 +194,12 @@ def produce_acked(
     return _produce_once(settings, topic, key, value, timestamp_ms)
 
 
-def topic_has_leaders(settings: Settings, topic: str, timeout_s: float = LEADER_CHECK_TIMEOUT_S) -> bool:
+def topic_has_leaders(settings: Settings, topic: str, timeout_s: float | None = None) -> bool:
     """True when this process's producer (built now if the last one was discarded) gets ``topic``'s metadata
-    within ``timeout_s`` with a leader for each of its partitions; any error or timeout: False."""
+    within ``timeout_s`` (None: :data:`LEADER_CHECK_TIMEOUT_S`) with a leader for each of its partitions;
+    any error or timeout: False."""
     try:
-        metadata = _producer(settings).list_topics(topic, timeout=timeout_s)
+        metadata = _producer(settings).list_topics(topic, timeout=timeout_s or LEADER_CHECK_TIMEOUT_S)
     except Exception:  # KafkaException: no broker answered in time
         return False
     found = metadata.topics.get(topic)
