@@ -18,6 +18,7 @@ after that run was created, so a day that cannot be built is not retried every t
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from datetime import datetime
@@ -28,6 +29,7 @@ from dagster import (
     AutomationConditionSensorDefinition,
     AutomationContext,
     AutomationResult,
+    BetaWarning,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunsFilter,
@@ -199,7 +201,14 @@ def feature_automation_sensor(interval_s: int, status: DefaultSensorStatus):
     """The sensor evaluating the feature tables' conditions in the code server (custom condition), every
     ``interval_s`` seconds (Dagster 1.13's sensor loop runs every 5 s at most), one run per day
     (``emit_backfills=False``: a backfill of several days would be one range run, which records no landing
-    signature)."""
+    signature). ``use_user_code_server`` is a beta parameter of Dagster 1.13, chosen on purpose: its
+    BetaWarning is not shown to every user who loads the definitions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        return _automation_sensor_definition(interval_s, status)
+
+
+def _automation_sensor_definition(interval_s: int, status: DefaultSensorStatus):
     return AutomationConditionSensorDefinition(
         "feature_automation_sensor",
         target=AssetSelection.groups(FEATURE_GROUP),
