@@ -205,18 +205,14 @@ def feature_automation_sensor(interval_s: int, status: DefaultSensorStatus):
     BetaWarning is not shown to every user who loads the definitions."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BetaWarning)
-        return _automation_sensor_definition(interval_s, status)
-
-
-def _automation_sensor_definition(interval_s: int, status: DefaultSensorStatus):
-    return AutomationConditionSensorDefinition(
-        "feature_automation_sensor",
-        target=AssetSelection.groups(FEATURE_GROUP),
-        default_status=status,
-        minimum_interval_seconds=interval_s,
-        use_user_code_server=True,
-        emit_backfills=False,
-        run_tags=dict(FEATURE_RUN_TAGS),
-        description="Declarative automation of the feature tables: one run per day whose landed files "
-        "no build covers (QP_FEATURE_TRIGGER=automation)",
-    )
+        return AutomationConditionSensorDefinition(
+            "feature_automation_sensor",
+            target=AssetSelection.groups(FEATURE_GROUP),
+            default_status=status,
+            minimum_interval_seconds=interval_s,
+            use_user_code_server=True,
+            emit_backfills=False,
+            run_tags=dict(FEATURE_RUN_TAGS),
+            description="Declarative automation of the feature tables: one run per day whose landed files "
+            "no build covers (QP_FEATURE_TRIGGER=automation)",
+        )

@@ -167,9 +167,8 @@ def start_local_cluster(
             time.sleep(0.5)
         work_dir = settings.runtime_dir / "spark-work"
         work_dir.mkdir(parents=True, exist_ok=True)
-        if (
-            process.live_pid(pid_dir / "spark-worker.pid") is None
-        ):  # no other worker of this runtime uses them
+        # earlier applications' jar copies, unless another worker of this runtime still uses them
+        if process.live_pid(pid_dir / "spark-worker.pid") is None:
             for finished in work_dir.glob("app-*"):  # a copy of every jar per application (about 120 MB)
                 shutil.rmtree(finished, ignore_errors=True)
         cluster.pids["worker"] = _spawn(
